@@ -1,0 +1,61 @@
+"""Backends: one module per way of running a training step, behind one small interface.
+
+A backend is built once per run from ``(x, y, weights, lr=..., grad=..., precision=...)`` and
+owns whatever buffers the step needs. ``backend.step(loss_out)`` runs one epoch: it writes the
+loss (before the update) into the 0-d tensor ``loss_out`` and updates ``weights`` in place. It
+never synchronises with the host and never prints.
+"""
+import importlib.util
+import os
+
+import torch
+
+
+class BackendUnavailableError(RuntimeError):
+    """The asked-for backend cannot run on these tensors here."""
+
+
+def interpreter_enabled():
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_installed():
+    return importlib.util.find_spec("triton") is not None
+
+
+def triton_unavailable_reason(device):
+    """Why the Triton backend cannot run on ``device``, or None if it can."""
+    device = torch.device(device)
+    if not triton_installed():
+        return "Triton is not installed (pip install triton; Linux only)"
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if interpreter_enabled():
+            return None
+        return ("its kernels run on CPU tensors only under the Triton interpreter "
+                "(set TRITON_INTERPRET=1, slow) ; use backend='torch' on the CPU")
+    return f"it supports CUDA devices (and the CPU under TRITON_INTERPRET=1), not {device.type}"
+
+
+def resolve(name, device):
+    """Turn "auto" into a concrete backend name and check that the named one can run."""
+    device = torch.device(device)
+    if name == "auto":
+        return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "torch"
+    if name == "triton":
+        why = triton_unavailable_reason(device)
+        if why is not None:
+            raise BackendUnavailableError(f"backend: 'triton' cannot run on device {device}: {why}")
+    return name
+
+
+def make_backend(name, x, y, weights, *, lr, grad, precision="ieee"):
+    """Build the named backend ("torch" or "triton"; resolve "auto" first)."""
+    if name == "torch":
+        from .torch_backend import TorchBackend
+        return TorchBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
+    if name == "triton":
+        from .triton_backend import TritonBackend
+        return TritonBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
+    raise ValueError(f"backend: expected 'torch' or 'triton', got {name!r}")

@@ -1,0 +1,83 @@
+"""How "equal to the reference" is judged (DESIGN.md, "Numerics"), for tests and benchmarks.
+
+The judge is the reference loop in float64 on the CPU from the same inputs. A run passes when,
+on every epoch's loss and on every final weight, its relative error against that judge
+(‖out − ref‖ / ‖ref‖) is within ``factor`` times the error of the float32 reference loop itself,
+scaled by the precision's unit roundoff over float32's. The float32 reference's error measures
+how much this problem amplifies rounding (the seed's loss swings over three decades), so the
+bound follows the problem instead of a fixed number. NaN never passes.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import List
+
+import torch
+
+from .reference import reference_loop
+
+# unit roundoff of each precision, relative to float32's (2**-24)
+EPS_OVER_FP32 = {"fp64": 2.0 ** -29, "fp32": 1.0, "tf32": 2.0 ** 13, "bf16": 2.0 ** 16}
+FLOOR = 8 * 2.0 ** -24   # a float32 error so small that the reference may happen to beat it
+
+
+def rel_err(out, ref):
+    """‖out − ref‖ / ‖ref‖ in float64 (inf when out has NaN/Inf)."""
+    out = torch.as_tensor(out, dtype=torch.float64).cpu()
+    ref = torch.as_tensor(ref, dtype=torch.float64).cpu()
+    if not bool(torch.isfinite(out).all()):
+        return math.inf
+    return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-300))
+
+
+@dataclass
+class Verdict:
+    ok: bool
+    loss_errors: List[float]
+    loss_bounds: List[float]
+    weight_errors: List[float]
+    weight_bounds: List[float]
+    failures: List[str] = field(default_factory=list)
+
+    def summary(self):
+        worst = max(e / b for e, b in zip(self.loss_errors + self.weight_errors,
+                                          self.loss_bounds + self.weight_bounds))
+        head = "PASS" if self.ok else "FAIL"
+        return (f"{head}: max loss rel err {max(self.loss_errors):.3g} (bound {max(self.loss_bounds):.3g}), "
+                f"weights rel err {', '.join(f'{e:.3g}' for e in self.weight_errors)} "
+                f"(bounds {', '.join(f'{b:.3g}' for b in self.weight_bounds)}); worst/bound {worst:.3g}"
+                + ("" if self.ok else "; " + "; ".join(self.failures[:5])))
+
+
+def reference_runs(x, y, weights, *, epochs, lr, grad):
+    """The float64 judge and the float32 reference, both on the CPU from the same inputs."""
+    cpu = lambda t, dt: t.detach().to("cpu", dt)  # noqa: E731
+    runs = {}
+    for name, dt in (("fp64", torch.float64), ("fp32", torch.float32)):
+        runs[name] = reference_loop(cpu(x, dt), cpu(y, dt), [cpu(w, dt) for w in weights],
+                                    epochs=epochs, lr=lr, grad=grad)
+    return runs["fp64"], runs["fp32"]
+
+
+def judge(losses, weights, x, y, weights0, *, epochs, lr, grad, precision="fp32", factor=4.0, refs=None):
+    """Judge a run (its per-epoch ``losses`` and final ``weights``) started from ``x, y, weights0``."""
+    ref64, ref32 = refs if refs is not None else reference_runs(x, y, weights0, epochs=epochs, lr=lr, grad=grad)
+    scale = factor * EPS_OVER_FP32[precision]
+    failures = []
+    if len(losses) != len(ref64.losses):
+        failures.append(f"expected {len(ref64.losses)} losses, got {len(losses)}")
+    loss_err, loss_bound, running = [], [], FLOOR
+    for e, (out, r64, r32) in enumerate(zip(losses, ref64.losses, ref32.losses)):
+        running = max(running, rel_err([r32], [r64]))
+        err, bound = rel_err([out], [r64]), scale * running
+        loss_err.append(err)
+        loss_bound.append(bound)
+        if not err <= bound:
+            failures.append(f"epoch {e}: loss {out!r} vs float64 {r64!r}: rel err {err:.3g} > {bound:.3g}")
+    w_err, w_bound = [], []
+    for i, (out, r64, r32) in enumerate(zip(weights, ref64.weights, ref32.weights)):
+        err, bound = rel_err(out, r64), scale * max(running, rel_err(r32, r64))
+        w_err.append(err)
+        w_bound.append(bound)
+        if not err <= bound:
+            failures.append(f"weights[{i}]: rel err {err:.3g} > {bound:.3g}")
+    return Verdict(not failures, loss_err, loss_bound, w_err, w_bound, failures)

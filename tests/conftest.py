@@ -1,0 +1,32 @@
+"""Decide interpreter vs CUDA before anything that defines Triton kernels is imported.
+
+TRITON_INTERPRET is read when a kernel is decorated, so it must be set here, first.
+"""
+import os
+
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_report_header(config):
+    mode = "CUDA" if HAS_CUDA else f"CPU, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
+    return f"manualnn tests on {mode}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def seed_shape():
+    return dict(batch=100, features=1000, hidden=(100,), out=10)

@@ -1,0 +1,17 @@
+"""Small helpers shared by the tests."""
+import manualnn
+from manualnn.testing import judge
+
+
+def run_and_judge(x, y, weights, *, epochs, lr, grad, backend, precision="ieee", judged_as=None, **kw):
+    """Train with manualnn, judge against the float64 reference, and assert with a readable report."""
+    result = manualnn.train(x, y, weights, epochs=epochs, lr=lr, grad=grad, backend=backend,
+                            precision=precision, **kw)
+    if judged_as is None:
+        judged_as = {"ieee": "fp64" if x.dtype.is_floating_point and x.dtype.itemsize == 8 else "fp32",
+                     "tf32": "tf32", "bf16": "bf16"}[precision]
+    verdict = judge(result.losses, result.weights, x, y, weights, epochs=epochs, lr=lr, grad=grad,
+                    precision=judged_as)
+    print(f"{backend}/{grad}/{precision} {tuple(x.shape)}->{[tuple(w.shape) for w in weights]}: {verdict.summary()}")
+    assert verdict.ok, verdict.summary()
+    return result, verdict

@@ -1,0 +1,81 @@
+"""Every bad input gets a clear error naming the argument, what was expected and what came."""
+import math
+
+import pytest
+import torch
+
+from manualnn import BackendUnavailableError, Trainer, seed_data, train
+
+
+def good():
+    return seed_data(30, batch=6, features=8, hidden=(5,), out=3)
+
+
+def call(**override):
+    x, y, weights = good()
+    args = dict(x=x, y=y, weights=weights)
+    kwargs = dict(epochs=2, lr=1e-3, backend="torch")
+    for k, v in override.items():
+        (args if k in args else kwargs)[k] = v
+    return train(args["x"], args["y"], args["weights"], **kwargs)
+
+
+x0, y0, w0 = good()
+CASES = [
+    # (override, exception, pattern naming argument / expected / got)
+    (dict(x=torch.randn(6, 9)), ValueError, r"weights\[0\]: expected 9 rows \(x.shape\[1\]\), got shape \(8, 5\)"),
+    (dict(y=torch.randn(5, 3)), ValueError, r"y: expected 6 rows \(the batch of x\), got shape \(5, 3\)"),
+    (dict(y=torch.randn(6, 4)), ValueError, r"y: expected 3 columns \(weights\[1\].shape\[1\]\), got shape \(6, 4\)"),
+    (dict(weights=[w0[0], torch.randn(4, 3)]), ValueError, r"weights\[1\]: expected 5 rows \(weights\[0\].shape\[1\]\), got shape \(4, 3\)"),
+    (dict(x=torch.randn(6, 8, 1)), ValueError, r"x: expected a 2-D tensor, got shape \(6, 8, 1\)"),
+    (dict(weights=[]), ValueError, r"weights: expected at least one weight tensor"),
+    (dict(weights=w0[0]), TypeError, r"weights: expected a list of tensors"),
+    (dict(x=[[1.0]]), TypeError, r"x: expected a torch.Tensor, got list"),
+    (dict(x=x0.long()), TypeError, r"x: expected dtype torch.float32 or torch.float64, got torch.int64"),
+    (dict(x=x0.half()), TypeError, r"x: expected dtype torch.float32 or torch.float64, got torch.float16"),
+    (dict(y=y0.double()), TypeError, r"y: expected dtype torch.float32 \(the dtype of x\), got torch.float64"),
+    (dict(weights=[w0[0], w0[1].double()]), TypeError, r"weights\[1\]: expected dtype torch.float32 \(the dtype of x\), got torch.float64"),
+    (dict(x=torch.randn(0, 8), y=torch.randn(0, 3)), ValueError, r"x: expected a non-empty batch, got shape \(0, 8\)"),
+    (dict(x=x0.clone().index_fill_(0, torch.tensor([2]), math.nan)), ValueError, r"x: expected finite values, got NaN or Inf"),
+    (dict(y=y0.clone().index_fill_(0, torch.tensor([1]), math.inf)), ValueError, r"y: expected finite values, got NaN or Inf"),
+    (dict(weights=[w0[0].clone().fill_(math.nan), w0[1]]), ValueError, r"weights\[0\]: expected finite values"),
+    (dict(lr=0.0), ValueError, r"lr: expected a positive finite number, got 0.0"),
+    (dict(lr=-1e-3), ValueError, r"lr: expected a positive finite number, got -0.001"),
+    (dict(lr=math.nan), ValueError, r"lr: expected a positive finite number, got nan"),
+    (dict(lr="0.1"), TypeError, r"lr: expected a positive finite number, got str"),
+    (dict(epochs=0), ValueError, r"epochs: expected an integer >= 1, got 0"),
+    (dict(epochs=-3), ValueError, r"epochs: expected an integer >= 1, got -3"),
+    (dict(epochs=2.5), TypeError, r"epochs: expected an integer >= 1, got float 2.5"),
+    (dict(grad="clamp"), ValueError, r"grad: expected one of 'relu', 'tutorial', got 'clamp'"),
+    (dict(backend="cuda"), ValueError, r"backend: expected one of 'auto', 'torch', 'triton', got 'cuda'"),
+    (dict(precision="fp8"), ValueError, r"precision: expected one of 'ieee', 'tf32', 'bf16', got 'fp8'"),
+    (dict(precision="tf32"), ValueError, r"precision: the torch backend .* only 'ieee', got 'tf32'"),
+]
+
+
+@pytest.mark.parametrize("override,exc,pattern", CASES, ids=[c[2][:40] for c in CASES])
+def test_bad_input_gets_a_clear_error(override, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call(**override)
+
+
+def test_tensors_on_different_devices():
+    x, y, weights = good()
+    meta = torch.empty(6, 3, device="meta")
+    with pytest.raises(ValueError, match=r"y: expected device cpu \(the device of x\), got meta"):
+        train(x, meta, weights, epochs=1, lr=1e-3, backend="torch")
+
+
+def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    x, y, weights = good()
+    with pytest.raises(BackendUnavailableError, match=r"backend: 'triton' cannot run on device cpu: .*TRITON_INTERPRET=1"):
+        Trainer(x, y, weights, backend="triton")
+
+
+def test_triton_backend_without_triton_is_a_clear_error(monkeypatch):
+    import manualnn.backends as backends
+    monkeypatch.setattr(backends, "triton_installed", lambda: False)
+    x, y, weights = good()
+    with pytest.raises(BackendUnavailableError, match=r"backend: 'triton' cannot run on device cpu: Triton is not installed"):
+        Trainer(x, y, weights, backend="triton")
