@@ -1,0 +1,66 @@
+"""The Triton backend: one training step as a chain of fused kernels (manualnn.kernels).
+
+Per step with L weight layers: L-1 fused linear+clamp forwards, one output+loss+gradient pass
+(plus one fixed-order sum of its partials when the output spans several programs), L-1 masked
+backwards and L weight-gradient kernels with the SGD update in their epilogue. The seed's order
+holds: each masked backward reads w_i before w_i's update kernel runs. The 2 of grad_y = 2*diff
+is applied in the output kernel, as the seed does.
+"""
+import torch
+
+from . import BackendUnavailableError, triton_unavailable_reason
+
+
+class TritonBackend:
+    name = "triton"
+
+    def __init__(self, x, y, weights, *, lr, grad, precision="ieee"):
+        why = triton_unavailable_reason(x.device)
+        if why is not None:
+            raise BackendUnavailableError(f"backend: 'triton' cannot run on device {x.device}: {why}")
+        from .. import kernels
+        if x.device.type == "cpu" and not kernels.INTERPRET:
+            raise BackendUnavailableError(
+                "backend: 'triton' on CPU tensors needs TRITON_INTERPRET=1 set before manualnn.kernels is first "
+                "imported (it was imported without it in this process)")
+        if x.dtype != torch.float32:
+            raise TypeError(f"x: the triton backend trains float32 tensors (precision 'ieee', 'tf32' or 'bf16' "
+                            f"picks the matmul precision), got {x.dtype}")
+        if precision == "bf16" and x.device.type == "cpu":
+            raise BackendUnavailableError("precision: 'bf16' needs a CUDA device (the Triton interpreter has no bf16)")
+        self.k = kernels
+        self.x, self.y, self.weights = x, y, weights
+        self.lr, self.mode, self.precision = lr, grad, precision
+        batch = x.shape[0]
+        new = lambda cols: torch.empty(batch, cols, dtype=torch.float32, device=x.device)  # noqa: E731
+        hidden = [w.shape[1] for w in weights[:-1]]
+        self.acts = [new(n) for n in hidden]       # h_l = clamp(h_{l-1} @ w_l, min=0); carries the mask
+        self.grad_hs = [new(n) for n in hidden]    # dL/dh_l, masked
+        out = weights[-1].shape[1]
+        self.grad_y = new(out)                     # 2 * (y_pred - y)
+        k_in = hidden[-1] if hidden else x.shape[1]
+        n = kernels.num_partials(batch, out, kernels.output_config(batch, out, k_in))
+        self.partials = torch.empty(n, dtype=torch.float32, device=x.device)
+
+    def launches_per_step(self):
+        layers = len(self.weights)
+        return (layers - 1) + 1 + (self.partials.numel() > 1) + (layers - 1) + layers
+
+    @torch.no_grad()
+    def step(self, loss_out):
+        k, p, weights = self.k, self.precision, self.weights
+        a = self.x
+        for w, h in zip(weights[:-1], self.acts):
+            k.linear_relu(a, w, h, precision=p)
+            a = h
+        k.output_loss(a, weights[-1], self.y, self.grad_y, loss_out, partials=self.partials, precision=p)
+        g = self.grad_y
+        for i in reversed(range(len(weights))):
+            a_in = self.x if i == 0 else self.acts[i - 1]
+            g_prev = None
+            if i > 0:
+                g_prev = self.grad_hs[i - 1]
+                k.masked_backward(g, weights[i], g_prev, mode=self.mode, h=a_in if self.mode == "relu" else None,
+                                  precision=p)
+            k.sgd_update(a_in, g, weights[i], self.lr, precision=p)
+            g = g_prev
