@@ -11,6 +11,9 @@ import triton.language as tl
 
 # Read once, as triton.jit does when it decorates: the kernels below are interpreted iff this is set.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# On the GPU, launchers autotune over gpu_configs(); MANUALNN_AUTOTUNE=0 uses fixed_config() instead
+# (test runs: fewer compiles). The interpreter always uses one fixed config.
+AUTOTUNE = not INTERPRET and os.environ.get("MANUALNN_AUTOTUNE", "1") != "0"
 PRECISIONS = ("ieee", "tf32", "bf16")
 
 
@@ -74,8 +77,11 @@ def pow2_block(n, lo=16, hi=128):
 
 
 def fixed_config(M, N, K):
-    """One config for the interpreter (large blocks: few programs, numpy does the rest)."""
-    return dict(BLOCK_M=pow2_block(M), BLOCK_N=pow2_block(N), BLOCK_K=pow2_block(K), GROUP_M=8)
+    """One config: under the interpreter large blocks (few programs, numpy does the rest); on the GPU
+    a middle-sized tile that fits any shape."""
+    if INTERPRET:
+        return dict(BLOCK_M=pow2_block(M), BLOCK_N=pow2_block(N), BLOCK_K=pow2_block(K), GROUP_M=8)
+    return dict(BLOCK_M=64, BLOCK_N=pow2_block(N, hi=64), BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
 
 
 def gpu_configs():

@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
+from ._common import AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
 
 
 @triton.jit
@@ -27,7 +27,7 @@ def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K,
     tl.store(h_ptr + offs_m[:, None] * stride_hm + offs_n[None, :] * stride_hn, acc, mask=inside)
 
 
-_autotuned = None if INTERPRET else triton.autotune(gpu_configs(), key=["M", "N", "K", "RELU", "PRECISION"])(
+_autotuned = None if not AUTOTUNE else triton.autotune(gpu_configs(), key=["M", "N", "K", "RELU", "PRECISION"])(
     linear_relu_kernel)
 
 

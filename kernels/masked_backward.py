@@ -10,7 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
+from ._common import AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
 
 MODES = ("relu", "tutorial", "none")
 
@@ -38,7 +38,7 @@ def masked_backward_kernel(g_ptr, w_ptr, h_ptr, gm_ptr, out_ptr, M, N, K,
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on, acc, mask=inside)
 
 
-_autotuned = None if INTERPRET else triton.autotune(
+_autotuned = None if not AUTOTUNE else triton.autotune(
     gpu_configs(), key=["M", "N", "K", "MODE", "IN_MASK", "PRECISION"])(masked_backward_kernel)
 
 

@@ -9,7 +9,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_operand, check_output, check_precision, matmul_tile, pow2_block
+from ._common import check_operand, check_output, check_precision, fixed_config, matmul_tile
 
 
 @triton.jit
@@ -42,10 +42,10 @@ def sum_partials_kernel(partial_ptr, n, out_ptr, BLOCK: tl.constexpr):
 
 
 def output_config(M, N, K):
-    """Fixed blocks (the partial count must be known on the host): the output is narrow."""
-    if INTERPRET:
-        return dict(BLOCK_M=pow2_block(M), BLOCK_N=pow2_block(N), BLOCK_K=pow2_block(K), num_warps=4)
-    return dict(BLOCK_M=64, BLOCK_N=pow2_block(N, hi=64), BLOCK_K=32, num_warps=4, num_stages=3)
+    """Fixed blocks, never autotuned: the host must know how many partials the grid writes."""
+    config = fixed_config(M, N, K)
+    config.pop("GROUP_M")
+    return config
 
 
 def num_partials(M, N, config):

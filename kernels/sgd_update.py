@@ -7,7 +7,7 @@ the autograd function do). ``in_mask`` masks g while it is loaded (g where in_ma
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
+from ._common import AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
 
 
 @triton.jit
@@ -34,7 +34,7 @@ def sgd_update_kernel(a_ptr, g_ptr, gm_ptr, w_ptr, grad_ptr, lr, M, N, K,
         tl.store(w_ptrs, w - lr * acc, mask=inside)
 
 
-_autotuned = None if INTERPRET else triton.autotune(
+_autotuned = None if not AUTOTUNE else triton.autotune(
     gpu_configs(), key=["M", "N", "K", "UPDATE", "STORE_GRAD", "IN_MASK", "PRECISION"],
     restore_value=["w_ptr"])(sgd_update_kernel)  # in place: autotuning must not apply the update twice
 
