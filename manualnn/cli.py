@@ -79,10 +79,15 @@ def build_parser():
     t.add_argument("--save", metavar="PATH", help="write a checkpoint at the end (atomically)")
     t.add_argument("--save-every", type=positive_int, metavar="N", help="with --save, also every N epochs")
     t.add_argument("--resume", metavar="PATH", help="continue the run in this checkpoint up to --epochs")
+    sub.add_parser("bench", add_help=False, help="the side-by-side benchmark (python -m benchmarks.run; "
+                                                 "needs a source checkout); options: manualnn bench --help")
     return parser
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        return bench_command(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -93,6 +98,19 @@ def main(argv=None):
     except UsageError as e:
         print(f"manualnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+
+
+def bench_command(argv):
+    """A thin entry to the benchmark harness, which lives in the source tree's benchmarks/ folder."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.isfile(os.path.join(root, "benchmarks", "run.py")):
+        print(f"manualnn bench: error: the benchmark harness is not here ({root}/benchmarks/run.py); "
+              f"it ships with a source checkout (pip install -e .)", file=sys.stderr)
+        return 2
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.run import main as bench_main
+    return bench_main(argv)
 
 
 def resolve_device(name):

@@ -47,7 +47,7 @@ class LinearReLUFunction(torch.autograd.Function):
                 grad_w = torch.empty_like(w, memory_format=torch.contiguous_format)
                 kernels.sgd_update(x, grad_h, grad_out=grad_w, in_mask=h)
         else:
-            g = grad_h.masked_fill(h <= 0, 0)
+            g = torch.ops.aten.threshold_backward(grad_h, h, 0)  # grad_h where h > 0, else 0
             if ctx.needs_input_grad[0]:
                 grad_x = g.mm(w.t())
             if ctx.needs_input_grad[1]:

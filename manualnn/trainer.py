@@ -59,7 +59,7 @@ class Trainer:
         weights = list(weights) if isinstance(weights, (list, tuple)) else weights
         _checks.check_tensors(x, y, weights)
         self.grad, self.precision = grad, precision
-        self.backend_name = resolve(backend, x.device)
+        self.backend_name = resolve(backend, x.device, x.dtype)
         self.x, self.y = x.detach(), y.detach()
         self.weights = [w.detach() if inplace else w.detach().clone() for w in weights]
         self.backend = make_backend(self.backend_name, self.x, self.y, self.weights,
@@ -159,7 +159,7 @@ class Trainer:
         return 0
 
     def _result(self, start_epoch, seconds):
-        return TrainResult(losses=self.losses[start_epoch:], weights=self.weights,
+        return TrainResult(losses=self._losses[start_epoch:], weights=self.weights,
                            backend=self.backend_name, seconds=seconds, start_epoch=start_epoch)
 
     def state_dict(self):

@@ -79,3 +79,10 @@ def test_triton_backend_without_triton_is_a_clear_error(monkeypatch):
     x, y, weights = good()
     with pytest.raises(BackendUnavailableError, match=r"backend: 'triton' cannot run on device cpu: Triton is not installed"):
         Trainer(x, y, weights, backend="triton")
+
+
+def test_auto_picks_triton_only_for_float32_cuda():
+    from manualnn.backends import resolve, triton_installed
+    assert resolve("auto", "cpu", torch.float32) == "torch"
+    assert resolve("auto", "cuda", torch.float64) == "torch"
+    assert resolve("auto", "cuda", torch.float32) == ("triton" if triton_installed() else "torch")

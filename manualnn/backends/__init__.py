@@ -38,11 +38,15 @@ def triton_unavailable_reason(device):
     return f"it supports CUDA devices (and the CPU under TRITON_INTERPRET=1), not {device.type}"
 
 
-def resolve(name, device):
-    """Turn "auto" into a concrete backend name and check that the named one can run."""
+def resolve(name, device, dtype=torch.float32):
+    """Turn "auto" into a concrete backend name and check that the named one can run.
+
+    "auto" is Triton for float32 CUDA tensors when Triton is installed, else torch.
+    """
     device = torch.device(device)
     if name == "auto":
-        return "triton" if device.type == "cuda" and triton_unavailable_reason(device) is None else "torch"
+        fused = device.type == "cuda" and dtype == torch.float32 and triton_unavailable_reason(device) is None
+        return "triton" if fused else "torch"
     if name == "triton":
         why = triton_unavailable_reason(device)
         if why is not None:

@@ -1,0 +1,93 @@
+"""Smoke test of the benchmark harness: a --quick run on the CPU at a tiny shape.
+
+It checks the files and the JSON schema, and that every contender was judged against the float64
+reference before it was timed. It asserts no time.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROW_KEYS = {"shape", "dims", "precision", "contender", "epochs", "status", "reason", "check", "cold_s", "run_s",
+            "step_s", "tflops", "peak_mem_bytes", "vs_seed", "vs_floor"}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--quick", "--shapes", "tiny",
+                           "--epochs", "5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_files_are_written(quick_run):
+    out, proc = quick_run
+    assert sorted(os.listdir(out)) == ["results.json", "results.md", "results.png"]
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "results.md").read_text()
+    assert "| tiny | fp32 | manualnn-torch | ok |" in table and table in proc.stdout
+
+
+def test_json_schema_and_every_contender_was_checked(quick_run):
+    out, _ = quick_run
+    record = json.loads((out / "results.json").read_text())
+    meta = record["meta"]
+    for key in ("device", "device_name", "versions", "git_commit", "date", "epochs", "quick"):
+        assert key in meta
+    assert meta["device"] == "cpu" and meta["quick"] is True and meta["versions"]["torch"]
+    rows = record["rows"]
+    names = {r["contender"] for r in rows}
+    assert {"seed", "seed-print", "matmul-floor", "manualnn-torch", "autograd-foreach", "autograd-fused",
+            "compile-default"} <= names
+    assert "manualnn-triton" not in names  # the interpreter is never timed
+    for r in rows:
+        assert ROW_KEYS <= set(r), r["contender"]
+        assert r["status"] == "ok", (r["contender"], r["reason"])
+        if r["contender"] == "matmul-floor":
+            assert r["check"]["ok"] is None
+        else:
+            assert r["check"]["ok"] is True and r["check"]["epochs"] == 5
+            assert r["check"]["max_loss_rel_err"] <= r["check"]["max_loss_bound"]
+        assert r["run_s"]["median"] > 0 and r["run_s"]["n"] >= 1 and r["tflops"] > 0
+        assert r["vs_seed"] is not None and r["vs_floor"] is not None
+    grads = {r["contender"]: r["check"]["grad"] for r in rows if r["check"]["ok"]}
+    assert grads["seed"] == "tutorial" and grads["autograd-foreach"] == "relu" and grads["manualnn-torch"] == "relu"
+
+
+def test_a_wrong_contender_is_reported_not_timed(monkeypatch):
+    sys.path.insert(0, ROOT)
+    try:
+        import torch
+        from benchmarks import contenders, run
+    finally:
+        sys.path.remove(ROOT)
+
+    class Broken(contenders.SeedLoop):
+        grad = "relu"   # the seed loop's tutorial gradient is not the relu gradient: must be caught
+
+    p = run.Problem("tiny", (8, 32, 16, 4), 1e-3, torch.device("cpu"), 5)
+
+    class Args:
+        check_epochs, verbose = {}, False
+
+    refs = {}
+    refs_for = lambda grad, epochs: refs.setdefault(  # noqa: E731
+        (grad, epochs), run.reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad))
+    row, contender = run.prepare("broken", Broken, p, "fp32", Args, refs_for, deadline=float("inf"))
+    assert row["status"] == "wrong" and contender is None and row["run_s"] is None
+    assert "FAIL" in row["reason"]
+
+
+def test_manualnn_bench_entry_shows_the_harness_help():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "manualnn", "bench", "--help"], capture_output=True, text=True,
+                          env=env, timeout=120, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    for opt in ("--device", "--shapes", "--precision", "--epochs", "--quick", "--out"):
+        assert opt in proc.stdout
