@@ -98,6 +98,10 @@ def main(argv=None):
     except UsageError as e:
         print(f"manualnn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"manualnn {args.command}: interrupted (a checkpoint written by --save-every is intact)",
+              file=sys.stderr)
+        return 130
 
 
 def bench_command(argv):
