@@ -7,7 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
+from ._common import (AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_tile, launch,
+                      matmul_tile)
 
 
 @triton.jit
@@ -16,9 +17,7 @@ def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K,
                        RELU: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
-    pid_m, pid_n = grouped_pid(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     acc = matmul_tile(a_ptr, w_ptr, M, N, K, stride_am, stride_ak, stride_wk, stride_wn, offs_m, offs_n,
                       a_ptr, 0, 0, w_ptr, 0, 0, False, False, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
     if RELU:

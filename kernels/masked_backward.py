@@ -10,7 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
+from ._common import (AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_tile, launch,
+                      matmul_tile)
 
 MODES = ("relu", "tutorial", "none")
 
@@ -23,9 +24,7 @@ def masked_backward_kernel(g_ptr, w_ptr, h_ptr, gm_ptr, out_ptr, M, N, K,
                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                            GROUP_M: tl.constexpr):
     # out[M, N] = g[M, K] @ w[N, K]^T: w^T is read through swapped strides
-    pid_m, pid_n = grouped_pid(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     acc = matmul_tile(g_ptr, w_ptr, M, N, K, stride_gm, stride_gk, stride_wk, stride_wn, offs_m, offs_n,
                       gm_ptr, stride_gmm, stride_gmk, w_ptr, 0, 0, IN_MASK, False, PRECISION,
                       BLOCK_M, BLOCK_N, BLOCK_K)

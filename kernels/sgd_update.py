@@ -7,7 +7,8 @@ the autograd function do). ``in_mask`` masks g while it is loaded (g where in_ma
 import triton
 import triton.language as tl
 
-from ._common import AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_pid, launch, matmul_tile
+from ._common import (AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_tile, launch,
+                      matmul_tile)
 
 
 @triton.jit
@@ -19,9 +20,7 @@ def sgd_update_kernel(a_ptr, g_ptr, gm_ptr, w_ptr, grad_ptr, lr, M, N, K,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                       GROUP_M: tl.constexpr):
     # grad[M, N] = a[K, M]^T @ g[K, N]: a^T is read through swapped strides; K is the batch
-    pid_m, pid_n = grouped_pid(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m, offs_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     acc = matmul_tile(a_ptr, g_ptr, M, N, K, stride_am, stride_ak, stride_gk, stride_gn, offs_m, offs_n,
                       a_ptr, 0, 0, gm_ptr, stride_gmk, stride_gmn, False, IN_MASK, PRECISION,
                       BLOCK_M, BLOCK_N, BLOCK_K)
