@@ -17,7 +17,7 @@ setup(
         "triton>=3.0; sys_platform == 'linux'",
     ],
     extras_require={
-        "test": ["pytest>=7", "numpy"],
+        "test": ["pytest>=7", "numpy", "matplotlib"],  # numpy: the Triton interpreter; matplotlib: the bench smoke test
         "bench": ["matplotlib", "numpy"],
     },
     entry_points={"console_scripts": ["manualnn=manualnn.cli:main"]},
