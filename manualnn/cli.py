@@ -6,7 +6,6 @@ and messages go to stderr.
 """
 import argparse
 import json
-import math
 import os
 import platform
 import secrets
@@ -169,7 +168,7 @@ def train_command(args):
         raise UsageError(str(e)) from None
     config["checksum"] = data_checksum(x, y)
     if checkpoint is not None:
-        if not _same_checksum(checkpoint.config.get("checksum"), config["checksum"]):
+        if checkpoint.config.get("checksum") != config["checksum"]:
             raise UsageError(f"--resume: the data regenerated from seed {config['seed']} differs from the "
                              f"checkpoint's (another torch version's RNG?); cannot resume exactly")
         try:
@@ -178,9 +177,11 @@ def train_command(args):
         except ValueError as e:
             raise UsageError(f"--resume: {e}") from None
     remaining = config["epochs"] - trainer.epoch
-    if config["epochs"] < 1 or remaining < 1:
-        have = f"; the checkpoint has {trainer.epoch} done" if checkpoint is not None else ""
-        raise UsageError(f"--epochs: expected a total above the epochs already done{have}, got {config['epochs']}")
+    if checkpoint is None and remaining < 1:
+        raise UsageError(f"--epochs: expected an integer >= 1, got {config['epochs']}")
+    if remaining < 1:
+        raise UsageError(f"--epochs: expected a total above the {trainer.epoch} epochs the checkpoint has done, "
+                         f"got {config['epochs']}")
 
     log_every = args.log_every
     chunk = min(log_every, args.save_every or log_every)
@@ -219,10 +220,6 @@ def train_command(args):
         print(f"manualnn train: {message}", file=sys.stderr)
         return 1
     return 0
-
-
-def _same_checksum(a, b):
-    return a is not None and len(a) == len(b) and all(math.isclose(p, q, rel_tol=0, abs_tol=0) for p, q in zip(a, b))
 
 
 def save(trainer, path, config):

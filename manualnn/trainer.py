@@ -75,10 +75,13 @@ class Trainer:
     @property
     def losses(self) -> List[float]:
         """Every epoch's loss so far (waits for the device if step() left some there)."""
+        self._settle()
+        return list(self._losses)
+
+    def _settle(self):
         if self._pending:
             self._losses.extend(torch.stack(self._pending).tolist())
             self._pending.clear()
-        return list(self._losses)
 
     def _loss_buffer(self, n):
         dtype = torch.float64 if self.x.dtype == torch.float64 else torch.float32
@@ -107,7 +110,7 @@ class Trainer:
         epochs = _checks.check_epochs(epochs)
         every = epochs if every is None else _checks.check_epochs(every, "every")
         start_epoch = self.epoch
-        self.losses  # settle anything step() left pending
+        self._settle()
         started = time.perf_counter()
         done = 0
         while done < epochs:

@@ -95,7 +95,7 @@ def test_resume_with_conflicting_settings_is_an_error(capsys, tmp_path):
     assert code == 2 and out == ""
     assert "--hidden: the checkpoint's run used [9], got [7]" in err
     code, _, err = run(capsys, "train", "--resume", str(ck), "--epochs", "3", "--device", "cpu")
-    assert code == 2 and "--epochs: expected a total above the epochs already done; the checkpoint has 3 done" in err
+    assert code == 2 and "--epochs: expected a total above the 3 epochs the checkpoint has done, got 3" in err
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", None])
@@ -124,7 +124,8 @@ def test_divergence_exits_1_keeps_finite_checkpoint(capsys, tmp_path):
 @pytest.mark.parametrize("argv,pattern", [
     (["--lr", "0"], r"lr: expected a positive finite number, got 0.0"),
     (["--lr", "-1"], r"lr: expected a positive finite number, got -1.0"),
-    (["--epochs", "0"], r"--epochs: expected a total above the epochs already done, got 0"),
+    (["--epochs", "0"], r"--epochs: expected an integer >= 1, got 0"),
+    (["--epochs", "-2"], r"--epochs: expected an integer >= 1, got -2"),
     (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"],
      r"--device: "),
     (["--save-every", "2"], r"--save-every: needs --save PATH"),

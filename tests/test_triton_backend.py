@@ -94,3 +94,11 @@ def test_precision_modes_on_cuda(precision, grad):
 def test_auto_picks_triton_on_cuda():
     x, y, weights = seed_data(46, batch=8, features=12, hidden=(9,), out=3, device="cuda")
     assert manualnn.train(x, y, weights, epochs=2, lr=1e-3).backend == "triton"
+
+
+def test_bf16_under_the_interpreter_is_a_clear_error():
+    if DEVICE == "cuda":
+        pytest.skip("bf16 runs on CUDA")
+    x, y, weights = seed_data(47, batch=4, features=5, hidden=(3,), out=2)
+    with pytest.raises(manualnn.BackendUnavailableError, match=r"precision: 'bf16' needs a CUDA device"):
+        manualnn.Trainer(x, y, weights, backend="triton", precision="bf16")
