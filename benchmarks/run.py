@@ -82,8 +82,10 @@ def slug(text):
 
 def git_commit():
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip() or None
+        # "+dirty": tracked files differed from the commit when the numbers were taken
+        cmd = ["git", "describe", "--always", "--abbrev=7", "--dirty=+dirty"]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -279,8 +281,8 @@ def main(argv=None):
                 # the judge: float64 (and the fp32 reference, TF32 off) on the CPU, or on the GPU for big shapes
                 on = device if p.flops_per_step > 2e10 else torch.device("cpu")
                 with matmul_precision(device, "fp32"):
-                    refs[(grad, epochs)] = reference_runs(p.x.to(on), p.y.to(on), [w.to(on) for w in p.w0],
-                                                          epochs=epochs, lr=p.lr, grad=grad)
+                    refs[(grad, epochs)] = reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad,
+                                                          device=on)
             return refs[(grad, epochs)]
 
         for precision in precisions:

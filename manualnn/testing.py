@@ -48,12 +48,15 @@ class Verdict:
                 + ("" if self.ok else "; " + "; ".join(self.failures[:5])))
 
 
-def reference_runs(x, y, weights, *, epochs, lr, grad):
-    """The float64 judge and the float32 reference, both on the CPU from the same inputs."""
-    cpu = lambda t, dt: t.detach().to("cpu", dt)  # noqa: E731
+def reference_runs(x, y, weights, *, epochs, lr, grad, device="cpu"):
+    """The float64 judge and the float32 reference from the same inputs, on the CPU by default.
+
+    (The benchmark runs them on the GPU for shapes too big for the CPU, with TF32 off.)
+    """
+    to = lambda t, dt: t.detach().to(device, dt)  # noqa: E731
     runs = {}
     for name, dt in (("fp64", torch.float64), ("fp32", torch.float32)):
-        runs[name] = reference_loop(cpu(x, dt), cpu(y, dt), [cpu(w, dt) for w in weights],
+        runs[name] = reference_loop(to(x, dt), to(y, dt), [to(w, dt) for w in weights],
                                     epochs=epochs, lr=lr, grad=grad)
     return runs["fp64"], runs["fp32"]
 
