@@ -41,7 +41,7 @@ SHAPES = {
     "large": (16384, 4096, 4096, 16, 1e-11),
 }
 EXPENSIVE = ("compile-reduce-overhead", "compile-max-autotune-no-cudagraphs")
-PRECISION_NAMES = {"fp32": "fp64-judged fp32, TF32 off", "tf32": "tf32", "bf16": "bf16 operands, fp32 master"}
+PRECISIONS = ("fp32", "tf32", "bf16")  # fp32: TF32 off everywhere; bf16: bf16 operands, fp32 master weights
 
 
 class Problem:
@@ -242,7 +242,7 @@ def main(argv=None):
         raise SystemExit(f"--epochs: expected an integer >= 1, got {args.epochs}")
     precisions = (args.precision or ("fp32,tf32,bf16" if device.type == "cuda" else "fp32")).split(",")
     for pr in precisions:
-        if pr not in PRECISION_NAMES:
+        if pr not in PRECISIONS:
             raise SystemExit(f"--precision: expected fp32, tf32 or bf16, got {pr!r}")
     if device.type == "cpu" and set(precisions) - {"fp32"}:
         raise SystemExit("--precision: tf32 and bf16 are measured on CUDA only")
@@ -314,8 +314,9 @@ def main(argv=None):
                  "quick": args.quick, "epochs": args.epochs, "threads": torch.get_num_threads(),
                  "seconds": time.perf_counter() - started,
                  "flops_per_step": "4*B*D*H + 6*B*H*O",
-                 "ratios": "vs_seed = run time / seed loop's (verbatim, no print); "
-                           "vs_floor = run time / matmul floor's; same shape and precision, same process"},
+                 "ratios": "vs_seed = run time / seed loop's (verbatim, no print; same shape and precision, "
+                           "or its fp32 run where the seed loop has no such precision, as for bf16); "
+                           "vs_floor = run time / matmul floor's (same shape and precision); same process"},
         "shapes": {n: list(d) + [lr] for n, d, lr in parse_shapes(args.shapes, device)},
         "rows": rows,
     }

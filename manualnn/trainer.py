@@ -1,7 +1,7 @@
 """The training loop: a step-wise Trainer, and ``train()`` that runs one to the end."""
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, List, Optional
 
 import torch
@@ -28,7 +28,6 @@ class TrainResult:
     backend: str
     seconds: float = 0.0
     start_epoch: int = 0
-    extra: dict = field(default_factory=dict)
 
     @property
     def epochs(self):
