@@ -15,10 +15,14 @@ setup(
     install_requires=[
         "torch>=2.4,<3",
         "triton>=3.0; sys_platform == 'linux'",
+        "numpy",  # reading .npz data, and the Triton interpreter; torch warns on every run without it
     ],
     extras_require={
-        "test": ["pytest>=7", "numpy", "matplotlib"],  # numpy: the Triton interpreter; matplotlib: the bench smoke test
-        "bench": ["matplotlib", "numpy"],
+        "data": ["scikit-learn"],  # --data digits: the bundled handwritten digits (nothing is downloaded)
+        "plot": ["matplotlib"],    # --plot
+        # matplotlib: the bench smoke test writes a plot; scikit-learn: the digits tests and README examples
+        "test": ["pytest>=7", "matplotlib", "scikit-learn"],
+        "bench": ["matplotlib", "scikit-learn"],
     },
-    entry_points={"console_scripts": ["manualnn=manualnn.cli:main"]},
+    entry_points={"console_scripts": ["manualnn=manualnn._entry:run"]},
 )

@@ -215,8 +215,8 @@ def add_ratios(rows):
         r["vs_floor"] = t / floor if floor else None
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+def build_parser(prog="python -m benchmarks.run"):
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shapes", help=f"comma-separated: {', '.join(SHAPES)} or BxDxHxO[@lr] "
@@ -233,8 +233,9 @@ def build_parser():
     return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog="python -m benchmarks.run", default_out=None):
+    """``default_out``: the folder that holds the <device-slug>/ results (default benchmarks/results)."""
+    args = build_parser(prog).parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device: cuda was asked for but no CUDA device is available")
@@ -257,7 +258,8 @@ def main(argv=None):
     deadline = time.monotonic() + (args.budget if args.budget else 1e9)
 
     name = device_name(device)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", slug(f"{device.type}-{name}"))
+    out = args.out or os.path.join(default_out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                                   slug(f"{device.type}-{name}"))
     os.makedirs(out, exist_ok=True)
     contenders = all_contenders(device)
     if args.contenders:

@@ -1,18 +1,35 @@
 """manualnn: small ReLU networks trained with hand-written gradients.
 
 The hot path runs as fused Triton kernels on NVIDIA GPUs and as plain PyTorch ops elsewhere.
+Names are imported on first use, so ``import manualnn`` (and the command line's start, which
+a Ctrl-C may interrupt) does not wait for torch until something needs it.
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from .backends import BackendUnavailableError  # noqa: E402
-from .checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint  # noqa: E402
-from .data import seed_data  # noqa: E402
-from .model import MLP, TwoLayerNet  # noqa: E402
-from .reference import reference_loop, relu_loop, tutorial_loop  # noqa: E402
-from .trainer import NonFiniteLossError, Trainer, TrainResult, train  # noqa: E402
+_EXPORTS = {
+    "train": "trainer", "Trainer": "trainer", "TrainResult": "trainer", "NonFiniteLossError": "trainer",
+    "evaluate": "trainer", "Evaluation": "trainer",
+    "BackendUnavailableError": "backends",
+    "MLP": "model", "TwoLayerNet": "model", "load": "model",
+    "seed_data": "data", "load_data": "data", "init_weights": "data", "DataError": "data",
+    "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "Checkpoint": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "reference_loop": "reference", "relu_loop": "reference", "tutorial_loop": "reference",
+    "minibatch_reference_loop": "reference",
+}
+__all__ = list(_EXPORTS)
 
-__all__ = [
-    "train", "Trainer", "TrainResult", "NonFiniteLossError", "BackendUnavailableError",
-    "MLP", "TwoLayerNet", "seed_data", "save_checkpoint", "load_checkpoint", "Checkpoint",
-    "CheckpointError", "reference_loop", "relu_loop", "tutorial_loop",
-]
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'manualnn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,8 +1,6 @@
 """Checkpoints: weights, config, epoch and loss history, written atomically."""
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from typing import List
 
@@ -22,9 +20,11 @@ class Checkpoint:
     epoch: int
     losses: List[float]
     config: dict = field(default_factory=dict)
+    val_losses: List[float] = field(default_factory=list)
+    val_accuracies: List[float] = field(default_factory=list)
 
 
-def save_checkpoint(path, *, weights, epoch, losses, config=None):
+def save_checkpoint(path, *, weights, epoch, losses, config=None, val_losses=(), val_accuracies=()):
     """Write a checkpoint to ``path`` atomically: a temp file in the same folder, then a rename.
 
     A crash mid-write leaves the previous file at ``path`` untouched.
@@ -35,6 +35,8 @@ def save_checkpoint(path, *, weights, epoch, losses, config=None):
         "losses": [float(v) for v in losses],
         "weights": [w.detach().cpu().clone() for w in weights],
         "config": dict(config or {}),
+        "val_losses": [float(v) for v in val_losses],
+        "val_accuracies": [float(v) for v in val_accuracies],
     }
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -68,11 +70,12 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"checkpoint {path!r}: is a folder, expected a file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, KeyError, AttributeError, TypeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path!r}: cannot read it: {e.strerror or e}") from None
+    except Exception:  # torch.load on arbitrary bytes raises many kinds (struct.error among them)
+        # torch's own message would advise weights_only=False: never right for a file of unknown origin
         raise CheckpointError(f"checkpoint {path!r}: not a readable manualnn checkpoint "
-                              f"(truncated, corrupt or another format): {first}") from None
+                              f"(truncated, corrupt or another format)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path!r}: not a manualnn checkpoint (expected format "
                               f"{FORMAT!r}, got {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
@@ -86,5 +89,10 @@ def load_checkpoint(path) -> Checkpoint:
     if not isinstance(epoch, int) or not isinstance(losses, list) or len(losses) != epoch:
         raise CheckpointError(f"checkpoint {path!r}: expected one loss per completed epoch, "
                               f"got epoch={epoch!r} and {len(losses) if isinstance(losses, list) else losses!r} losses")
+    val_losses, val_accuracies = state.get("val_losses") or [], state.get("val_accuracies") or []
+    for name, values in (("val_losses", val_losses), ("val_accuracies", val_accuracies)):
+        if not isinstance(values, list) or len(values) not in (0, epoch):
+            raise CheckpointError(f"checkpoint {path!r}: expected {name} to hold none or one value per epoch")
     return Checkpoint(weights=weights, epoch=epoch, losses=[float(v) for v in losses],
-                      config=dict(state.get("config") or {}))
+                      config=dict(state.get("config") or {}), val_losses=[float(v) for v in val_losses],
+                      val_accuracies=[float(v) for v in val_accuracies])

@@ -59,11 +59,37 @@ def test_bad_input_gets_a_clear_error(override, exc, pattern):
         call(**override)
 
 
-def test_tensors_on_different_devices():
+def test_unsupported_devices_are_refused_clearly():
     x, y, weights = good()
     meta = torch.empty(6, 3, device="meta")
-    with pytest.raises(ValueError, match=r"y: expected device cpu \(the device of x\), got meta"):
+    with pytest.raises(ValueError, match=r"y: expected a CPU or CUDA tensor, got device meta"):
         train(x, meta, weights, epochs=1, lr=1e-3, backend="torch")
+    to_meta = lambda t: t.to("meta")  # noqa: E731
+    with pytest.raises(ValueError, match=r"x: expected a CPU or CUDA tensor, got device meta"):
+        train(to_meta(x), to_meta(y), [to_meta(w) for w in weights], epochs=1, lr=1e-3)
+
+
+MINIBATCH_CASES = [
+    (dict(batch_size=0), ValueError, r"batch_size: expected a positive integer, got 0"),
+    (dict(batch_size=2.5), TypeError, r"batch_size: expected a positive integer, got float 2.5"),
+    (dict(y=torch.tensor([0, 1, 2, 0, 1, 3])), ValueError, r"y: expected class labels in \[0, 3\) .* got labels from 0 to 3"),
+    (dict(y=torch.tensor([0, 1, 2])), ValueError, r"y: expected 6 labels \(the rows of x\), got shape \(3,\)"),
+    (dict(val_data=torch.randn(2, 8)), TypeError, r"val_data: expected a pair \(x_val, y_val\), got Tensor"),
+    (dict(val_data=(torch.randn(2, 7), torch.randn(2, 3))), ValueError,
+     r"val_data\[0\]: expected a 2-D tensor with 8 columns \(like x\), got shape \(2, 7\)"),
+    (dict(val_data=(torch.randn(2, 8), torch.randn(3, 3))), ValueError,
+     r"val_data\[1\]: expected 2 rows \(the batch of val_data\[0\]\), got shape \(3, 3\)"),
+    (dict(val_data=(torch.randn(2, 8).double(), torch.randn(2, 3).double())), ValueError,
+     r"val_data: expected torch.float32 tensors on cpu \(like x\), got torch.float64 on cpu"),
+    (dict(val_data=(torch.full((2, 8), math.nan), torch.randn(2, 3))), ValueError,
+     r"val_data\[0\]: expected finite values, got NaN or Inf"),
+]
+
+
+@pytest.mark.parametrize("override,exc,pattern", MINIBATCH_CASES, ids=[c[2][:40] for c in MINIBATCH_CASES])
+def test_bad_minibatch_and_validation_input(override, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call(**override)
 
 
 def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error(monkeypatch):

@@ -1,0 +1,291 @@
+"""The command line on a user's data: --data, mini-batches, validation, --plot, predict, and the
+defects a new user met (unwritable outputs, broken pipes, Ctrl-C, odd devices, messages)."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import manualnn
+from manualnn.cli import main
+from manualnn.trainer import batch_order
+
+from test_cli import LINE, SMALL, cli_env, losses_of, run
+
+DATA_LINE = re.compile(r"^Epoch:(\d+), Loss:(-?\d+\.\d{4}), Val loss:(\d+\.\d{4})(, Val accuracy:(\d\.\d{4}))?$")
+
+
+def blobs_csv(path, n=90, seed=0):
+    """Three labelled blobs in 4 features, label in the last column, with a header row."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(3, 4, generator=g) * 3
+    labels = torch.randint(0, 3, (n,), generator=g)
+    x = centres[labels] + torch.randn(n, 4, generator=g)
+    rows = ["f1,f2,f3,f4,label"] + [",".join(f"{v:.6f}" for v in row) + f",{int(c)}" for row, c in zip(x.tolist(), labels)]
+    path.write_text("\n".join(rows) + "\n")
+    return x, labels
+
+
+def test_digits_default_run_reaches_97_percent(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    js = tmp_path / "r.json"
+    code, out, err = run(capsys, "train", "--data", "digits", "--seed", "0", "--json", str(js), "--device", "cpu")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 200 and all(DATA_LINE.match(s) for s in lines), lines[:3]
+    record = json.loads(js.read_text())
+    assert len(record["val_accuracies"]) == len(record["val_losses"]) == 200
+    assert record["val_accuracies"][-1] >= 0.97
+    assert record["config"]["hidden"] == [256] and record["config"]["batch_size"] == 32
+    assert record["rows"] == {"train": 1438, "val": 359}
+    assert float(DATA_LINE.match(lines[-1]).group(5)) == pytest.approx(record["val_accuracies"][-1], abs=1e-4)
+
+
+@pytest.mark.parametrize("grad", ["relu", "tutorial"])
+def test_minibatch_in_order_equals_the_plain_loop(capsys, grad):
+    code, out, _ = run(capsys, "train", "--seed", "1", "--batch", "96", "--batch-size", "32", "--no-shuffle",
+                       "--epochs", "5", "--grad", grad, "--device", "cpu")
+    assert code == 0
+    x, y, w0 = manualnn.seed_data(1, batch=96)
+    ref = manualnn.minibatch_reference_loop(x.double(), y.double(), [w.double() for w in w0], epochs=5, lr=1e-6,
+                                            grad=grad, batch_size=32)
+    # a plain loop written out here: batches in row order, the epoch's loss the sum of the batches'
+    ws = [w.double() for w in w0]
+    plain = []
+    for _ in range(5):
+        total = 0.0
+        for s in range(0, 96, 32):
+            xb, yb = x[s:s + 32].double(), y[s:s + 32].double()
+            h_pre = xb @ ws[0]
+            h = h_pre.clamp(min=0)
+            diff = h @ ws[1] - yb
+            total += float((diff ** 2).sum())
+            grad_h = (2 * diff) @ ws[1].t()
+            grad_h = grad_h * (h_pre > 0) if grad == "relu" else grad_h.clamp(min=0)
+            g1, g0 = h.t() @ (2 * diff), xb.t() @ grad_h
+            ws[1] -= 1e-6 * g1
+            ws[0] -= 1e-6 * g0
+        plain.append(total)
+    assert ref.losses == pytest.approx(plain, rel=1e-12)
+    for got, want in zip(losses_of(out), plain):
+        assert abs(got - want) <= 1e-5 * abs(want) + 1e-4, (got, want)
+
+
+def test_csv_classification_run_and_shuffled_resume(capsys, tmp_path):
+    data = tmp_path / "blobs.csv"
+    blobs_csv(data)
+    args = ["train", "--data", str(data), "--hidden", "16", "--batch-size", "8", "--lr", "1e-3", "--seed", "4",
+            "--device", "cpu"]
+    code, whole, err = run(capsys, *args, "--epochs", "12")
+    assert code == 0, err
+    lines = whole.splitlines()
+    assert len(lines) == 12 and all(DATA_LINE.match(s) for s in lines)
+    assert float(DATA_LINE.match(lines[-1]).group(5)) >= 0.9           # well separated blobs are learnt
+    ck = tmp_path / "ck.pt"
+    code, first, _ = run(capsys, *args, "--epochs", "7", "--save", str(ck))
+    code, rest, err = run(capsys, "train", "--resume", str(ck), "--epochs", "12", "--device", "cpu")
+    assert code == 0, err
+    assert first + rest == whole
+
+
+def test_npz_regression_has_no_accuracy(capsys, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 3, generator=g)
+    y = torch.stack([x[:, 0] - x[:, 1], x[:, 2].abs()], 1)
+    np.savez(tmp_path / "r.npz", x=x.numpy(), y=y.numpy())
+    js = tmp_path / "r.json"
+    code, out, err = run(capsys, "train", "--data", str(tmp_path / "r.npz"), "--epochs", "30", "--lr", "5e-4",
+                         "--batch-size", "10", "--seed", "0", "--json", str(js), "--device", "cpu")
+    assert code == 0, err
+    record = json.loads(js.read_text())
+    assert record["val_accuracies"] == [] and len(record["val_losses"]) == 30
+    assert record["losses"][-1] < record["losses"][0] / 10
+    assert "Val accuracy" not in out
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["--data", "nope.csv"], r"--data: data file 'nope.csv': no such file"),
+    (["--data", "digits", "--batch", "10"], r"--batch: sets the seed problem's random data; with --data"),
+    (["--target-cols", "2"], r"--target-cols: applies to --data only"),
+    (["--seed", str(2 ** 64)], r"--seed: expected an integer from 0 to 2\*\*63-1"),
+    (["--device", "meta"], r"--device: manualnn trains on cpu or cuda devices, got 'meta'"),
+    (["--device", "mps"], r"--device: manualnn trains on cpu or cuda devices, got 'mps'"),
+    (["--device", "gpu"], r"--device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+    (["--val-split", "1"], r"--val-split: expected a fraction from 0 up to"),
+])
+def test_bad_options_exit_2_before_any_epoch(capsys, argv, pattern):
+    try:
+        code, out, err = run(capsys, "train", *argv)
+    except SystemExit as e:      # argparse's own errors
+        code, (out, err) = e.code, capsys.readouterr()
+    assert code == 2 and out == ""
+    assert re.search(pattern, err.replace("argument ", "")), err
+    assert "Traceback" not in err
+
+
+def test_bad_data_file_trains_nothing(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2,3\n4,x,6\n")
+    code, out, err = run(capsys, "train", "--data", str(bad), "--device", "cpu")
+    assert code == 2 and out == ""
+    assert "bad.csv': row 2, column 2: expected a number, got 'x'" in err
+    few = tmp_path / "few.csv"
+    few.write_text("1,2,0\n")
+    code, out, err = run(capsys, "train", "--data", str(few), "--device", "cpu")
+    assert code == 2 and out == "" and "val_split: 0.2 of 1 rows leaves" in err
+
+
+@pytest.mark.parametrize("option", ["--json", "--save", "--plot"])
+@pytest.mark.parametrize("where", ["missing-folder", "proc", "folder"])
+def test_unwritable_outputs_fail_before_training(capsys, tmp_path, option, where):
+    path = {"missing-folder": str(tmp_path / "no" / "such" / "f"), "proc": "/proc/manualnn-test/f",
+            "folder": str(tmp_path)}[where]
+    code, out, err = run(capsys, "train", *SMALL, "--epochs", "3", option, path)
+    assert code == 2 and out == ""
+    assert err.startswith(f"manualnn train: error: {option}: ") and "Traceback" not in err
+
+
+def test_plot_is_written(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "p.png"
+    code, _, err = run(capsys, "train", *SMALL, "--epochs", "4", "--seed", "1", "--val-split", "0.25",
+                       "--plot", str(png))
+    assert code == 0, err
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]
+
+
+def test_plot_without_matplotlib_names_the_extra(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code, out, err = run(capsys, "train", *SMALL, "--plot", str(tmp_path / "p.png"))
+    assert code == 2 and out == ""
+    assert 'pip install "manualnn[plot]"' in err
+
+
+def test_help_states_each_default_once():
+    proc = subprocess.run([sys.executable, "-m", "manualnn", "train", "--help"], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    assert proc.returncode == 0
+    assert "(default: None)" not in proc.stdout
+    blocks = re.split(r"\n  (?=-)", proc.stdout)       # one block per option
+    assert len(blocks) > 20
+    for block in blocks:
+        assert block.count("default") <= 1, block
+    for opt in ("--data", "--batch-size", "--no-shuffle", "--init", "--val-split", "--plot", "--target-cols"):
+        assert opt in proc.stdout
+    assert "130 interrupted" in proc.stdout
+    bench = subprocess.run([sys.executable, "-m", "manualnn", "bench", "--help"], capture_output=True, text=True,
+                           env=cli_env(), timeout=120)
+    assert bench.stdout.startswith("usage: manualnn bench"), bench.stdout[:200]
+
+
+def test_bench_writes_under_the_current_folder(monkeypatch, tmp_path):
+    import benchmarks.run
+    seen = {}
+    monkeypatch.setattr(benchmarks.run, "main", lambda argv, **kw: seen.update(kw) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick"]) == 0
+    assert seen["default_out"] == os.path.join(str(tmp_path), "manualnn-bench")
+
+
+def test_resume_messages(capsys, tmp_path):
+    ck = tmp_path / "ck.pt"
+    run(capsys, "train", *SMALL, "--epochs", "5", "--seed", "5", "--save", str(ck))
+    code, out, err = run(capsys, "train", "--resume", str(ck), "--device", "cpu")
+    assert code == 2 and out == ""
+    assert "--epochs: the checkpoint has done all 5 epochs of its run; give --epochs N with N above 5" in err
+    assert "got 5" not in err
+    code, _, err = run(capsys, "train", "--resume", str(ck), "--epochs", "9", "--backend", "triton", "--device", "cpu")
+    assert code == 2 and "--backend: the checkpoint's run used 'auto', got 'triton'" in err
+    code, _, err = run(capsys, "train", "--resume", str(ck), "--epochs", "9", "--precision", "tf32", "--device", "cpu")
+    assert code == 2 and "--precision: the checkpoint's run used 'ieee', got 'tf32'" in err
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(300))
+    code, _, err = run(capsys, "train", "--resume", str(junk), "--device", "cpu")
+    assert code == 2 and "not a readable manualnn checkpoint" in err and "weights_only" not in err
+
+
+def test_predict_round_trip(capsys, tmp_path):
+    data = tmp_path / "blobs.csv"
+    x, labels = blobs_csv(data)
+    model_path = tmp_path / "m.pt"
+    code, _, err = run(capsys, "train", "--data", str(data), "--hidden", "16", "--epochs", "10", "--batch-size", "8",
+                       "--lr", "1e-3", "--seed", "2", "--save", str(model_path), "--device", "cpu")
+    assert code == 0, err
+    model = manualnn.load(model_path)
+    assert isinstance(model, manualnn.MLP) and model.sizes == [4, 16, 3] and model.config["data"] == str(data)
+    ev = manualnn.evaluate(model, x, labels)
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(data))
+    assert code == 0, err
+    assert out == f"Loss:{ev.loss:.4f}, Accuracy:{ev.accuracy:.4f} (90 samples)\n"
+    # predictions to a file, from a CSV without targets
+    features = tmp_path / "features.csv"
+    features.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in x.tolist()) + "\n")
+    pred = tmp_path / "pred.csv"
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features), "--output", str(pred))
+    assert code == 0 and out == "" and "wrote 90 predictions" in err
+    rows = pred.read_text().splitlines()
+    assert rows[0] == "class,output_0,output_1,output_2" and len(rows) == 91
+    outputs = model.predict(torch.tensor(np.loadtxt(features, delimiter=","), dtype=torch.float32))
+    assert [int(r.split(",")[0]) for r in rows[1:]] == outputs.argmax(1).tolist()
+    code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features))
+    assert code == 2 and "has no targets to score against; give --output PATH" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"junk", None])
+def test_predict_with_a_bad_model_file(capsys, tmp_path, content):
+    path = tmp_path / "m.pt"
+    if content is not None:
+        path.write_bytes(content)
+    code, out, err = run(capsys, "predict", "--model", str(path), "--data", "digits")
+    assert code == 2 and out == "" and err.startswith("manualnn predict: error: --model: checkpoint")
+
+
+def script():
+    return os.path.join(os.path.dirname(sys.executable), "manualnn")
+
+
+def test_broken_pipe_exits_quietly(tmp_path):
+    proc = subprocess.Popen([script(), "train", *SMALL, "--epochs", "100000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli_env(), cwd=tmp_path)
+    first = [proc.stdout.readline() for _ in range(2)]
+    proc.stdout.close()       # what '| head -2' does
+    _, err = proc.communicate(timeout=120)
+    assert all(LINE.match(line.decode().strip()) for line in first)
+    assert proc.returncode == 141 and err == b""
+
+
+def test_ctrl_c_while_training_says_interrupted_and_exits_130(tmp_path):
+    proc = subprocess.Popen([script(), "train", *SMALL, "--epochs", "1000000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli_env(), cwd=tmp_path)
+    proc.stdout.readline()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err.decode() == "manualnn train: interrupted\n"     # no --save-every: no word about it
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.4, 0.6])
+def test_ctrl_c_during_start_up_has_no_traceback(tmp_path, delay):
+    proc = subprocess.Popen([script(), "train"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(),
+                            cwd=tmp_path)
+    time.sleep(delay)           # torch (and numpy inside it) are still importing
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert b"Traceback" not in err and b"interrupted" in err, err
+
+
+def test_triton_interpreter_runs_on_a_plain_install(tmp_path):
+    pytest.importorskip("triton")
+    env = {**cli_env(), "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([script(), "train", *SMALL, "--epochs", "2", "--backend", "triton", "--seed", "0"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2 and "numpy" not in proc.stderr.lower()

@@ -1,0 +1,143 @@
+"""Mini-batches: every backend against the plain mini-batch loop (float64 judge), shuffled and in
+order, with an uneven last batch; one batch is exactly the full-batch step; validation and labels."""
+import pytest
+import torch
+
+import manualnn
+from manualnn import Trainer, evaluate, minibatch_reference_loop, seed_data, train
+from manualnn.testing import judge
+from manualnn.trainer import batch_order
+
+
+def refs(x, y, w0, *, epochs, lr, grad, batch_size, order):
+    """The float64 judge and the float32 reference of the mini-batch loop."""
+    runs = []
+    for dt in (torch.float64, torch.float32):
+        runs.append(minibatch_reference_loop(x.to(dt), y.to(dt), [w.to(dt) for w in w0], epochs=epochs, lr=lr,
+                                             grad=grad, batch_size=batch_size, order=order))
+    return tuple(runs)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("grad", ["relu", "tutorial"])
+@pytest.mark.parametrize("shuffle", [True, False], ids=["shuffled", "in-order"])
+def test_minibatch_equals_the_plain_loop(backend, grad, shuffle):
+    # 37 rows in batches of 8: four full batches and an uneven last one of 5; two hidden layers
+    x, y, w0 = seed_data(11, batch=37, features=20, hidden=(17, 9), out=3, init="kaiming")
+    epochs, lr, bs = 6, 2e-3, 8
+    order = (lambda e: batch_order(37, e, seed=5)) if shuffle else None
+    result = train(x, y, w0, epochs=epochs, lr=lr, grad=grad, backend=backend, batch_size=bs,
+                   shuffle=shuffle, shuffle_seed=5)
+    verdict = judge(result.losses, result.weights, x, y, w0, epochs=epochs, lr=lr, grad=grad,
+                    refs=refs(x, y, w0, epochs=epochs, lr=lr, grad=grad, batch_size=bs, order=order))
+    assert verdict.ok, verdict.summary()
+    # the judge can fail: the wrong order (or full-batch steps) is far outside the bound
+    wrong = refs(x, y, w0, epochs=epochs, lr=lr, grad=grad, batch_size=bs,
+                 order=None if shuffle else (lambda e: batch_order(37, e, seed=5)))
+    assert not judge(result.losses, result.weights, x, y, w0, epochs=epochs, lr=lr, grad=grad, refs=wrong).ok
+
+
+def test_batch_of_one_row():
+    x, y, w0 = seed_data(3, batch=5, features=6, hidden=(4,), out=2, init="kaiming")
+    result = train(x, y, w0, epochs=3, lr=1e-2, batch_size=1, shuffle=False, backend="torch")
+    ref = minibatch_reference_loop(x.double(), y.double(), [w.double() for w in w0], epochs=3, lr=1e-2,
+                                   batch_size=1)
+    assert result.losses == pytest.approx(ref.losses, rel=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [None, 37, 1000])
+def test_one_batch_is_exactly_the_full_batch_step(batch_size):
+    x, y, w0 = seed_data(2, batch=37, features=20, hidden=(17,), out=3)
+    full = train(x, y, w0, epochs=4, lr=1e-4, backend="torch")
+    again = train(x, y, w0, epochs=4, lr=1e-4, backend="torch", batch_size=batch_size, shuffle=True)
+    assert again.losses == full.losses       # bit for bit: a single batch is never reordered
+    assert all(torch.equal(a, b) for a, b in zip(again.weights, full.weights))
+
+
+def test_epoch_orders_are_seeded_and_differ():
+    a, b = batch_order(50, 0, seed=1), batch_order(50, 1, seed=1)
+    assert torch.equal(a, batch_order(50, 0, seed=1)) and not torch.equal(a, b)
+    assert not torch.equal(a, batch_order(50, 0, seed=2))
+    assert sorted(a.tolist()) == list(range(50))
+    assert torch.equal(batch_order(5, 3, shuffle=False), torch.arange(5))
+
+
+def test_minibatch_resume_is_exact():
+    x, y, w0 = seed_data(4, batch=30, features=10, hidden=(8,), out=2, init="kaiming")
+    kw = dict(lr=1e-3, backend="torch", batch_size=7, shuffle_seed=9)
+    whole = train(x, y, w0, epochs=6, **kw)
+    first = Trainer(x, y, w0, **kw)
+    first.run(4)
+    second = Trainer(x, y, w0, **kw)
+    second.load_state_dict(first.state_dict())
+    second.run(2)
+    assert second.losses == whole.losses
+    assert all(torch.equal(a, b) for a, b in zip(second.weights, whole.weights))
+
+
+def labelled(n=60, n_val=20, classes=3):
+    """Blobs around three centres: (x, labels, x_val, labels_val)."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(classes, 5, generator=g) * 3
+    labels = torch.randint(0, classes, (n + n_val,), generator=g)
+    x = centres[labels] + torch.randn(n + n_val, 5, generator=g)
+    return x[:n], labels[:n], x[n:], labels[n:]
+
+
+def test_labels_train_as_one_hot_targets_and_report_accuracy():
+    x, labels, xv, lv = labelled()
+    w0 = manualnn.init_weights([5, 16, 3], "kaiming", generator=torch.Generator().manual_seed(0))
+    kw = dict(epochs=30, lr=1e-3, backend="torch", batch_size=10)
+    by_labels = train(x, labels, w0, val_data=(xv, lv), **kw)
+    one_hot = torch.nn.functional.one_hot(labels, 3).float()
+    by_targets = train(x, one_hot, w0, val_data=(xv, torch.nn.functional.one_hot(lv, 3).float()), **kw)
+    assert by_labels.losses == by_targets.losses and by_labels.val_losses == by_targets.val_losses
+    assert by_labels.val_accuracies == by_targets.val_accuracies
+    assert len(by_labels.val_losses) == len(by_labels.val_accuracies) == 30
+    # each epoch's validation figures are those of the weights after that epoch
+    again = train(x, labels, w0, **{**kw, "epochs": 30})
+    ev = evaluate(again.weights, xv, lv)
+    assert ev.loss == pytest.approx(by_labels.val_losses[-1], rel=1e-6)
+    assert ev.accuracy == by_labels.val_accuracies[-1]
+    # it learns: well separated blobs end near 100% and the loss falls
+    assert by_labels.val_accuracies[-1] >= 0.9 and by_labels.losses[-1] < by_labels.losses[0] / 10
+
+
+def test_regression_validation_has_loss_and_no_accuracy():
+    x, y, w0 = seed_data(1, batch=40, features=6, hidden=(8,), out=2, init="kaiming")
+    result = train(x[:30], y[:30], w0, epochs=3, lr=1e-3, val_data=(x[30:], y[30:]), backend="torch")
+    assert len(result.val_losses) == 3 and result.val_accuracies == []
+    ev = evaluate(result.weights, x[30:], y[30:])
+    assert ev.accuracy is None and ev.loss == pytest.approx(result.val_losses[-1], rel=1e-6)
+
+
+def test_evaluate_matches_a_plain_forward_and_counts_right_answers():
+    x, labels, _, _ = labelled(n=25)
+    model = manualnn.MLP([5, 7, 3], seed=3)
+    pred = model.predict(x)
+    assert torch.allclose(pred, model(x).detach())
+    ev = manualnn.evaluate(model, x, labels)
+    target = torch.nn.functional.one_hot(labels, 3).float()
+    assert ev.loss == pytest.approx(float((pred - target).pow(2).sum()), rel=1e-6)
+    assert ev.accuracy == pytest.approx(float((pred.argmax(1) == labels).float().mean()))
+    assert ev.samples == 25
+
+
+def test_predict_checks_its_input():
+    model = manualnn.MLP([5, 7, 3], seed=3)
+    with pytest.raises(ValueError, match=r"x: expected a 2-D tensor with 5 columns, got shape \(4, 6\)"):
+        model.predict(torch.randn(4, 6))
+    with pytest.raises(ValueError, match=r"x: expected torch.float32 on cpu \(the model's\), got torch.float64"):
+        model.predict(torch.randn(4, 5, dtype=torch.float64))
+
+
+def test_kaiming_init_scale_and_randn_is_the_seeds():
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    randn = manualnn.init_weights([400, 300, 10], "randn", generator=g())
+    kaiming = manualnn.init_weights([400, 300, 10], "kaiming", generator=g())
+    assert torch.equal(randn[0], torch.randn(400, 300, generator=g()))
+    for r, k, fan_in in zip(randn, kaiming, (400, 300)):
+        assert torch.allclose(k, r * (2 / fan_in) ** 0.5)
+    assert abs(float(kaiming[0].std()) - (2 / 400) ** 0.5) < 0.002
+    with pytest.raises(ValueError, match=r"init: expected one of 'randn', 'kaiming', got 'xavier'"):
+        manualnn.init_weights([3, 2], "xavier")
