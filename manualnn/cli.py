@@ -32,12 +32,12 @@ SEED_DEFAULTS = {"batch": 100, "features": 1000, "hidden": [100], "out": 10, "ep
 # A run on --data: a network, init and step size that train on problems other than the seed's.
 DATA_DEFAULTS = {"hidden": [256], "epochs": 200, "lr": 5e-4, "grad": "relu", "dtype": "float32",
                  "init": "kaiming", "batch_size": 32, "shuffle": True, "val_split": 0.2, "target_cols": 1,
-                 "task": "auto"}
+                 "task": "auto", "standardize": None}   # standardize: on for files, off for digits (pre-scaled)
 # What a resumed run must share with the run that wrote the checkpoint.
 SEED_IDENTITY = ("batch", "features", "hidden", "out", "lr", "grad", "dtype", "seed", "init", "batch_size",
                  "shuffle", "backend", "precision")
 DATA_IDENTITY = ("data", "hidden", "lr", "grad", "dtype", "seed", "init", "batch_size", "shuffle", "val_split",
-                 "target_cols", "task", "backend", "precision")
+                 "target_cols", "task", "standardize", "backend", "precision")
 # What checkpoints of manualnn 0.1 (seed problem only) ran with, by the settings added since.
 LEGACY_DEFAULTS = {"init": "randn", "batch_size": None, "shuffle": True, "val_split": 0.0, "backend": "auto",
                    "precision": "ieee"}
@@ -100,6 +100,9 @@ def build_parser():
     g.add_argument("--task", choices=TASKS,
                    help="auto (default): one target column of whole numbers >= 0 (or integer y) is class labels, "
                         "trained as one-hot targets with accuracy reported; classify/regress force it")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction,
+                   help="shift and scale every feature to mean 0, std 1, with statistics of the training rows "
+                        "(kept in --save for predict); on for data files, off for digits (already scaled)")
     g.add_argument("--val-split", type=fraction, metavar="F",
                    help="fraction of the rows held out for validation, seeded by --seed (data: 0.2; seed: 0)")
     g.add_argument("--batch", type=positive_int,
@@ -269,7 +272,7 @@ def run_config(args):
                                  f"decides it (see --batch-size for the rows per step)")
         defaults = DATA_DEFAULTS
     else:
-        for option in ("target_cols", "task"):
+        for option in ("target_cols", "task", "standardize"):
             if getattr(args, option) is not None:
                 raise UsageError(f"--{option.replace('_', '-')}: applies to --data only")
         defaults = SEED_DEFAULTS
@@ -304,12 +307,28 @@ def build_problem(config, device):
     config["features"], config["out"] = x.shape[1], dataset.out
     config["classes"] = dataset.classes
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
+    if config["standardize"] is None:
+        config["standardize"] = config["data"] != "digits"
+    if config["standardize"]:
+        mean, std = x_train.mean(0), x_train.std(0, unbiased=False)
+        std = torch.where(std > 0, std, torch.ones_like(std))   # a constant feature is only shifted
+        config["x_mean"], config["x_std"] = mean.tolist(), std.tolist()
+        x_train, x_val = standardize(x_train, config), standardize(x_val, config)
     from .data import init_weights
     sizes = [x.shape[1], *config["hidden"], dataset.out]
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
     return to(x_train), to(y_train), [to(w) for w in weights], (to(x_val), to(y_val)), checksum
+
+
+def standardize(x, config):
+    """x with the training rows' feature statistics applied (as stored in a run's config)."""
+    if x is None or not config.get("standardize"):
+        return x
+    mean = torch.tensor(config["x_mean"], dtype=x.dtype)
+    std = torch.tensor(config["x_std"], dtype=x.dtype)
+    return (x - mean) / std
 
 
 def epoch_line(i, loss, val_loss=None, val_acc=None):
@@ -443,10 +462,10 @@ def predict_command(args):
                             features=model.sizes[0])
     except DataError as e:
         raise UsageError(f"--data: {e}") from None
-    x = dataset.x.to(device, model.weights[0].dtype)
-    if x.shape[1] != model.sizes[0]:
-        raise UsageError(f"--data: {dataset.source!r} has {x.shape[1]} feature columns; the model expects "
+    if dataset.x.shape[1] != model.sizes[0]:
+        raise UsageError(f"--data: {dataset.source!r} has {dataset.x.shape[1]} feature columns; the model expects "
                          f"{model.sizes[0]}")
+    x = standardize(dataset.x, config).to(device, model.weights[0].dtype)
     if dataset.y is None and not args.output:
         raise UsageError(f"--data: {dataset.source!r} has no targets to score against; give --output PATH "
                          f"to write the predictions")

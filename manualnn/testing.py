@@ -1,11 +1,13 @@
-"""How "equal to the reference" is judged (DESIGN.md, "Numerics"), for tests and benchmarks.
+"""How "equal to the reference" is judged, for tests and benchmarks.
 
-The judge is the reference loop in float64 on the CPU from the same inputs. A run passes when,
-on every epoch's loss and on every final weight, its relative error against that judge
-(‖out − ref‖ / ‖ref‖) is within ``factor`` times the error of the float32 reference loop itself,
-scaled by the precision's unit roundoff over float32's. The float32 reference's error measures
-how much this problem amplifies rounding (the seed's loss swings over three decades), so the
-bound follows the problem instead of a fixed number. NaN never passes.
+The judge is the reference loop (manualnn/reference.py) in float64 on the CPU, from the same inputs.
+A run passes when, on every epoch's loss and on every final weight, its relative error against that
+judge (‖out − ref‖ / ‖ref‖) is within ``factor`` (4) times the error of the float32 reference loop
+itself, scaled by the precision's unit roundoff over float32's (tf32: 2**13, bf16: 2**16). Why
+this rule: the float32 reference's own error measures how much this problem amplifies rounding
+(the seed's loss swings over three decades in 20 epochs), so the bound follows the problem rather
+than a fixed number that is too loose for one shape and too tight for another. NaN never passes.
+Mini-batch runs pass ``refs=`` from ``minibatch_reference_loop`` in float64 and float32.
 """
 import math
 from dataclasses import dataclass, field

@@ -1,0 +1,106 @@
+"""Every code example in the README runs, and every training example trains.
+
+Python blocks are executed (each in a fresh namespace, in a scratch folder); every TrainResult they
+leave behind must show its loss falling at least 10x. Shell blocks run line by line, in order, in
+one scratch folder, through bash with this environment's console script: each must exit 0, and each
+``manualnn train`` line must train (its loss falls at least 10x; a digits run ends at >= 97%
+validation accuracy, as the README states). The two contract commands (between the run-command and
+test-command markers) are CI's own job and are skipped here, as is a block right after a
+``<!-- no-test: why -->`` line.
+"""
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def blocks():
+    text = open(README, encoding="utf-8").read()
+    found = []
+    for m in BLOCK.finditer(text):
+        before = text[:m.start()].rstrip().splitlines()[-1:] or [""]
+        if re.match(r"<!-- (run-command|test-command|no-test\b)", before[0]):
+            continue
+        found.append((m.group(1), m.group(2), text[:m.start()].count("\n") + 1))
+    return found
+
+
+def shell_lines():
+    lines = []
+    for lang, body, line in blocks():
+        if lang not in ("bash", "sh", ""):
+            continue
+        for i, cmd in enumerate(body.splitlines()):
+            cmd = cmd.strip()
+            if cmd and not cmd.startswith("#"):
+                lines.append((cmd, line + 1 + i))
+    return lines
+
+
+def python_blocks():
+    return [(body, line) for lang, body, line in blocks() if lang == "python"]
+
+
+def test_the_readme_has_examples_of_each_kind():
+    commands = [c for c, _ in shell_lines()]
+    assert len(python_blocks()) >= 3
+    assert any(c.startswith("manualnn train --data digits") for c in commands)
+    assert any(c.startswith("manualnn predict") for c in commands)
+
+
+def trained(losses, val_accuracies, cmd):
+    assert losses[-1] <= losses[0] / 10, f"{cmd}: the loss fell only from {losses[0]} to {losses[-1]}"
+    if "--data digits" in cmd:
+        assert val_accuracies[-1] >= 0.97, f"{cmd}: validation accuracy {val_accuracies[-1]}"
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory):
+    return tmp_path_factory.mktemp("readme")
+
+
+def env():
+    e = dict(os.environ)
+    e.pop("TRITON_INTERPRET", None)
+    e["PATH"] = os.path.dirname(sys.executable) + os.pathsep + e.get("PATH", "")
+    return e
+
+
+@pytest.mark.parametrize("cmd,line", shell_lines(), ids=[f"line{n}" for _, n in shell_lines()])
+def test_shell_example(cmd, line, scratch):
+    cmd = cmd.split("  #")[0].strip()       # the README's trailing comments
+    argv = shlex.split(cmd)
+    check = None
+    if argv[:2] == ["manualnn", "train"] or argv[:4] == ["python", "-m", "manualnn", "train"]:
+        if "--help" not in argv:
+            if "--json" in argv:
+                check = argv[argv.index("--json") + 1]
+            else:
+                check = f"_readme_line{line}.json"
+                cmd += f" --json {check}"
+    if argv[0] == "python":
+        cmd = shlex.quote(sys.executable) + cmd[len("python"):]
+    proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"README line {line}: {cmd}\n{proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr
+    if check:
+        record = json.loads((scratch / check).read_text())
+        trained(record["losses"], record["val_accuracies"], cmd)
+
+
+@pytest.mark.parametrize("body,line", python_blocks(), ids=[f"line{n}" for _, n in python_blocks()])
+def test_python_example(body, line, scratch, monkeypatch, capsys):
+    from manualnn import TrainResult
+    monkeypatch.chdir(scratch)
+    namespace = {"__name__": f"readme_line{line}"}
+    exec(compile(body, f"README.md:{line}", "exec"), namespace)
+    for name, value in namespace.items():
+        if isinstance(value, TrainResult):
+            trained(value.losses, value.val_accuracies, f"README.md:{line} {name}")
