@@ -220,19 +220,23 @@ def test_predict_round_trip(capsys, tmp_path):
     assert code == 0, err
     model = manualnn.load(model_path)
     assert isinstance(model, manualnn.MLP) and model.sizes == [4, 16, 3] and model.config["data"] == str(data)
+    # data files are standardized with the training rows' statistics, kept in the checkpoint
+    assert model.config["standardize"] is True and len(model.config["x_mean"]) == 4
+    mean, std = torch.tensor(model.config["x_mean"]), torch.tensor(model.config["x_std"])
+    x = (x - mean) / std
     ev = manualnn.evaluate(model, x, labels)
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(data))
     assert code == 0, err
     assert out == f"Loss:{ev.loss:.4f}, Accuracy:{ev.accuracy:.4f} (90 samples)\n"
     # predictions to a file, from a CSV without targets
     features = tmp_path / "features.csv"
-    features.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in x.tolist()) + "\n")
+    features.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in (x * std + mean).tolist()) + "\n")
     pred = tmp_path / "pred.csv"
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features), "--output", str(pred))
     assert code == 0 and out == "" and "wrote 90 predictions" in err
     rows = pred.read_text().splitlines()
     assert rows[0] == "class,output_0,output_1,output_2" and len(rows) == 91
-    outputs = model.predict(torch.tensor(np.loadtxt(features, delimiter=","), dtype=torch.float32))
+    outputs = model.predict((torch.tensor(np.loadtxt(features, delimiter=","), dtype=torch.float32) - mean) / std)
     assert [int(r.split(",")[0]) for r in rows[1:]] == outputs.argmax(1).tolist()
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features))
     assert code == 2 and "has no targets to score against; give --output PATH" in err
@@ -289,3 +293,41 @@ def test_triton_interpreter_runs_on_a_plain_install(tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 2 and "numpy" not in proc.stderr.lower()
+
+
+def test_standardize_uses_training_rows_and_can_be_turned_off(capsys, tmp_path):
+    data = tmp_path / "blobs.csv"
+    blobs_csv(data)
+    on, off = tmp_path / "on.pt", tmp_path / "off.pt"
+    common = ["train", "--data", str(data), "--epochs", "2", "--lr", "1e-4", "--seed", "3", "--device", "cpu"]
+    assert run(capsys, *common, "--save", str(on))[0] == 0
+    assert run(capsys, *common, "--no-standardize", "--save", str(off))[0] == 0
+    config = manualnn.load(on).config
+    from manualnn.data import load_data, split
+    d = load_data(data)
+    x_train = split(d.x, d.y, 0.2, 3)[0]
+    assert config["x_mean"] == pytest.approx(x_train.mean(0).tolist(), rel=1e-6)
+    assert config["x_std"] == pytest.approx(x_train.std(0, unbiased=False).tolist(), rel=1e-6)
+    assert manualnn.load(off).config["standardize"] is False and "x_mean" not in manualnn.load(off).config
+    code, out, err = run(capsys, "train", "--standardize", "--device", "cpu")
+    assert code == 2 and "--standardize: applies to --data only" in err
+
+
+def test_the_cli_waits_for_the_device_per_chunk_not_per_epoch(capsys, monkeypatch):
+    calls = []
+    real_run = manualnn.Trainer.run
+
+    def counted(self, epochs, **kw):
+        calls.append(epochs)
+        return real_run(self, epochs, **kw)
+
+    monkeypatch.setattr(manualnn.Trainer, "run", counted)
+    code, out, _ = run(capsys, "train", *SMALL, "--epochs", "400", "--seed", "0")
+    assert code == 0 and len(out.splitlines()) == 400      # every epoch is still printed
+    assert sum(calls) == 400 and len(calls) <= 12, calls    # chunks grow: 1, 4, 16, ...
+
+
+def test_numpy_is_a_dependency():
+    from importlib.metadata import requires
+    plain = [r for r in requires("manualnn") if "extra ==" not in r]
+    assert any(r.split(";")[0].strip().startswith("numpy") for r in plain), plain
