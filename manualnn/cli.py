@@ -133,6 +133,8 @@ def build_parser():
     r.add_argument("--backend", choices=BACKENDS, help="auto (default): triton on CUDA when available, else torch")
     r.add_argument("--device", default="auto", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N")
     r.add_argument("--dtype", choices=sorted(DTYPES), help="tensor dtype (default float32)")
+    r.add_argument("--no-graph", action="store_true",
+                   help="on CUDA, step eagerly instead of replaying chunks of epochs as CUDA graphs")
     r.add_argument("--precision", choices=PRECISIONS,
                    help="matmul precision of the triton backend: ieee fp32 (default), tf32, or bf16 operands")
     o = t.add_argument_group("output")
@@ -358,7 +360,7 @@ def train_command(args):
         trainer = Trainer(x, y, weights, lr=config["lr"], grad=config["grad"], backend=config["backend"],
                           precision=config["precision"], batch_size=config["batch_size"],
                           shuffle=config["shuffle"], shuffle_seed=config["seed"],
-                          val_data=None if x_val is None else (x_val, y_val))
+                          val_data=None if x_val is None else (x_val, y_val), graph=False if args.no_graph else None)
     except (ValueError, TypeError, BackendUnavailableError) as e:
         raise UsageError(str(e)) from None
     config["checksum"] = checksum

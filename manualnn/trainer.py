@@ -117,10 +117,13 @@ class Trainer:
       seeded by ``(shuffle_seed, epoch)``; ``shuffle=False`` takes the rows in order. A single
       batch is never shuffled (the order would change only rounding).
     - ``val_data=(x_val, y_val)``: evaluated after every epoch (loss; accuracy for class labels).
+    - ``graph``: on CUDA (default there), ``run()`` captures each chunk of epochs as one CUDA graph
+      after a first eager epoch and replays it: identical numbers, no per-step launch overhead.
+      ``graph=False`` steps eagerly.
     """
 
     def __init__(self, x, y, weights, *, lr=1e-6, grad="relu", backend="auto", precision="ieee",
-                 inplace=False, batch_size=None, shuffle=True, shuffle_seed=0, val_data=None):
+                 inplace=False, batch_size=None, shuffle=True, shuffle_seed=0, val_data=None, graph=None):
         _checks.check_choice("grad", grad, _checks.GRAD_MODES)
         _checks.check_choice("backend", backend, _checks.BACKENDS)
         _checks.check_choice("precision", precision, _checks.PRECISIONS)
@@ -157,6 +160,11 @@ class Trainer:
                           for start in range(0, n, B)]
             self._batch_losses = self._loss_buffer(len(self._plan))
             self.backend = full
+        # CUDA graphs (manualnn/graphs.py): on by default on CUDA; graph=False turns them off
+        if graph and self.device.type != "cuda":
+            raise ValueError(f"graph: CUDA graphs need a CUDA device, got device {self.device}")
+        self.graph = self.device.type == "cuda" if graph is None else bool(graph)
+        self._graphs, self._capture, self._warm = {}, None, False
         self.epoch = 0
         self._losses: List[float] = []
         self._val_losses: List[float] = []
@@ -214,18 +222,25 @@ class Trainer:
         dtype = torch.float64 if self.x.dtype == torch.float64 else torch.float32
         return torch.empty(n, dtype=dtype, device=self.device)
 
+    def _host_order(self, epoch):
+        return batch_order(self.x.shape[0], epoch, shuffle=self.shuffle, seed=self.shuffle_seed)
+
     def _order(self, epoch):
-        order = batch_order(self.x.shape[0], epoch, shuffle=self.shuffle, seed=self.shuffle_seed)
+        order = self._host_order(epoch)
         if self.device.type == "cuda":  # pinned + non_blocking: the copy does not wait for the device
             return order.pin_memory().to(self.device, non_blocking=True)
         return order
 
     def _epoch(self, epoch, loss_out, val_out):
         """Train one epoch (index ``epoch``), loss into ``loss_out``; validate into ``val_out`` [2]."""
+        self._train_epoch(None if self._plan is None else self._order(epoch), loss_out, val_out)
+        self._warm = True
+
+    def _train_epoch(self, order, loss_out, val_out):
+        """One epoch over the rows in ``order`` (a device tensor; None for the full batch)."""
         if self._plan is None:
             self.backend.step(loss_out)
         else:
-            order = self._order(epoch)
             for b, (start, stop, backend) in enumerate(self._plan):
                 rows = order[start:stop]
                 torch.index_select(self.x, 0, rows, out=self._xb[:stop - start])
@@ -238,6 +253,21 @@ class Trainer:
             val_out[0].copy_(loss)
             if correct is not None:
                 val_out[1].copy_(correct)   # a count (exact in float32 up to 2**24): divided on the host
+
+    def _chunk(self, n):
+        """Train the next ``n`` epochs; their [n, 3] (loss, val loss, val right answers) on the device.
+
+        With CUDA graphs on, a chunk after the first eager epoch replays a captured graph of n epochs.
+        """
+        if self.graph and self._warm:
+            from .graphs import ChunkGraph
+            if n not in self._graphs:
+                self._graphs[n] = ChunkGraph(self, n, capture=self._capture)
+            return self._graphs[n].run(self.epoch)
+        buf = self._loss_buffer(3 * n).view(n, 3)
+        for i in range(n):
+            self._epoch(self.epoch + i, buf[i, 0], buf[i, 1:])
+        return buf
 
     def step(self) -> torch.Tensor:
         """One epoch. Returns its loss (before the updates) as a 0-d tensor on the device, unsynchronised.
@@ -268,11 +298,10 @@ class Trainer:
         done = 0
         while done < epochs:
             n = min(every, epochs - done)
+            if self.graph and not self._warm:
+                n = 1   # one eager epoch first: autotuning and allocations happen before any capture
             snapshot = [w.clone() for w in self.weights]
-            buf = self._loss_buffer(3 * n).view(n, 3)
-            for i in range(n):
-                self._epoch(self.epoch + i, buf[i, 0], buf[i, 1:])
-            chunk = buf.tolist()
+            chunk = self._chunk(n).tolist()
             bad = next((i for i, row in enumerate(chunk) if not math.isfinite(row[0])), None)
             if bad is not None:
                 kept = self._rewind(snapshot, bad)
@@ -351,7 +380,7 @@ class Trainer:
 
 def train(x, y, weights, *, epochs=20, lr=1e-6, grad="relu", backend="auto", precision="ieee",
           inplace=False, every=None, callback=None, batch_size=None, shuffle=True, shuffle_seed=0,
-          val_data=None) -> TrainResult:
+          val_data=None, graph=None) -> TrainResult:
     """Train a bias-free ReLU network (any depth) with hand-written gradients and SGD.
 
     Returns a TrainResult: ``.losses`` (one float per epoch: the sum of its batches' losses, each
@@ -362,7 +391,7 @@ def train(x, y, weights, *, epochs=20, lr=1e-6, grad="relu", backend="auto", pre
     epochs = _checks.check_epochs(epochs)
     trainer = Trainer(x, y, weights, lr=lr, grad=grad, backend=backend, precision=precision,
                       inplace=inplace, batch_size=batch_size, shuffle=shuffle, shuffle_seed=shuffle_seed,
-                      val_data=val_data)
+                      val_data=val_data, graph=graph)
     return trainer.run(epochs, every=every, callback=callback)
 
 
