@@ -1,4 +1,5 @@
 """Checkpoints: weights, config, epoch and loss history, written atomically."""
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -24,25 +25,19 @@ class Checkpoint:
     val_accuracies: List[float] = field(default_factory=list)
 
 
-def save_checkpoint(path, *, weights, epoch, losses, config=None, val_losses=(), val_accuracies=()):
-    """Write a checkpoint to ``path`` atomically: a temp file in the same folder, then a rename.
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """Write ``path`` all at once or not at all: a temp file in the same folder, fsynced, renamed.
 
-    A crash mid-write leaves the previous file at ``path`` untouched.
+    A crash or an exception mid-write leaves the previous file at ``path`` untouched and no temp
+    file behind. Every file manualnn writes for the user goes through here.
     """
     path = os.fspath(path)
-    state = {
-        "format": FORMAT, "version": VERSION, "epoch": int(epoch),
-        "losses": [float(v) for v in losses],
-        "weights": [w.detach().cpu().clone() for w in weights],
-        "config": dict(config or {}),
-        "val_losses": [float(v) for v in val_losses],
-        "val_accuracies": [float(v) for v in val_accuracies],
-    }
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -58,6 +53,24 @@ def save_checkpoint(path, *, weights, epoch, losses, config=None, val_losses=(),
             os.close(dir_fd)
     except OSError:
         pass
+
+
+def save_checkpoint(path, *, weights, epoch, losses, config=None, val_losses=(), val_accuracies=()):
+    """Write a checkpoint to ``path`` atomically: a temp file in the same folder, then a rename.
+
+    A crash mid-write leaves the previous file at ``path`` untouched.
+    """
+    path = os.fspath(path)
+    state = {
+        "format": FORMAT, "version": VERSION, "epoch": int(epoch),
+        "losses": [float(v) for v in losses],
+        "weights": [w.detach().cpu().clone() for w in weights],
+        "config": dict(config or {}),
+        "val_losses": [float(v) for v in val_losses],
+        "val_accuracies": [float(v) for v in val_accuracies],
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
     return path
 
 

@@ -20,7 +20,7 @@ import torch
 from . import __version__
 from ._checks import BACKENDS, GRAD_MODES, PRECISIONS
 from .backends import BackendUnavailableError
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_open, load_checkpoint, save_checkpoint
 from .data import INITS, TASKS, DataError, data_checksum, load_data, seed_data, split
 from .trainer import NonFiniteLossError, Trainer, evaluate
 
@@ -496,27 +496,19 @@ def write_predictions(path, outputs, *, classify):
     record = {"outputs": outputs}
     if classify:
         record["classes"] = outputs.argmax(1)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if ext == ".pt":
-                torch.save(record, f)
-            elif ext == ".npz":
-                import numpy as np
-                np.savez(f, **{k: v.numpy() for k, v in record.items()})
-            else:
-                cols = (["class"] if classify else []) + [f"output_{j}" for j in range(outputs.shape[1])]
-                lines = [",".join(cols)]
-                for i, row in enumerate(outputs.tolist()):
-                    cells = ([str(int(record["classes"][i]))] if classify else []) + [repr(v) for v in row]
-                    lines.append(",".join(cells))
-                f.write(("\n".join(lines) + "\n").encode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        if ext == ".pt":
+            torch.save(record, f)
+        elif ext == ".npz":
+            import numpy as np
+            np.savez(f, **{k: v.numpy() for k, v in record.items()})
+        else:
+            cols = (["class"] if classify else []) + [f"output_{j}" for j in range(outputs.shape[1])]
+            lines = [",".join(cols)]
+            for i, row in enumerate(outputs.tolist()):
+                cells = ([str(int(record["classes"][i]))] if classify else []) + [repr(v) for v in row]
+                lines.append(",".join(cells))
+            f.write(("\n".join(lines) + "\n").encode())
 
 
 def save(trainer, path, config):
@@ -555,12 +547,9 @@ def write_json(path, trainer, config, status, message, seconds, start_epoch, tra
         "device": device_info(trainer.device), "versions": versions(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    with os.fdopen(fd, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(record, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
 
 
 class Progress:

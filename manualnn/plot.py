@@ -1,6 +1,5 @@
 """--plot: the loss per epoch (per sample, log scale) and the validation accuracy, as a PNG."""
-import os
-import tempfile
+from .checkpoint import atomic_open
 
 
 class PlotUnavailableError(RuntimeError):
@@ -46,16 +45,9 @@ def write_training_plot(path, losses, val_losses=(), val_accuracies=(), *, train
         ax.grid(True, alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     finally:
         plt.close(fig)
     return path
