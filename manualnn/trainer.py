@@ -5,6 +5,7 @@ or in row order); each batch is one step: forward, loss, backward and SGD update
 loss is the sum of its batches' losses, each taken before its own update, so with one batch (the
 default) an epoch is exactly the seed's full-batch step.
 """
+import contextlib
 import hashlib
 import math
 import time
@@ -89,6 +90,25 @@ def _metrics(x, y, labels, weights):
     return loss, correct
 
 
+# Below this many FLOPs per step, a CPU run uses one thread: waking a second thread for GEMMs this
+# small costs more than it saves (on a busy 2-core machine, twenty times more; see the README).
+ONE_THREAD_FLOPS = 4e6
+
+
+@contextlib.contextmanager
+def _cpu_threads(n):
+    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _epoch_seed(seed, epoch):
     """A generator seed for (seed, epoch): every epoch's order can be redrawn alone, on resume too."""
     digest = hashlib.blake2b(f"manualnn-shuffle:{int(seed)}:{int(epoch)}".encode(), digest_size=8).digest()
@@ -165,6 +185,9 @@ class Trainer:
             raise ValueError(f"graph: CUDA graphs need a CUDA device, got device {self.device}")
         self.graph = self.device.type == "cuda" if graph is None else bool(graph)
         self._graphs, self._capture, self._warm = {}, None, False
+        widths = [w.shape for w in self.weights]
+        step_flops = 6 * self.batch_size * sum(a * b for a, b in widths)
+        self._threads = 1 if self.device.type == "cpu" and step_flops < ONE_THREAD_FLOPS else None
         self.epoch = 0
         self._losses: List[float] = []
         self._val_losses: List[float] = []
@@ -292,6 +315,10 @@ class Trainer:
         """
         epochs = _checks.check_epochs(epochs)
         every = epochs if every is None else _checks.check_epochs(every, "every")
+        with _cpu_threads(self._threads):
+            return self._run(epochs, every, callback)
+
+    def _run(self, epochs, every, callback):
         start_epoch = self.epoch
         self._settle()
         started = time.perf_counter()
