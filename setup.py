@@ -12,9 +12,12 @@ setup(
     # an unrelated package of that name.
     packages=["manualnn", "manualnn.backends", "manualnn.kernels"],
     package_dir={"manualnn.kernels": "kernels"},
+    # the native runner's C++ sources are compiled on first use (manualnn.native), so they ship as data
+    package_data={"manualnn.kernels": ["native/*.cpp", "native/*.h", "native/*.cu"]},
     install_requires=[
         "torch>=2.4,<3",
         "triton>=3.0; sys_platform == 'linux'",
+        "ninja",  # builds the native CPU runner (torch.utils.cpp_extension)
     ],
     extras_require={
         "test": ["pytest>=7", "numpy", "matplotlib"],  # numpy: the Triton interpreter; matplotlib: the bench smoke test
