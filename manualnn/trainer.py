@@ -46,7 +46,8 @@ class Trainer:
     share one float dtype and one device. Unless ``inplace=True`` the trainer works on copies, so
     the caller's tensors are left alone. ``grad`` is "relu" (the correct ReLU backward, equal to
     autograd) or "tutorial" (the seed's clamp of the gradient's values). ``backend`` is "auto"
-    (Triton on CUDA when available, else torch), "torch" or "triton".
+    (Triton on CUDA when available, the native runner on the CPU once built, else torch), "torch",
+    "triton" or "native".
     """
 
     def __init__(self, x, y, weights, *, lr=1e-6, grad="relu", backend="auto", precision="ieee",
@@ -116,8 +117,11 @@ class Trainer:
             n = min(every, epochs - done)
             snapshot = [w.clone() for w in self.weights]
             buf = self._loss_buffer(n)
-            for i in range(n):
-                self.backend.step(buf[i])
+            if hasattr(self.backend, "run_epochs"):   # the native runner: the whole chunk in one call
+                self.backend.run_epochs(buf)
+            else:
+                for i in range(n):
+                    self.backend.step(buf[i])
             chunk = buf.tolist()
             bad = next((i for i, v in enumerate(chunk) if not math.isfinite(v)), None)
             if bad is not None:
