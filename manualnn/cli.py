@@ -65,7 +65,8 @@ def build_parser():
                    help="'relu': the correct ReLU backward (= autograd); 'tutorial': the seed's clamp of the "
                         "gradient's values (default relu)")
     t.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="auto: triton on CUDA when available, else torch")
+                   help="auto: triton on CUDA when available, native on the CPU once built "
+                        "(manualnn build-native), else torch")
     t.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N")
     t.add_argument("--dtype", choices=sorted(DTYPES), help="tensor dtype (default float32)")
     t.add_argument("--precision", choices=PRECISIONS, default="ieee",
@@ -78,6 +79,10 @@ def build_parser():
     t.add_argument("--save", metavar="PATH", help="write a checkpoint at the end (atomically)")
     t.add_argument("--save-every", type=positive_int, metavar="N", help="with --save, also every N epochs")
     t.add_argument("--resume", metavar="PATH", help="continue the run in this checkpoint up to --epochs")
+    nb = sub.add_parser("build-native", help="compile the native CPU runner now (once; later runs load it)",
+                        description="Compile the native CPU runner (kernels/native/*.cpp) into its cache folder, "
+                                    "$MANUALNN_NATIVE_CACHE or ~/.cache/manualnn/native.")
+    nb.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
     sub.add_parser("bench", add_help=False, help="the side-by-side benchmark (python -m benchmarks.run; "
                                                  "needs a source checkout); options: manualnn bench --help")
     return parser
@@ -92,6 +97,9 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "build-native":
+        from .native import build_command
+        return build_command(verbose=args.verbose)
     try:
         return train_command(args)
     except UsageError as e:
