@@ -11,6 +11,12 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+import tempfile  # noqa: E402
+
+# The native runner's cache: an empty folder of this session's own, so that a build a developer made
+# (manualnn build-native) cannot change what backend="auto" picks in the tests. tests/test_native.py
+# builds into a folder of its own once per session.
+os.environ["MANUALNN_NATIVE_CACHE"] = tempfile.mkdtemp(prefix="manualnn-native-empty-")
 
 
 def pytest_report_header(config):
