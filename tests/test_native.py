@@ -4,44 +4,19 @@ a rebuild after a source change, the missing-compiler error and the CLI."""
 import os
 import re
 import shutil
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import manualnn
-from helpers import run_and_judge
+from helpers import BuildLog, run_and_judge
 from manualnn import native, seed_data
 from manualnn.backends import BackendUnavailableError, resolve
 from manualnn.cli import main
 from seed_script import run_seed_script
 from test_reference import autograd_run
-
-needs_compiler = pytest.mark.skipif(bool(native.missing_tools()), reason="no C++ compiler or ninja here")
-
-
-@pytest.fixture(scope="session")
-def native_build(tmp_path_factory):
-    """One build for the whole session, in a fresh cache folder: (cache, stderr of the build, seconds)."""
-    if native.missing_tools():
-        pytest.skip(f"cannot build the native runner here: needs {' and '.join(native.missing_tools())}")
-    cache = str(tmp_path_factory.mktemp("native-cache"))
-    log = _Log()
-    started = time.perf_counter()
-    native.load(cache=cache, log=log)
-    return cache, log.text, time.perf_counter() - started
-
-
-class _Log:
-    def __init__(self):
-        self.text = ""
-
-    def write(self, s):
-        self.text += s
-
-    def flush(self):
-        pass
-
 
 @pytest.fixture
 def built(native_build, monkeypatch):
@@ -91,6 +66,13 @@ def test_step_and_run_epochs_agree_and_write_every_slot(built):
         chunked.backend.run_epochs(torch.zeros(3, dtype=torch.float64))
 
 
+def test_small_networks_leave_the_thread_count_alone(built):
+    threads = torch.get_num_threads()
+    x, y, weights = seed_data(28, batch=8, features=12, hidden=(9,), out=3)   # runs on one thread inside
+    manualnn.train(x, y, weights, epochs=3, lr=1e-3, backend="native")
+    assert torch.get_num_threads() == threads
+
+
 def test_relu_mode_equals_autograd_step_by_step(built):
     x, y, weights = seed_data(22, batch=21, features=40, hidden=(17, 9), out=10, dtype=torch.float64)
     losses, snapshots = autograd_run(x, y, weights, 6, 1e-3)
@@ -128,8 +110,6 @@ def test_first_build_says_so_and_later_loads_come_from_the_cache(native_build, t
     assert native.is_built(cache=cache)
     assert len(os.listdir(cache)) == 1
     # A fresh process loads from the cache: no compile, nothing on stderr, quickly.
-    import subprocess
-    import sys
     code = ("import time, sys; t = time.perf_counter(); from manualnn import native; native.load(); "
             "print(f'{time.perf_counter() - t:.3f}')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
@@ -148,7 +128,7 @@ def test_a_source_change_rebuilds(native_build, tmp_path):
     runner = src / "runner.cpp"
     runner.write_text(runner.read_text() + "\n// a change\n")
     assert not native.is_built(str(src), cache)      # the hash of the sources moved
-    log = _Log()
+    log = BuildLog()
     module = native.load(str(src), cache, log=log)
     assert "compiling the native runner" in log.text
     assert native.is_built(str(src), cache) and len(os.listdir(cache)) == 2
@@ -205,7 +185,6 @@ def test_cuda_sources_compile_for_sm90(source, tmp_path):
     nvcc = _nvcc()
     if nvcc is None:
         pytest.skip("nvcc is not installed here")
-    import subprocess
     cubin = tmp_path / (source + ".cubin")
     cmd = [nvcc, "-arch=sm_90", "-std=c++17", "--Werror", "all-warnings", "-cubin",
            os.path.join(native.source_dir(), source), "-o", str(cubin)]
