@@ -24,11 +24,12 @@ namespace {
 // Element counts below this run on the calling thread: waking the pool costs more than the work.
 constexpr int64_t kParallelGrain = 1 << 15;
 
-// Networks below this many FLOPs per epoch train on the calling thread alone, GEMMs included: there
-// a second thread gains nothing (29 against 31 us per epoch at 64x32->64->64->1 on a 2-core machine)
-// and each parallel region waits for a free core when the machine is busy. From about 9 MFLOP two
-// threads pay (142 against 96 us at 128x128->128->10).
-constexpr double kParallelFlops = 4e6;
+// A GEMM below this many FLOPs runs on the calling thread alone: a second thread gains nothing
+// there and costs a wake-up and a barrier, which on a busy machine waits for a free core. (2-core
+// machine, one thread against two: 100x100 @ 100x10 in 20 against 45-56 us under load; a whole
+// 64x32->64->64->1 epoch, all GEMMs under 0.6 MFLOP, 29 against 31 us when idle.) The seed's two
+// 100x1000x100 GEMMs (20 MFLOP) keep every thread.
+constexpr double kParallelGemmFlops = 1e6;
 
 // Sets ATen's (and so MKL's) intra-op thread count to 1 for its lifetime when asked, then restores it.
 class SingleThreadScope {
@@ -91,10 +92,8 @@ class Runner {
       inputs_.push_back(acts_.back());
     }
     diff_ = at::empty({batch, weights.back().size(1)}, options);
-    double flops = 0;  // per epoch: forward and weight gradient 4*B*in*out, input gradient 2*B*in*out more
-    for (size_t l = 0; l < weights.size(); ++l)
-      flops += (l == 0 ? 4.0 : 6.0) * batch * weights[l].size(0) * weights[l].size(1);
-    single_thread_ = flops < kParallelFlops;
+    for (const at::Tensor& w : weights)  // a layer's three GEMMs have the same size: 2*B*in*out FLOPs
+      single_thread_gemm_.push_back(2.0 * batch * w.size(0) * w.size(1) < kParallelGemmFlops);
     for (size_t l = 0; l < weights.size(); ++l) {
       inputs_t_.push_back(inputs_[l].t());   // views: they see the buffers' new contents
       weights_t_.push_back(weights[l].t());  // views: they see the in-place updates
@@ -109,7 +108,6 @@ class Runner {
                 losses.dim(), "-D ", losses.scalar_type(), " on ", losses.device());
     // Below autograd: these tensors never require grad, and the dispatcher skips a layer per op.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    SingleThreadScope threads(single_thread_);
     const int64_t epochs = losses.numel();
     const int64_t stride = losses.dim() == 0 ? 1 : losses.stride(0);
     AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "manualnn_native_run", [&] {
@@ -123,14 +121,21 @@ class Runner {
   double epoch() {
     const size_t n_layers = weights_.size();
     for (size_t l = 0; l + 1 < n_layers; ++l) {
-      at::mm_out(acts_[l], inputs_[l], weights_[l]);
+      {
+        SingleThreadScope threads(single_thread_gemm_[l]);
+        at::mm_out(acts_[l], inputs_[l], weights_[l]);
+      }
       relu_inplace(acts_[l].data_ptr<T>(), acts_[l].numel());
     }
-    at::addmm_out(diff_, y_, inputs_.back(), weights_.back(), /*beta=*/-1, /*alpha=*/1);
+    {
+      SingleThreadScope threads(single_thread_gemm_.back());
+      at::addmm_out(diff_, y_, inputs_.back(), weights_.back(), /*beta=*/-1, /*alpha=*/1);
+    }
     const double loss = sum_of_squares(diff_.data_ptr<T>(), diff_.numel());
 
     at::Tensor* g = &diff_;
     for (size_t l = n_layers; l-- > 0;) {
+      SingleThreadScope threads(single_thread_gemm_[l]);
       if (l > 0) {
         at::Tensor& g_prev = grad_hs_[l - 1];
         at::mm_out(g_prev, *g, weights_t_[l]);  // reads w_l before its update below
@@ -145,8 +150,8 @@ class Runner {
   at::Tensor x_, y_, diff_;
   std::vector<at::Tensor> weights_, weights_t_, inputs_, inputs_t_, acts_, grad_hs_;
   double alpha_;
+  std::vector<bool> single_thread_gemm_;  // per layer: its GEMMs are too small to split
   bool relu_mode_;
-  bool single_thread_;
 };
 
 }  // namespace
