@@ -1,4 +1,5 @@
-"""Side-by-side benchmark: manualnn against the seed loop, autograd, torch.compile and CUDA graphs.
+"""Side-by-side benchmark: manualnn against the seed loop, autograd, torch.compile, CUDA graphs and,
+when jax is installed, JAX (jit + lax.scan of the same loop).
 
     python -m benchmarks.run --device cpu            # seed, small64, small256, medium; fp32
     python -m benchmarks.run --device cuda           # seed, medium, large; fp32, tf32, bf16
