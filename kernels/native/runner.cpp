@@ -32,9 +32,11 @@ constexpr int64_t kParallelGrain = 1 << 15;
 constexpr double kParallelGemmFlops = 1e6;
 
 // Sets ATen's (and so MKL's) intra-op thread count to 1 for its lifetime when asked, then restores it.
+// Only with ATen's OpenMP backend (torch's usual build), where a change costs well under 1 us; the
+// native thread-pool backend warns on every change, so there the GEMMs keep their threads.
 class SingleThreadScope {
  public:
-  explicit SingleThreadScope(bool on) : saved_(on ? at::get_num_threads() : 1) {
+  explicit SingleThreadScope(bool on) : saved_(on && AT_PARALLEL_OPENMP ? at::get_num_threads() : 1) {
     if (saved_ > 1) at::set_num_threads(1);
   }
   ~SingleThreadScope() {
