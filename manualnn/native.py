@@ -97,11 +97,12 @@ def load(src=None, cache=None, *, verbose=False, log=sys.stderr):
     name, folder, library, stamp = _paths(src, cache)
     if library in _loaded:
         return _loaded[library]
-    if not (os.path.isfile(stamp) and os.path.isfile(library)):
-        _build(name, folder, src, verbose, log)
-    spec = importlib.util.spec_from_file_location(name, library)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    if os.path.isfile(stamp) and os.path.isfile(library):
+        spec = importlib.util.spec_from_file_location(name, library)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = _build(name, folder, src, verbose, log)
     _loaded[library] = module
     return module
 
@@ -117,12 +118,14 @@ def _build(name, folder, src, verbose, log):
     print(f"manualnn: compiling the native runner (once) into {folder} ...", file=log, flush=True)
     started = time.perf_counter()
     try:
-        cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=folder, verbose=verbose)
+        module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=folder,
+                          verbose=verbose)
     except (RuntimeError, OSError, ImportError) as e:
         raise NativeBuildError(f"backend 'native': compiling {src or source_dir()} failed: {e}") from e
     with open(os.path.join(folder, "BUILT"), "w") as f:
         f.write(f"built in {time.perf_counter() - started:.1f} s with torch {torch.__version__}\n")
     print(f"manualnn: built the native runner in {time.perf_counter() - started:.1f} s", file=log, flush=True)
+    return module
 
 
 def build_command(verbose=False):
