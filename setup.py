@@ -12,10 +12,13 @@ setup(
     # an unrelated package of that name.
     packages=["manualnn", "manualnn.backends", "manualnn.kernels"],
     package_dir={"manualnn.kernels": "kernels"},
+    # the native runner's C++ sources are compiled on first use (manualnn.native), so they ship as data
+    package_data={"manualnn.kernels": ["native/*.cpp", "native/*.h", "native/*.cu"]},
     install_requires=[
         "torch>=2.4,<3",
         "triton>=3.0; sys_platform == 'linux'",
         "numpy",  # reading .npz data, and the Triton interpreter; torch warns on every run without it
+        "ninja",  # builds the native CPU runner (torch.utils.cpp_extension)
     ],
     extras_require={
         "data": ["scikit-learn"],  # --data digits: the bundled handwritten digits (nothing is downloaded)

@@ -9,6 +9,7 @@ raises Unsupported at construction.
 import contextlib
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,7 +50,11 @@ class Contender:
 
 
 class SeedLoop(Contender):
-    """The seed's loop verbatim (tutorial gradient), optionally with its per-epoch print."""
+    """The seed's loop verbatim (tutorial gradient), optionally with its per-epoch print.
+
+    For the seed's two layers it runs exactly the seed's ops in the seed's order; deeper networks
+    repeat the hidden layer's lines once per layer, as manualnn.reference.tutorial_loop does.
+    """
     name, grad = "seed", "tutorial"
 
     def __init__(self, p, precision, print_epochs=False):
@@ -58,32 +63,38 @@ class SeedLoop(Contender):
         if print_epochs:
             self.name = "seed-print"
             self.sink = open(os.devnull, "w")
-        self.w1, self.w2 = (w.clone() for w in p.w0)
+        self.ws = [w.clone() for w in p.w0]
 
     def run(self, epochs, record=False):
-        x, y, w1, w2, learning_rate = self.p.x, self.p.y, self.w1, self.w2, self.p.lr
-        w1.copy_(self.p.w0[0])
-        w2.copy_(self.p.w0[1])
+        x, y, ws, learning_rate = self.p.x, self.p.y, self.ws, self.p.lr
+        for w, w0 in zip(ws, self.p.w0):
+            w.copy_(w0)
         for epoch in range(epochs):
-            h1 = torch.mm(x, w1)
-            h1 = h1.clamp(min=0)
-            y_pred = h1.mm(w2)
+            hs = [x]
+            for w in ws[:-1]:
+                h1 = torch.mm(hs[-1], w)
+                h1 = h1.clamp(min=0)
+                hs.append(h1)
+            y_pred = hs[-1].mm(ws[-1])
             loss = (y_pred - y).pow(2).sum()
             if self.print_epochs:
                 print("Epoch:{}, Loss:{:.4f}".format(epoch, loss), file=self.sink)
             if record:
                 self.losses[epoch] = loss
-            grad_y_pred = 2 * (y_pred - y)
-            grad_w2 = torch.mm(h1.t(), grad_y_pred)
-            grad_h = grad_y_pred.clone()
-            grad_h = torch.mm(grad_h, w2.t())
-            grad_h.clamp_(min=0)
-            grad_w1 = torch.mm(x.t(), grad_h)
-            w1 -= learning_rate * grad_w1
-            w2 -= learning_rate * grad_w2
+            grad = 2 * (y_pred - y)
+            grads = [None] * len(ws)
+            for i in reversed(range(len(ws))):
+                grads[i] = torch.mm(hs[i].t(), grad)
+                if i > 0:
+                    grad_h = grad.clone()
+                    grad_h = torch.mm(grad_h, ws[i].t())
+                    grad_h.clamp_(min=0)
+                    grad = grad_h
+            for w, g in zip(ws, grads):
+                w -= learning_rate * g
 
     def result(self):
-        return self.losses.tolist(), [self.w1, self.w2]
+        return self.losses.tolist(), self.ws
 
 
 class CudaGraphSeed(SeedLoop):
@@ -120,10 +131,13 @@ class Autograd(Contender):
         if optimizer == "fused" and p.device.type not in ("cuda", "cpu"):
             raise Unsupported("fused SGD needs CUDA or CPU")
         self.name = f"compile-{compile_mode}" if compile_mode else f"autograd-{optimizer}"
-        D, H = p.w0[0].shape
-        O = p.w0[1].shape[1]
-        self.model = nn.Sequential(nn.Linear(D, H, bias=False), nn.ReLU(), nn.Linear(H, O, bias=False)).to(p.device)
-        self.weights = [self.model[0].weight, self.model[2].weight]   # (out, in): the seed's w transposed
+        layers = []
+        for i, w in enumerate(p.w0):
+            layers.append(nn.Linear(w.shape[0], w.shape[1], bias=False))
+            if i < len(p.w0) - 1:
+                layers.append(nn.ReLU())
+        self.model = nn.Sequential(*layers).to(p.device)
+        self.weights = [m.weight for m in self.model if isinstance(m, nn.Linear)]  # (out, in): w transposed
         kind = {"foreach": dict(foreach=True), "fused": dict(fused=True)}[optimizer]
         self.opt = torch.optim.SGD(self.model.parameters(), lr=p.lr, **kind)
         autocast = precision == "bf16"
@@ -153,16 +167,18 @@ class Autograd(Contender):
 
 
 class Manualnn(Contender):
-    """manualnn.Trainer with the torch or triton backend, relu gradient."""
+    """manualnn.Trainer with the torch, triton or native backend, relu gradient."""
     precisions = ("fp32", "tf32", "bf16")
 
     def __init__(self, p, precision, backend):
         super().__init__(p, precision)
         self.name = f"manualnn-{backend}"
-        if backend == "torch" and precision != "fp32":
-            raise Unsupported("the torch backend computes in fp32 only")
+        if backend in ("torch", "native") and precision != "fp32":
+            raise Unsupported(f"the {backend} backend computes in fp32 only")
         if backend == "triton" and p.device.type != "cuda":
             raise Unsupported("CUDA only (the interpreter is never timed)")
+        if backend == "native" and p.device.type != "cpu":
+            raise Unsupported("CPU only")
         self.trainer = manualnn.Trainer(p.x, p.y, p.w0, lr=p.lr, grad="relu", backend=backend,
                                         precision={"fp32": "ieee"}.get(precision, precision))
         self.last = None
@@ -177,6 +193,59 @@ class Manualnn(Contender):
         return self.last.losses, self.last.weights
 
 
+class JaxScan(Contender):
+    """The same hand-written loop in JAX: ``jax.jit`` of ``lax.scan`` over the epochs, relu gradient.
+
+    Optional: Unsupported when jax is not installed. Compiled once per epoch count (cold time).
+    """
+    name = "jax-jit-scan"
+    precisions = ("fp32",)
+
+    def __init__(self, p, precision):
+        super().__init__(p, precision)
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError:
+            raise Unsupported("jax is not installed (pip install jax)") from None
+        if p.device.type != "cpu":
+            raise Unsupported("run on the CPU only here")
+        self.jax, self.jnp = jax, jnp
+        self.x, self.y = jnp.asarray(p.x.numpy()), jnp.asarray(p.y.numpy())
+        self.w0 = [jnp.asarray(w.numpy()) for w in p.w0]
+        self.compiled, self.out = {}, None
+
+    def _train(self, epochs):
+        jax, jnp, lr, x, y = self.jax, self.jnp, self.p.lr, self.x, self.y
+        mm = lambda a, b: jnp.matmul(a, b, precision="highest")  # noqa: E731
+
+        def epoch(ws, _):
+            hs = [x]
+            for w in ws[:-1]:
+                hs.append(jnp.maximum(mm(hs[-1], w), 0))
+            diff = mm(hs[-1], ws[-1]) - y
+            loss = jnp.sum(diff * diff)
+            g, new = 2 * diff, list(ws)
+            for i in reversed(range(len(ws))):
+                new[i] = ws[i] - lr * mm(hs[i].T, g)      # the gradient from the old weights
+                if i > 0:
+                    g = jnp.where(hs[i] > 0, mm(g, ws[i].T), 0)
+            return new, loss
+
+        return jax.jit(lambda ws: jax.lax.scan(epoch, ws, None, length=epochs))
+
+    def run(self, epochs, record=False):
+        if epochs not in self.compiled:
+            self.compiled[epochs] = self._train(epochs)
+        self.out = self.jax.block_until_ready(self.compiled[epochs](self.w0))
+        if record:
+            self.losses[:epochs] = torch.from_numpy(np.asarray(self.out[1]).copy())
+
+    def result(self):
+        ws, _ = self.out
+        return self.losses.tolist(), [torch.from_numpy(np.asarray(w).copy()) for w in ws]
+
+
 class MatmulFloor(Contender):
     """The bare matmuls a step must do (the same torch.mm calls, into preallocated outputs)."""
     name, grad = "matmul-floor", None
@@ -185,21 +254,23 @@ class MatmulFloor(Contender):
     def __init__(self, p, precision):
         super().__init__(p, precision)
         dt = torch.bfloat16 if precision == "bf16" else torch.float32
-        B, (D, H), O = p.x.shape[0], p.w0[0].shape, p.w0[1].shape[1]
+        B = p.x.shape[0]
         gen = torch.Generator().manual_seed(1)
         new = lambda *s: torch.randn(*s, generator=gen).to(p.device, dt)  # noqa: E731
-        self.x, self.w1, self.w2, self.g = p.x.to(dt), p.w0[0].to(dt), p.w0[1].to(dt), new(B, O)
-        self.h, self.yp, self.gh = new(B, H), new(B, O), new(B, H)
-        self.gw1, self.gw2 = new(D, H), new(H, O)
+        self.x, self.ws = p.x.to(dt), [w.to(dt) for w in p.w0]
+        self.outs = [new(B, w.shape[1]) for w in self.ws]     # h_l, then y_pred
+        self.gs = [new(B, w.shape[1]) for w in self.ws]       # each layer's output gradient
+        self.gws = [new(*w.shape) for w in self.ws]
 
     def run(self, epochs, record=False):
-        x, w1, w2, g, h, gh = self.x, self.w1, self.w2, self.g, self.h, self.gh
+        ins = [self.x] + self.outs[:-1]
         for _ in range(epochs):
-            torch.mm(x, w1, out=h)
-            torch.mm(h, w2, out=self.yp)
-            torch.mm(g, w2.t(), out=gh)
-            torch.mm(x.t(), gh, out=self.gw1)
-            torch.mm(h.t(), g, out=self.gw2)
+            for a, w, h in zip(ins, self.ws, self.outs):
+                torch.mm(a, w, out=h)
+            for i in reversed(range(len(self.ws))):
+                if i > 0:
+                    torch.mm(self.gs[i], self.ws[i].t(), out=self.gs[i - 1])
+                torch.mm(ins[i].t(), self.gs[i], out=self.gws[i])
 
 
 def all_contenders(device):
@@ -210,6 +281,8 @@ def all_contenders(device):
         ("matmul-floor", MatmulFloor),
         ("manualnn-torch", lambda p, pr: Manualnn(p, pr, "torch")),
         ("manualnn-triton", lambda p, pr: Manualnn(p, pr, "triton")),
+        ("manualnn-native", lambda p, pr: Manualnn(p, pr, "native")),
+        ("jax-jit-scan", JaxScan),
         ("autograd-foreach", lambda p, pr: Autograd(p, pr, "foreach")),
         ("autograd-fused", lambda p, pr: Autograd(p, pr, "fused")),
         ("cudagraph", CudaGraphSeed),

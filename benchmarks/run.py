@@ -1,6 +1,7 @@
-"""Side-by-side benchmark: manualnn against the seed loop, autograd, torch.compile and CUDA graphs.
+"""Side-by-side benchmark: manualnn against the seed loop, autograd, torch.compile, CUDA graphs and,
+when jax is installed, JAX (jit + lax.scan of the same loop).
 
-    python -m benchmarks.run --device cpu            # seed + medium shapes, fp32 (< 3 min on 2 cores)
+    python -m benchmarks.run --device cpu            # seed, small64, small256, medium; fp32
     python -m benchmarks.run --device cuda           # seed, medium, large; fp32, tf32, bf16
     python -m benchmarks.run --quick --shapes tiny   # a smoke run: one repeat, tiny shape
 
@@ -33,10 +34,12 @@ from manualnn.testing import judge, reference_runs
 from .contenders import Unsupported, all_contenders, matmul_precision
 from .report import write_markdown, write_plot
 
-# name: (batch, features, hidden, out, lr). lr keeps the loss finite over 20 epochs.
+# name: (batch, features, hidden width or widths, out, lr). lr keeps the loss finite over 20 epochs.
 SHAPES = {
     "tiny": (8, 32, 16, 4, 1e-3),
     "seed": (100, 1000, 100, 10, 1e-6),
+    "small64": (64, 32, (64, 64), 1, 1e-6),     # small networks: where per-op overhead decides
+    "small256": (256, 16, 32, 4, 1e-5),
     "medium": (4096, 1024, 1024, 16, 1e-9),
     "large": (16384, 4096, 4096, 16, 1e-11),
 }
@@ -50,12 +53,15 @@ class Problem:
     def __init__(self, name, dims, lr, device, epochs):
         self.name, self.dims, self.lr, self.device, self.epochs = name, dims, lr, device, epochs
         B, D, H, O = dims
-        self.x, self.y, self.w0 = manualnn.seed_data(0, batch=B, features=D, hidden=(H,), out=O, device=device)
+        hidden = tuple(H) if isinstance(H, (tuple, list)) else (H,)
+        self.x, self.y, self.w0 = manualnn.seed_data(0, batch=B, features=D, hidden=hidden, out=O, device=device)
 
     @property
     def flops_per_step(self):
-        B, D, H, O = self.dims
-        return 4 * B * D * H + 6 * B * H * O
+        # forward and weight gradient: 4*B*in*out per layer; the input gradient: 2*B*in*out more, but
+        # the first layer's input needs none
+        B = self.dims[0]
+        return sum((4 if i == 0 else 6) * B * w.shape[0] * w.shape[1] for i, w in enumerate(self.w0))
 
 
 def sync(device):
@@ -101,7 +107,8 @@ def versions():
 
 
 def parse_shapes(text, device):
-    names = text.split(",") if text else (["seed", "medium", "large"] if device.type == "cuda" else ["seed", "medium"])
+    names = text.split(",") if text else (["seed", "medium", "large"] if device.type == "cuda"
+                                          else ["seed", "small64", "small256", "medium"])
     shapes = []
     for name in names:
         name = name.strip()
@@ -315,7 +322,7 @@ def main(argv=None, prog="python -m benchmarks.run", default_out=None):
                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:] if argv is None else argv,
                  "quick": args.quick, "epochs": args.epochs, "threads": torch.get_num_threads(),
                  "seconds": time.perf_counter() - started,
-                 "flops_per_step": "4*B*D*H + 6*B*H*O",
+                 "flops_per_step": "sum over layers of 4*B*in*out (first layer) or 6*B*in*out (the others)",
                  "ratios": "vs_seed = run time / seed loop's (verbatim, no print; same shape and precision, "
                            "or its fp32 run where the seed loop has no such precision, as for bf16); "
                            "vs_floor = run time / matmul floor's (same shape and precision); same process"},

@@ -8,7 +8,7 @@ import numbers
 import torch
 
 GRAD_MODES = ("relu", "tutorial")
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ("auto", "torch", "triton", "native")
 PRECISIONS = ("ieee", "tf32", "bf16")
 DTYPES = (torch.float32, torch.float64)
 DEVICE_TYPES = ("cpu", "cuda")

@@ -130,7 +130,9 @@ def build_parser():
                         "seed does; data: the weights, the split and the shuffle (default: a random seed, "
                         "recorded in --json and --save)")
     r = t.add_argument_group("running")
-    r.add_argument("--backend", choices=BACKENDS, help="auto (default): triton on CUDA when available, else torch")
+    r.add_argument("--backend", choices=BACKENDS,
+                   help="auto (default): triton on CUDA when available, native on the CPU once built "
+                        "(manualnn build-native), else torch")
     r.add_argument("--device", default="auto", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N")
     r.add_argument("--dtype", choices=sorted(DTYPES), help="tensor dtype (default float32)")
     r.add_argument("--no-graph", action="store_true",
@@ -160,6 +162,10 @@ def build_parser():
                                                                          "(default: as in training)")
     p.add_argument("--task", choices=TASKS, help="as in train (default: as in training)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    nb = sub.add_parser("build-native", help="compile the native CPU runner now (once; later runs load it)",
+                        description="Compile the native CPU runner (kernels/native/*.cpp) into its cache folder, "
+                                    "$MANUALNN_NATIVE_CACHE or ~/.cache/manualnn/native.")
+    nb.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
     sub.add_parser("bench", add_help=False, help="the side-by-side benchmark (needs a source checkout); "
                                                  "options: manualnn bench --help")
     return parser
@@ -174,6 +180,9 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "build-native":
+        from .native import build_command
+        return build_command(verbose=args.verbose)
     try:
         if args.command == "predict":
             return predict_command(args)

@@ -131,7 +131,8 @@ class Trainer:
 
     - ``grad``: "relu" (the correct ReLU backward, equal to autograd) or "tutorial" (the seed's
       clamp of the gradient's values).
-    - ``backend``: "auto" (Triton on CUDA when available, else torch), "torch" or "triton".
+    - ``backend``: "auto" (Triton on CUDA when available, the native runner on the CPU once built,
+      else torch), "torch", "triton" or "native".
     - ``batch_size``: rows per step (default: all of them, the seed's full-batch step); the last
       batch of an epoch may be smaller. ``shuffle`` draws each epoch's order from a generator
       seeded by ``(shuffle_seed, epoch)``; ``shuffle=False`` takes the rows in order. A single
@@ -288,6 +289,12 @@ class Trainer:
                 self._graphs[n] = ChunkGraph(self, n, capture=self._capture)
             return self._graphs[n].run(self.epoch)
         buf = self._loss_buffer(3 * n).view(n, 3)
+        if self._plan is None and self.val is None and hasattr(self.backend, "run_epochs"):
+            losses = self._loss_buffer(n)   # the native runner: the whole chunk in one call
+            self.backend.run_epochs(losses)
+            buf[:, 0].copy_(losses)
+            self._warm = True
+            return buf
         for i in range(n):
             self._epoch(self.epoch + i, buf[i, 0], buf[i, 1:])
         return buf

@@ -11,6 +11,12 @@ if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+import tempfile  # noqa: E402
+
+# The native runner's cache: an empty folder of this session's own, so that a build a developer made
+# (manualnn build-native) cannot change what backend="auto" picks in the tests. tests/test_native.py
+# builds into a folder of its own once per session.
+os.environ["MANUALNN_NATIVE_CACHE"] = tempfile.mkdtemp(prefix="manualnn-native-empty-")
 
 
 def pytest_report_header(config):
@@ -30,3 +36,21 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def seed_shape():
     return dict(batch=100, features=1000, hidden=(100,), out=10)
+
+
+@pytest.fixture(scope="session")
+def native_build(tmp_path_factory):
+    """The native runner built once for the whole session, in a fresh cache folder of its own:
+    (cache folder, what the build said on stderr, seconds). Tests point manualnn at it through
+    MANUALNN_NATIVE_CACHE (monkeypatch, or a subprocess's env)."""
+    import time
+
+    from helpers import BuildLog
+    from manualnn import native
+    if native.missing_tools():
+        pytest.skip(f"cannot build the native runner here: needs {' and '.join(native.missing_tools())}")
+    cache = str(tmp_path_factory.mktemp("native-cache"))
+    log = BuildLog()
+    started = time.perf_counter()
+    native.load(cache=cache, log=log)
+    return cache, log.text, time.perf_counter() - started

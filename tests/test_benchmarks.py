@@ -10,15 +10,24 @@ import sys
 
 import pytest
 
+from manualnn import native
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROW_KEYS = {"shape", "dims", "precision", "contender", "epochs", "status", "reason", "check", "cold_s", "run_s",
             "step_s", "tflops", "peak_mem_bytes", "vs_seed", "vs_floor"}
 
 
+def jax_installed():
+    import importlib.util
+    return importlib.util.find_spec("jax") is not None
+
+
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
+def quick_run(tmp_path_factory, request):
     out = tmp_path_factory.mktemp("bench")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if not native.missing_tools():  # the session's build of the native runner: no second compile
+        env["MANUALNN_NATIVE_CACHE"] = request.getfixturevalue("native_build")[0]
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--device", "cpu", "--quick", "--shapes", "tiny",
                            "--epochs", "5", "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -43,9 +52,17 @@ def test_json_schema_and_every_contender_was_checked(quick_run):
     assert meta["device"] == "cpu" and meta["quick"] is True and meta["versions"]["torch"]
     rows = record["rows"]
     names = {r["contender"] for r in rows}
-    assert {"seed", "seed-print", "matmul-floor", "manualnn-torch", "autograd-foreach", "autograd-fused",
-            "compile-default"} <= names
+    assert {"seed", "seed-print", "matmul-floor", "manualnn-torch", "manualnn-native", "autograd-foreach",
+            "autograd-fused", "compile-default", "jax-jit-scan"} <= names
     assert "manualnn-triton" not in names  # the interpreter is never timed
+    if not jax_installed():  # the optional contender says why it did not run
+        jax_row = next(r for r in rows if r["contender"] == "jax-jit-scan")
+        assert jax_row["status"] == "n/a" and "jax is not installed" in jax_row["reason"]
+        rows = [r for r in rows if r is not jax_row]
+    if native.missing_tools():  # no compiler here: the native contender is reported, not timed
+        native_row = next(r for r in rows if r["contender"] == "manualnn-native")
+        assert native_row["status"] == "error" and "needs" in native_row["reason"]
+        rows = [r for r in rows if r is not native_row]
     for r in rows:
         assert ROW_KEYS <= set(r), r["contender"]
         assert r["status"] == "ok", (r["contender"], r["reason"])

@@ -47,7 +47,7 @@ CASES = [
     (dict(epochs=-3), ValueError, r"epochs: expected an integer >= 1, got -3"),
     (dict(epochs=2.5), TypeError, r"epochs: expected an integer >= 1, got float 2.5"),
     (dict(grad="clamp"), ValueError, r"grad: expected one of 'relu', 'tutorial', got 'clamp'"),
-    (dict(backend="cuda"), ValueError, r"backend: expected one of 'auto', 'torch', 'triton', got 'cuda'"),
+    (dict(backend="cuda"), ValueError, r"backend: expected one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
     (dict(precision="fp8"), ValueError, r"precision: expected one of 'ieee', 'tf32', 'bf16', got 'fp8'"),
     (dict(precision="tf32"), ValueError, r"precision: the torch backend .* only 'ieee', got 'tf32'"),
 ]

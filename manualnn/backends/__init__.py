@@ -38,15 +38,33 @@ def triton_unavailable_reason(device):
     return f"it supports CUDA devices (and the CPU under TRITON_INTERPRET=1), not {device.type}"
 
 
+def native_unavailable_reason(device):
+    """Why the native backend cannot run on ``device``, or None if it can (built, or buildable here)."""
+    device = torch.device(device)
+    if device.type != "cpu":
+        return f"it runs on the CPU only, not {device.type}"
+    from .. import native
+    return native.unavailable_reason()
+
+
 def resolve(name, device, dtype=torch.float32):
     """Turn "auto" into a concrete backend name and check that the named one can run.
 
-    "auto" is Triton for float32 CUDA tensors when Triton is installed, else torch.
+    "auto" is Triton for float32 CUDA tensors when Triton is installed; on the CPU it is the native
+    runner when that is already built (``manualnn build-native``), so "auto" never starts a compile;
+    else torch.
     """
     device = torch.device(device)
     if name == "auto":
+        if device.type == "cpu":
+            from .. import native
+            return "native" if native.is_built() else "torch"
         fused = device.type == "cuda" and dtype == torch.float32 and triton_unavailable_reason(device) is None
         return "triton" if fused else "torch"
+    if name == "native":
+        why = native_unavailable_reason(device)
+        if why is not None:
+            raise BackendUnavailableError(f"backend: 'native' cannot run on device {device}: {why}")
     if name == "triton":
         why = triton_unavailable_reason(device)
         if why is not None:
@@ -55,11 +73,14 @@ def resolve(name, device, dtype=torch.float32):
 
 
 def make_backend(name, x, y, weights, *, lr, grad, precision="ieee"):
-    """Build the named backend ("torch" or "triton"; resolve "auto" first)."""
+    """Build the named backend ("torch", "triton" or "native"; resolve "auto" first)."""
     if name == "torch":
         from .torch_backend import TorchBackend
         return TorchBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
     if name == "triton":
         from .triton_backend import TritonBackend
         return TritonBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
-    raise ValueError(f"backend: expected 'torch' or 'triton', got {name!r}")
+    if name == "native":
+        from .native_backend import NativeBackend
+        return NativeBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
+    raise ValueError(f"backend: expected 'torch', 'triton' or 'native', got {name!r}")

@@ -1,0 +1,142 @@
+"""Build and load the native CPU runner: the C++ sources in kernels/native/ (manualnn.kernels.native).
+
+The extension is compiled once with torch.utils.cpp_extension and ninja into a cache folder:
+``$MANUALNN_NATIVE_CACHE``, else ``$XDG_CACHE_HOME/manualnn/native`` (``~/.cache/manualnn/native``).
+Each build lives in a subfolder named by a hash of the sources, the compiler flags and the torch
+and Python versions, so a change to any of them builds afresh, and an unchanged build is imported
+straight from its shared library (no compiler needed then, and no ninja run). The first build says
+so on stderr, with how long it took; ``manualnn build-native`` does it ahead of time.
+"""
+import glob
+import hashlib
+import importlib.util
+import os
+import shutil
+import sys
+import sysconfig
+import time
+
+import torch
+
+from .backends import BackendUnavailableError
+
+CACHE_ENV = "MANUALNN_NATIVE_CACHE"
+EXTRA_CFLAGS = ["-O3"]
+_loaded = {}   # library path -> module, so a process imports each build once
+
+
+class NativeBuildError(BackendUnavailableError):
+    """The native runner is not built and cannot be built here (a missing tool, or a failed compile)."""
+
+
+def source_dir():
+    """kernels/native/ of the installed manualnn.kernels package (found without importing Triton)."""
+    spec = importlib.util.find_spec("manualnn.kernels")
+    return os.path.join(list(spec.submodule_search_locations)[0], "native")
+
+
+def cpu_sources(src=None):
+    """The C++ files that make the CPU extension (.cu files are for a future CUDA variant)."""
+    return sorted(glob.glob(os.path.join(src or source_dir(), "*.cpp")))
+
+
+def cache_root():
+    if os.environ.get(CACHE_ENV):
+        return os.path.abspath(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "manualnn", "native")
+
+
+def build_key(src=None):
+    """A hash of everything the shared library depends on: sources, headers, flags, torch and Python."""
+    src = src or source_dir()
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(src, "*.cpp")) + glob.glob(os.path.join(src, "*.h"))):
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read() + b"\0")
+    h.update(repr((EXTRA_CFLAGS, torch.__version__, sys.version_info[:2], sysconfig.get_platform())).encode())
+    return h.hexdigest()[:16]
+
+
+def _paths(src=None, cache=None):
+    name = f"manualnn_native_{build_key(src)}"
+    folder = os.path.join(cache or cache_root(), name)
+    return name, folder, os.path.join(folder, name + ".so"), os.path.join(folder, "BUILT")
+
+
+def is_built(src=None, cache=None):
+    """True when the current sources are built in the cache (loading them then takes no compile)."""
+    _, _, library, stamp = _paths(src, cache)
+    return os.path.isfile(stamp) and os.path.isfile(library)
+
+
+def missing_tools():
+    """What a build needs and this machine lacks: a C++ compiler ($CXX, else c++) and ninja."""
+    missing = []
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        missing.append(f"a C++ compiler ({cxx!r} is not on PATH; install g++ or clang++, or set CXX)")
+    if shutil.which("ninja") is None:
+        missing.append("ninja (pip install ninja)")
+    return missing
+
+
+def unavailable_reason(src=None, cache=None):
+    """Why the native runner cannot be had here, or None (it is built, or can be built)."""
+    if is_built(src, cache):
+        return None
+    missing = missing_tools()
+    if missing:
+        return f"it is not built yet and building it needs {' and '.join(missing)}"
+    return None
+
+
+def load(src=None, cache=None, *, verbose=False, log=sys.stderr):
+    """The extension module, built first if needed (a one-time compile, announced on ``log``)."""
+    name, folder, library, stamp = _paths(src, cache)
+    if library in _loaded:
+        return _loaded[library]
+    if os.path.isfile(stamp) and os.path.isfile(library):
+        spec = importlib.util.spec_from_file_location(name, library)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = _build(name, folder, src, verbose, log)
+    _loaded[library] = module
+    return module
+
+
+def _build(name, folder, src, verbose, log):
+    missing = missing_tools()
+    if missing:
+        raise NativeBuildError(f"backend 'native': the runner is not built yet ({folder}) and building it needs "
+                               f"{' and '.join(missing)}")
+    from torch.utils.cpp_extension import load as cpp_load
+
+    os.makedirs(folder, exist_ok=True)
+    print(f"manualnn: compiling the native runner (once) into {folder} ...", file=log, flush=True)
+    started = time.perf_counter()
+    try:
+        module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=folder,
+                          verbose=verbose)
+    except (RuntimeError, OSError, ImportError) as e:
+        raise NativeBuildError(f"backend 'native': compiling {src or source_dir()} failed: {e}") from e
+    with open(os.path.join(folder, "BUILT"), "w") as f:
+        f.write(f"built in {time.perf_counter() - started:.1f} s with torch {torch.__version__}\n")
+    print(f"manualnn: built the native runner in {time.perf_counter() - started:.1f} s", file=log, flush=True)
+    return module
+
+
+def build_command(verbose=False):
+    """``manualnn build-native``: build the runner now (or say where the existing build is). Exit status."""
+    _, folder, _, _ = _paths()
+    if is_built():
+        print(f"manualnn build-native: already built in {folder}", file=sys.stderr)
+        return 0
+    try:
+        load(verbose=verbose)
+    except NativeBuildError as e:
+        print(f"manualnn build-native: error: {e}", file=sys.stderr)
+        return 2
+    return 0
