@@ -131,8 +131,8 @@ def build_parser():
                         "recorded in --json and --save)")
     r = t.add_argument_group("running")
     r.add_argument("--backend", choices=BACKENDS,
-                   help="auto (default): triton on CUDA when available, native on the CPU once built "
-                        "(manualnn build-native), else torch")
+                   help="auto (default): triton on CUDA when available, else torch; native: the compiled CPU "
+                        "runner (built once, see manualnn build-native)")
     r.add_argument("--device", default="auto", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N")
     r.add_argument("--dtype", choices=sorted(DTYPES), help="tensor dtype (default float32)")
     r.add_argument("--no-graph", action="store_true",

@@ -131,8 +131,8 @@ class Trainer:
 
     - ``grad``: "relu" (the correct ReLU backward, equal to autograd) or "tutorial" (the seed's
       clamp of the gradient's values).
-    - ``backend``: "auto" (Triton on CUDA when available, the native runner on the CPU once built,
-      else torch), "torch", "triton" or "native".
+    - ``backend``: "auto" (Triton on CUDA when available, else torch), "torch", "triton" or
+      "native" (the compiled CPU runner; see manualnn/native.py).
     - ``batch_size``: rows per step (default: all of them, the seed's full-batch step); the last
       batch of an epoch may be smaller. ``shuffle`` draws each epoch's order from a generator
       seeded by ``(shuffle_seed, epoch)``; ``shuffle=False`` takes the rows in order. A single

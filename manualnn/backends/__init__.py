@@ -50,15 +50,13 @@ def native_unavailable_reason(device):
 def resolve(name, device, dtype=torch.float32):
     """Turn "auto" into a concrete backend name and check that the named one can run.
 
-    "auto" is Triton for float32 CUDA tensors when Triton is installed; on the CPU it is the native
-    runner when that is already built (``manualnn build-native``), so "auto" never starts a compile;
-    else torch.
+    "auto" is Triton for float32 CUDA tensors when Triton is installed, else torch. It never picks
+    the native runner, even once built: that sums the loss in float64, so its printed losses can
+    differ from the torch backend's in the last digit, and ``manualnn train`` must print the seed's
+    lines exactly as before. Ask for backend="native" by name.
     """
     device = torch.device(device)
     if name == "auto":
-        if device.type == "cpu":
-            from .. import native
-            return "native" if native.is_built() else "torch"
         fused = device.type == "cuda" and dtype == torch.float32 and triton_unavailable_reason(device) is None
         return "triton" if fused else "torch"
     if name == "native":
