@@ -225,6 +225,8 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=20, help="epochs per timed run (default 20)")
     p.add_argument("--contenders", help="comma-separated subset of contender names (default: all for the device)")
     p.add_argument("--quick", action="store_true", help="smoke run: about one timed repeat per contender")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds of warm runs per contender and shape (default 1.5; medium 5, large 3)")
     p.add_argument("--budget", type=float, default=None, help="seconds; contenders left when it is spent are skipped")
     p.add_argument("--expensive", help="precisions in which the slow-compiling modes (compile-reduce-overhead, "
                                        "compile-max-autotune-no-cudagraphs) run (default: all asked for)")
@@ -252,6 +254,8 @@ def main(argv=None):
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(scratch, "inductor"))
     args.check_epochs = {"medium": 3, "large": 2}
     args.min_run_time = {"default": 1.5, "medium": 5.0, "large": 3.0}  # seconds of runs per contender
+    if args.min_time is not None:
+        args.min_run_time = {"default": args.min_time}
     if args.quick:
         args.min_run_time = {"default": 1e-9}
     deadline = time.monotonic() + (args.budget if args.budget else 1e9)

@@ -84,6 +84,29 @@ def test_a_wrong_contender_is_reported_not_timed(monkeypatch):
     assert "FAIL" in row["reason"]
 
 
+@pytest.mark.parametrize("path", ["layers", "2launch"])
+def test_triton_step_contenders_are_judged_right(path):
+    # timed only on CUDA (all_contenders leaves them out elsewhere); here they run on the interpreter
+    # through the same prepare() that judges every contender before timing
+    sys.path.insert(0, ROOT)
+    try:
+        import torch
+        from benchmarks import contenders, run
+    finally:
+        sys.path.remove(ROOT)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    p = run.Problem("tiny", (8, 32, 16, 4), 1e-3, device, 5)
+
+    class Args:
+        check_epochs, verbose = {}, True
+
+    refs_for = lambda grad, epochs: run.reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad)  # noqa: E731
+    factory = lambda pr, precision: contenders.TritonSteps(pr, precision, path)  # noqa: E731
+    row, contender = run.prepare(f"manualnn-triton-{path}", factory, p, "fp32", Args, refs_for, deadline=float("inf"))
+    assert row["status"] == "ok" and row["check"]["ok"] is True, row
+    assert contender.backend.fused == (path == "2launch")
+
+
 def test_manualnn_bench_entry_shows_the_harness_help():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     proc = subprocess.run([sys.executable, "-m", "manualnn", "bench", "--help"], capture_output=True, text=True,
