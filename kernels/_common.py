@@ -5,6 +5,7 @@ Every tl.dot names its input precision: "ieee" fp32 (the default, equal to the r
 Element offsets are int64 (row and column offsets are widened before they meet a stride), so
 tensors of 2**31 elements or more are addressed correctly.
 """
+import functools
 import inspect
 import os
 
@@ -204,11 +205,11 @@ def launch(kernel, tuned, grid, config, shape, **args):
     optionally num_warps/num_stages. Runtime arguments go to Triton in the kernel's own order (the
     autotuner's restore_value finds them by position in older Triton versions); constexprs by keyword.
     """
-    names = kernel.arg_names
-    unknown = set(args) - set(names)
-    if unknown:
-        raise TypeError(f"{getattr(kernel, 'fn', kernel).__name__}: unknown arguments {sorted(unknown)}")
-    runtime = [args.pop(n) for n in names if n in args and not kernel_param_is_constexpr(kernel, n)]
+    names = runtime_arg_names(kernel)
+    try:
+        runtime = [args.pop(n) for n in names]
+    except KeyError as e:
+        raise TypeError(f"{kernel_name(kernel)}: missing argument {e.args[0]!r}") from None
     if config == "autotune" or (config is None and AUTOTUNE):
         if tuned is None:
             raise ValueError("config: 'autotune' needs a GPU (the interpreter runs one fixed config)")
@@ -220,7 +221,13 @@ def launch(kernel, tuned, grid, config, shape, **args):
     kernel[grid](*runtime, **args, **config, num_warps=num_warps, num_stages=num_stages)
 
 
-def kernel_param_is_constexpr(kernel, name):
-    fn = getattr(kernel, "fn", kernel)  # the Python function behind a JITFunction / InterpretedFunction
-    annotation = inspect.signature(fn).parameters[name].annotation
-    return annotation is tl.constexpr or "constexpr" in str(annotation)
+def kernel_name(kernel):
+    return getattr(kernel, "fn", kernel).__name__   # the Python function behind a JITFunction / InterpretedFunction
+
+
+@functools.lru_cache(maxsize=None)
+def runtime_arg_names(kernel):
+    """The kernel's non-constexpr parameters, in order (computed once per kernel: launches are hot)."""
+    params = inspect.signature(getattr(kernel, "fn", kernel)).parameters
+    constexpr = lambda a: a is tl.constexpr or "constexpr" in str(a)  # noqa: E731
+    return tuple(n for n in kernel.arg_names if not constexpr(params[n].annotation))
