@@ -18,6 +18,8 @@ def round_operand(t, precision):
     t = t.detach().float().cpu()
     if precision == "tf32":
         return (t.contiguous().view(torch.int32) & ~0x1FFF).view(torch.float32)
+    if precision == "tf32-rn":  # round to nearest (cvt.rna.tf32): shown beside "tf32" for comparison only
+        return ((t.contiguous().view(torch.int32) + 0x1000) & ~0x1FFF).view(torch.float32)
     if precision == "bf16":
         return t.to(torch.bfloat16).float()
     if precision == "ieee":

@@ -313,8 +313,9 @@ def test_precision_modes_error_bounds_on_cuda(precision, M, K, N):
                        ("weight_grad", lambda: kernels.weight_grad(a.t(), w, grad_out=poisoned(M, N),
                                                                    precision=precision))]:
         err = rel_err(call(), ref)
+        rn = f", round-to-nearest emulation {rel_err(mm(a, w, 'tf32-rn'), ref):.3g}" if precision == "tf32" else ""
         print(f"{name} {precision} {M}x{K}x{N}: rel err {err:.3g} (emulated rounding {honest:.3g}, bound "
-              f"{FACTOR * honest:.3g})")
+              f"{FACTOR * honest:.3g}{rn})")
         assert honest / 10 < err <= FACTOR * honest, name
     exact = kernels.linear_relu(a, w, poisoned(M, N), relu=False, precision="ieee")
     assert rel_err(exact, ref) < 1e-6
