@@ -197,9 +197,13 @@ def check_writable(name, t, reads=()):
     return t
 
 
-def launch(kernel, tuned, grid, config, shape, **args):
-    """Launch ``kernel`` on ``grid`` with keyword ``args``.
+def prepare_launch(kernel, tuned, grid, config, shape, **args):
+    """A callable that launches ``kernel`` on ``grid`` with keyword ``args``.
 
+    Launchers check their arguments once, here; a caller that steps the same tensors again and
+    again (a backend) keeps the callable, so a launch costs little more host time than Triton's own.
+    Calling it with keywords replaces those runtime arguments for that launch only (a backend
+    passes each step's loss slot this way: ``run(loss_ptr=loss_out)``).
     ``config``: None (autotuned on the GPU unless MANUALNN_AUTOTUNE=0, else fixed_config(*shape)),
     "autotune" (always the autotuned wrapper ``tuned``; on the GPU only), or a dict of blocks and
     optionally num_warps/num_stages. Runtime arguments go to Triton in the kernel's own order (the
@@ -207,18 +211,26 @@ def launch(kernel, tuned, grid, config, shape, **args):
     """
     names = runtime_arg_names(kernel)
     try:
-        runtime = [args.pop(n) for n in names]
+        runtime = tuple(args.pop(n) for n in names)
     except KeyError as e:
         raise TypeError(f"{kernel_name(kernel)}: missing argument {e.args[0]!r}") from None
     if config == "autotune" or (config is None and AUTOTUNE):
         if tuned is None:
             raise ValueError("config: 'autotune' needs a GPU (the interpreter runs one fixed config)")
-        tuned[grid](*runtime, **args)
-        return
-    config = dict(config or fixed_config(*shape))
-    num_warps = config.pop("num_warps", 4)
-    num_stages = config.pop("num_stages", 2)
-    kernel[grid](*runtime, **args, **config, num_warps=num_warps, num_stages=num_stages)
+        fn, meta = tuned[grid], args
+    else:
+        config = dict(config or fixed_config(*shape))
+        meta = dict(args, num_warps=config.pop("num_warps", 4), num_stages=config.pop("num_stages", 2), **config)
+        fn = kernel[grid]
+
+    def run(**changes):
+        values = runtime
+        if changes:
+            values = list(runtime)
+            for name, value in changes.items():
+                values[names.index(name)] = value
+        fn(*values, **meta)
+    return run
 
 
 def kernel_name(kernel):

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, check_matrix, check_precision, check_scalar_out, check_shape, check_writable, \
-    launch, mma, pow2_block
+    mma, pow2_block, prepare_launch
 
 MAX_WIDTH = 128          # widest layer output that fits the one-tile kernels
 MODES = ("relu", "tutorial")
@@ -239,20 +239,22 @@ class FusedMLPStep:
         tiles = [(layer, r0) for layer, w in enumerate(weights) for r0 in range(0, w.shape[0], block_r)]
         self.tiles = torch.tensor(tiles, dtype=torch.int64, device=device)
         self.partials = torch.empty(triton.cdiv(B, self.rows_config["BLOCK_M"]), dtype=torch.float32, device=device)
+        n = self.partials.numel()
+        self.launch_rows = prepare_launch(
+            mlp_rows_kernel, None, (n,), self.rows_config, None,
+            table_ptr=self.table, y_ptr=y, partial_ptr=self.partials, B=B, L=len(weights),
+            stride_ym=y.stride(0), stride_yn=y.stride(1), MODE=mode, PRECISION=precision, WIDTH=self.width)
+        self.launch_update = prepare_launch(      # each step passes its own loss slot as loss_ptr
+            mlp_update_kernel, None, (self.tiles.shape[0],), self.update_config, None,
+            table_ptr=self.table, tile_ptr=self.tiles, partial_ptr=self.partials, n_partials=n,
+            loss_ptr=self.partials, lr=self.lr, B=B, PRECISION=precision, WIDTH=self.width,
+            PARTIALS_BLOCK=min(1024, triton.next_power_of_2(n)))
 
     def step(self, loss_out):
         """Two launches: rows (forward, loss partials, backward), then every weight's update and the loss."""
         check_scalar_out("loss_out", loss_out, self.x.device)
-        B = self.x.shape[0]
-        launch(mlp_rows_kernel, None, (self.partials.numel(),), self.rows_config, None,
-               table_ptr=self.table, y_ptr=self.y, partial_ptr=self.partials, B=B, L=len(self.weights),
-               stride_ym=self.y.stride(0), stride_yn=self.y.stride(1),
-               MODE=self.mode, PRECISION=self.precision, WIDTH=self.width)
-        n = self.partials.numel()
-        launch(mlp_update_kernel, None, (self.tiles.shape[0],), self.update_config, None,
-               table_ptr=self.table, tile_ptr=self.tiles, partial_ptr=self.partials, n_partials=n,
-               loss_ptr=loss_out, lr=self.lr, B=B, PRECISION=self.precision, WIDTH=self.width,
-               PARTIALS_BLOCK=min(1024, triton.next_power_of_2(n)))
+        self.launch_rows()
+        self.launch_update(loss_ptr=loss_out)
         return loss_out
 
     __call__ = step

@@ -10,8 +10,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, launch, \
-    matmul_tile
+from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, \
+    matmul_tile, prepare_launch
 
 MODES = ("relu", "tutorial", "none")
 
@@ -41,17 +41,28 @@ input_grad_autotuned = autotuned(input_grad_kernel, key=["M", "N", "K", "MODE", 
 
 
 def input_grad(grad_y, w, out=None, *, mode="relu", h=None, in_mask=None, precision="ieee", config=None):
-    """out = mask(grad_y @ w^T): the gradient flowing into a layer's input, masked. Returns out.
+    """out = mask(grad_y @ w^T): the gradient flowing into a layer's input, masked. Returns out
+    (allocated if None). See input_grad_launcher for the arguments."""
+    if out is None:
+        check_matrix("grad_y", grad_y)
+        check_matrix("w", w, grad_y.device)
+        out = torch.empty(grad_y.shape[0], w.shape[0], device=grad_y.device, dtype=torch.float32)
+    input_grad_launcher(grad_y, w, out, mode=mode, h=h, in_mask=in_mask, precision=precision, config=config)()
+    return out
+
+
+def input_grad_launcher(grad_y, w, out, *, mode="relu", h=None, in_mask=None, precision="ieee", config=None):
+    """Check once, then return a zero-argument callable launching out = mask(grad_y @ w^T).
 
     Args:
         grad_y: [M, K] float32 gradient of the layer's output.
         w: [N, K] float32 weight of the layer (read, never written).
-        out: [M, N] float32 output, overlapping none of the inputs; allocated if None.
+        out: [M, N] float32 output, overlapping none of the inputs.
         mode: "relu" (zero where h <= 0), "tutorial" (clamp the values at 0) or "none".
         h: [M, N] forward activation of the layer below; needed by mode "relu".
         in_mask: [M, K]; if given, grad_y counts only where in_mask > 0.
         precision: "ieee", "tf32" or "bf16".
-        config: None, "autotune" or a dict of blocks (see _common.launch).
+        config: None, "autotune" or a dict of blocks (see _common.prepare_launch).
     """
     check_precision(precision)
     if mode not in MODES:
@@ -68,18 +79,16 @@ def input_grad(grad_y, w, out=None, *, mode="relu", h=None, in_mask=None, precis
     if in_mask is not None:
         check_matrix("in_mask", in_mask, grad_y.device)
         check_shape("in_mask", in_mask, (M, K))
-    if out is None:
-        out = torch.empty(M, N, device=grad_y.device, dtype=torch.float32)
     check_matrix("out", out, grad_y.device)
     check_shape("out", out, (M, N))
     check_writable("out", out, reads=[("grad_y", grad_y), ("w", w), ("h", h), ("in_mask", in_mask)])
     h_ = h if h is not None else out          # unread unless mode "relu"
     gm = in_mask if in_mask is not None else grad_y
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    launch(input_grad_kernel, input_grad_autotuned, grid, config, (M, N, K),
-           g_ptr=grad_y, w_ptr=w, h_ptr=h_, gm_ptr=gm, out_ptr=out, M=M, N=N, K=K,
-           stride_gm=grad_y.stride(0), stride_gk=grad_y.stride(1), stride_wn=w.stride(0), stride_wk=w.stride(1),
-           stride_hm=h_.stride(0), stride_hn=h_.stride(1), stride_gmm=gm.stride(0), stride_gmk=gm.stride(1),
-           stride_om=out.stride(0), stride_on=out.stride(1),
-           MODE=mode, IN_MASK=in_mask is not None, PRECISION=precision)
-    return out
+    return prepare_launch(
+        input_grad_kernel, input_grad_autotuned, grid, config, (M, N, K),
+        g_ptr=grad_y, w_ptr=w, h_ptr=h_, gm_ptr=gm, out_ptr=out, M=M, N=N, K=K,
+        stride_gm=grad_y.stride(0), stride_gk=grad_y.stride(1), stride_wn=w.stride(0), stride_wk=w.stride(1),
+        stride_hm=h_.stride(0), stride_hn=h_.stride(1), stride_gmm=gm.stride(0), stride_gmk=gm.stride(1),
+        stride_om=out.stride(0), stride_on=out.stride(1),
+        MODE=mode, IN_MASK=in_mask is not None, PRECISION=precision)

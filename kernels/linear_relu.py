@@ -7,8 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, launch, \
-    matmul_tile
+from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, \
+    matmul_tile, prepare_launch
 
 
 @triton.jit
@@ -31,29 +31,37 @@ linear_relu_autotuned = autotuned(linear_relu_kernel, key=["M", "N", "K", "RELU"
 
 
 def linear_relu(a, w, out=None, *, relu=True, precision="ieee", config=None):
-    """h = clamp(a @ w, min=0), or a @ w with relu=False. Returns h.
+    """h = clamp(a @ w, min=0), or a @ w with relu=False. Returns h (``out``, allocated if None).
+    See linear_relu_launcher for the arguments."""
+    if out is None:
+        check_matrix("a", a)
+        check_matrix("w", w, a.device)
+        out = torch.empty(a.shape[0], w.shape[1], device=a.device, dtype=torch.float32)
+    linear_relu_launcher(a, w, out, relu=relu, precision=precision, config=config)()
+    return out
+
+
+def linear_relu_launcher(a, w, out, *, relu=True, precision="ieee", config=None):
+    """Check once, then return a zero-argument callable launching h = clamp(a @ w, min=0) into out.
 
     Args:
         a: [M, K] float32 input (any strides).
         w: [K, N] float32 weight (any strides), on a's device.
-        out: [M, N] float32 output, overlapping neither a nor w; allocated if None.
+        out: [M, N] float32 output, overlapping neither a nor w.
         relu: apply the clamp in the epilogue.
         precision: "ieee", "tf32" or "bf16" (operands rounded to bf16, fp32 accumulation).
-        config: None, "autotune" or a dict of BLOCK_M/BLOCK_N/BLOCK_K/GROUP_M (see _common.launch).
+        config: None, "autotune" or a dict of BLOCK_M/BLOCK_N/BLOCK_K/GROUP_M (see _common.prepare_launch).
     """
     check_precision(precision)
     check_matrix("a", a)
     check_matrix("w", w, a.device)
     (M, K), N = a.shape, w.shape[1]
     check_shape("w", w, (K, N))
-    if out is None:
-        out = torch.empty(M, N, device=a.device, dtype=torch.float32)
     check_matrix("out", out, a.device)
     check_shape("out", out, (M, N))
     check_writable("out", out, reads=[("a", a), ("w", w)])
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    launch(linear_relu_kernel, linear_relu_autotuned, grid, config, (M, N, K),
-           a_ptr=a, w_ptr=w, h_ptr=out, M=M, N=N, K=K,
-           stride_am=a.stride(0), stride_ak=a.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
-           stride_hm=out.stride(0), stride_hn=out.stride(1), RELU=relu, PRECISION=precision)
-    return out
+    return prepare_launch(linear_relu_kernel, linear_relu_autotuned, grid, config, (M, N, K),
+                          a_ptr=a, w_ptr=w, h_ptr=out, M=M, N=N, K=K,
+                          stride_am=a.stride(0), stride_ak=a.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
+                          stride_hm=out.stride(0), stride_hn=out.stride(1), RELU=relu, PRECISION=precision)

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ._common import check_matrix, check_precision, check_scalar_out, check_shape, check_writable, fixed_config, \
-    launch, matmul_tile
+    matmul_tile, prepare_launch
 
 
 @triton.jit
@@ -55,7 +55,15 @@ def num_partials(M, N, config):
 
 
 def output_loss(h, w, y, grad_y, loss_out, *, partials=None, precision="ieee", config=None):
-    """grad_y = 2*(h @ w - y) and loss_out = sum((h @ w - y)^2), in one or two launches.
+    """grad_y = 2*(h @ w - y) and loss_out = sum((h @ w - y)^2). Returns loss_out.
+    See output_loss_launcher for the arguments."""
+    output_loss_launcher(h, w, y, grad_y, loss_out, partials=partials, precision=precision, config=config)()
+    return loss_out
+
+
+def output_loss_launcher(h, w, y, grad_y, loss_out, *, partials=None, precision="ieee", config=None):
+    """Check once, then return a callable making the one or two launches of output_loss; call it as
+    ``run()`` or ``run(loss_out=other)`` (another 0-d float32 tensor on the same device) to put the loss elsewhere.
 
     Args:
         h: [M, K] float32 last hidden activation.
@@ -67,7 +75,6 @@ def output_loss(h, w, y, grad_y, loss_out, *, partials=None, precision="ieee", c
             None and needed): one partial per program, summed by a second launch when there are several.
         precision: "ieee", "tf32" or "bf16".
         config: a dict of BLOCK_M/BLOCK_N/BLOCK_K (default output_config(M, N, K)); never autotuned.
-    Returns loss_out.
     """
     check_precision(precision)
     check_matrix("h", h)
@@ -94,12 +101,27 @@ def output_loss(h, w, y, grad_y, loss_out, *, partials=None, precision="ieee", c
                              f"{getattr(partials, 'dtype', '')}")
         target = partials
     grid = (triton.cdiv(M, config["BLOCK_M"]), triton.cdiv(N, config["BLOCK_N"]))
-    launch(output_loss_kernel, None, grid, config, (M, N, K),
-           h_ptr=h, w_ptr=w, y_ptr=y, gy_ptr=grad_y, partial_ptr=target, M=M, N=N, K=K,
-           stride_hm=h.stride(0), stride_hk=h.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
-           stride_ym=y.stride(0), stride_yn=y.stride(1), stride_gm=grad_y.stride(0), stride_gn=grad_y.stride(1),
-           PRECISION=precision)
-    if n > 1:
-        launch(sum_partials_kernel, None, (1,), dict(BLOCK=min(1024, triton.next_power_of_2(n))), None,
-               partial_ptr=partials, n=n, out_ptr=loss_out)
-    return loss_out
+    output = prepare_launch(
+        output_loss_kernel, None, grid, config, (M, N, K),
+        h_ptr=h, w_ptr=w, y_ptr=y, gy_ptr=grad_y, partial_ptr=target, M=M, N=N, K=K,
+        stride_hm=h.stride(0), stride_hk=h.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
+        stride_ym=y.stride(0), stride_yn=y.stride(1), stride_gm=grad_y.stride(0), stride_gn=grad_y.stride(1),
+        PRECISION=precision)
+    total = None if n == 1 else prepare_launch(
+        sum_partials_kernel, None, (1,), dict(BLOCK=min(1024, triton.next_power_of_2(n))), None,
+        partial_ptr=partials, n=n, out_ptr=loss_out)
+    device = h.device
+
+    def run(loss_out=None):
+        if loss_out is None:
+            output()
+            if total is not None:
+                total()
+            return
+        check_scalar_out("loss_out", loss_out, device)
+        if total is None:
+            output(partial_ptr=loss_out)     # one program: it writes the loss itself
+        else:
+            output()
+            total(out_ptr=loss_out)
+    return run

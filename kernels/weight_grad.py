@@ -7,8 +7,8 @@ the autograd function do). ``in_mask`` masks g while it is loaded (g where in_ma
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, launch, \
-    matmul_tile
+from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, \
+    matmul_tile, prepare_launch
 
 
 @triton.jit
@@ -40,6 +40,13 @@ weight_grad_autotuned = autotuned(weight_grad_kernel, key=["M", "N", "K", "UPDAT
 
 def weight_grad(a, g, *, w=None, lr=None, grad_out=None, in_mask=None, precision="ieee", config=None):
     """The weight gradient a^T @ g, stored (grad_out) and/or applied as an SGD step to w in place.
+    Returns w if given, else grad_out. See weight_grad_launcher for the arguments."""
+    weight_grad_launcher(a, g, w=w, lr=lr, grad_out=grad_out, in_mask=in_mask, precision=precision, config=config)()
+    return w if w is not None else grad_out
+
+
+def weight_grad_launcher(a, g, *, w=None, lr=None, grad_out=None, in_mask=None, precision="ieee", config=None):
+    """Check once, then return a zero-argument callable launching the weight gradient kernel.
 
     Args:
         a: [K, M] float32 input of the layer (K is the batch).
@@ -49,8 +56,8 @@ def weight_grad(a, g, *, w=None, lr=None, grad_out=None, in_mask=None, precision
         grad_out: [M, N] float32, receives a^T @ g (optional; at least one of w, grad_out).
         in_mask: [K, N]; if given, g counts only where in_mask > 0.
         precision: "ieee", "tf32" or "bf16".
-        config: None, "autotune" or a dict of blocks (see _common.launch).
-    Returns w if given, else grad_out. Neither output may overlap an input or the other output.
+        config: None, "autotune" or a dict of blocks (see _common.prepare_launch).
+    Neither output may overlap an input or the other output.
     """
     check_precision(precision)
     if w is None and grad_out is None:
@@ -77,11 +84,10 @@ def weight_grad(a, g, *, w=None, lr=None, grad_out=None, in_mask=None, precision
     d_ = grad_out if grad_out is not None else w_
     gm = in_mask if in_mask is not None else g
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    launch(weight_grad_kernel, weight_grad_autotuned, grid, config, (M, N, K),
-           a_ptr=a, g_ptr=g, gm_ptr=gm, w_ptr=w_, grad_ptr=d_, lr=float(lr or 0.0), M=M, N=N, K=K,
-           stride_ak=a.stride(0), stride_am=a.stride(1), stride_gk=g.stride(0), stride_gn=g.stride(1),
-           stride_gmk=gm.stride(0), stride_gmn=gm.stride(1), stride_wm=w_.stride(0), stride_wn=w_.stride(1),
-           stride_dm=d_.stride(0), stride_dn=d_.stride(1),
-           UPDATE=w is not None, STORE_GRAD=grad_out is not None, IN_MASK=in_mask is not None,
-           PRECISION=precision)
-    return w if w is not None else grad_out
+    return prepare_launch(
+        weight_grad_kernel, weight_grad_autotuned, grid, config, (M, N, K),
+        a_ptr=a, g_ptr=g, gm_ptr=gm, w_ptr=w_, grad_ptr=d_, lr=float(lr or 0.0), M=M, N=N, K=K,
+        stride_ak=a.stride(0), stride_am=a.stride(1), stride_gk=g.stride(0), stride_gn=g.stride(1),
+        stride_gmk=gm.stride(0), stride_gmn=gm.stride(1), stride_wm=w_.stride(0), stride_wn=w_.stride(1),
+        stride_dm=d_.stride(0), stride_dn=d_.stride(1),
+        UPDATE=w is not None, STORE_GRAD=grad_out is not None, IN_MASK=in_mask is not None, PRECISION=precision)

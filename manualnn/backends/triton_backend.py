@@ -54,20 +54,29 @@ class TritonBackend:
         n = kernels.num_partials(batch, out, kernels.output_config(batch, out, k_in))
         self.partials = torch.empty(n, dtype=torch.float32, device=x.device)
 
-    def step(self, loss_out):  # the Trainer passes detached tensors: no autograd, no no_grad() cost
-        k, p, weights = self.k, self.precision, self.weights
-        a = self.x
-        for w, h in zip(weights[:-1], self.acts):
-            k.linear_relu(a, w, h, precision=p)
-            a = h
-        k.output_loss(a, weights[-1], self.y, self.grad_y, loss_out, partials=self.partials, precision=p)
-        g = self.grad_y
+        # The step as launchers checked once, here (as the torch backend prebuilds its op list):
+        # forwards, the output pass (which takes each step's loss slot), then backward last layer first,
+        # each layer's input gradient (reading w_i) before w_i's update.
+        p = precision
+        inputs = [x] + self.acts
+        self.forward_plan = [kernels.linear_relu_launcher(a, w, h, precision=p)
+                             for a, w, h in zip(inputs, weights[:-1], self.acts)]
+        loss_slot = torch.empty((), dtype=torch.float32, device=x.device)   # replaced by each step's
+        self.output_launch = kernels.output_loss_launcher(inputs[-1], weights[-1], y, self.grad_y, loss_slot,
+                                                          partials=self.partials, precision=p)
+        self.backward_plan, g = [], self.grad_y
         for i in reversed(range(len(weights))):
-            a_in = self.x if i == 0 else self.acts[i - 1]
-            g_prev = None
             if i > 0:
                 g_prev = self.grad_hs[i - 1]
-                k.input_grad(g, weights[i], g_prev, mode=self.mode, h=a_in if self.mode == "relu" else None,
-                             precision=p)
-            k.weight_grad(a_in, g, w=weights[i], lr=self.lr, precision=p)
-            g = g_prev
+                self.backward_plan.append(kernels.input_grad_launcher(
+                    g, weights[i], g_prev, mode=grad, h=inputs[i] if grad == "relu" else None, precision=p))
+            self.backward_plan.append(kernels.weight_grad_launcher(inputs[i], g, w=weights[i], lr=lr, precision=p))
+            if i > 0:
+                g = g_prev
+
+    def step(self, loss_out):  # the Trainer passes detached tensors: no autograd, no no_grad() cost
+        for launch in self.forward_plan:
+            launch()
+        self.output_launch(loss_out=loss_out)
+        for launch in self.backward_plan:
+            launch()
