@@ -31,6 +31,8 @@ import manualnn
 from manualnn.testing import judge, reference_runs
 
 from .contenders import Unsupported, all_contenders, matmul_precision
+from .emulate import FACTOR as EMULATION_FACTOR
+from .emulate import emulated_loop
 from .report import write_markdown, write_plot
 
 # name: (batch, features, hidden, out, lr). lr keeps the loss finite over 20 epochs.
@@ -152,9 +154,12 @@ def prepare(name, factory, p, precision, args, refs_for, deadline):
                 check_epochs = min(p.epochs, args.check_epochs.get(p.name, p.epochs))
                 contender.run(check_epochs, record=True)
                 losses, weights = contender.result()
+                # fp32: within 4x the fp32 reference's own error; tf32/bf16: within FACTOR x the error of
+                # the emulated-rounding run (refs_for gives it in the fp32 reference's place)
                 verdict = judge(losses[:check_epochs], weights, p.x, p.y, p.w0, epochs=check_epochs, lr=p.lr,
-                                grad=contender.grad, precision=precision,
-                                refs=refs_for(contender.grad, check_epochs))
+                                grad=contender.grad, precision="fp32",
+                                factor=4.0 if precision == "fp32" else EMULATION_FACTOR,
+                                refs=refs_for(contender.grad, check_epochs, precision))
                 row["check"] = {"ok": verdict.ok, "epochs": check_epochs, "grad": contender.grad,
                                 "max_loss_rel_err": max(verdict.loss_errors),
                                 "max_loss_bound": max(verdict.loss_bounds),
@@ -172,6 +177,30 @@ def prepare(name, factory, p, precision, args, refs_for, deadline):
         if args.verbose:
             traceback.print_exc()
         return row, None
+
+
+def reference_cache(p):
+    """refs_for(grad, epochs, precision) for problem ``p``, each reference computed once."""
+    device, refs = p.device, {}
+
+    def refs_for(grad, epochs, precision="fp32"):
+        """(float64 judge, the run whose error sets the bound): the fp32 reference for fp32, the
+        emulated tf32/bf16 rounding for those (benchmarks/emulate.py); TF32 off; on the CPU, or on the
+        GPU for big shapes."""
+        on = device if p.flops_per_step > 2e10 else torch.device("cpu")
+        with matmul_precision(device, "fp32"):
+            if (grad, epochs) not in refs:
+                refs[(grad, epochs)] = reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad,
+                                                      device=on)
+            ref64, ref32 = refs[(grad, epochs)]
+            if precision == "fp32":
+                return ref64, ref32
+            if (grad, epochs, precision) not in refs:
+                refs[(grad, epochs, precision)] = emulated_loop(p.x, p.y, p.w0, epochs=epochs, lr=p.lr,
+                                                                grad=grad, precision=precision, device=on)
+            return ref64, refs[(grad, epochs, precision)]
+
+    return refs_for
 
 
 def time_interleaved(entries, p, precision, min_run_time, deadline):
@@ -278,16 +307,7 @@ def main(argv=None):
     print(f"# manualnn benchmark on {name}; torch {torch.__version__}", file=sys.stderr)
     for shape_name, dims, lr in parse_shapes(args.shapes, device):
         p = Problem(shape_name, dims, lr, device, args.epochs)
-        refs = {}
-
-        def refs_for(grad, epochs, p=p, refs=refs):
-            if (grad, epochs) not in refs:
-                # the judge: float64 (and the fp32 reference, TF32 off) on the CPU, or on the GPU for big shapes
-                on = device if p.flops_per_step > 2e10 else torch.device("cpu")
-                with matmul_precision(device, "fp32"):
-                    refs[(grad, epochs)] = reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad,
-                                                          device=on)
-            return refs[(grad, epochs)]
+        refs_for = reference_cache(p)
 
         for precision in precisions:
             entries = []
@@ -318,6 +338,10 @@ def main(argv=None):
                  "quick": args.quick, "epochs": args.epochs, "threads": torch.get_num_threads(),
                  "seconds": time.perf_counter() - started,
                  "flops_per_step": "4*B*D*H + 6*B*H*O",
+                 "judge": "rel err vs the float64 reference loop on every checked epoch's loss and the final "
+                          "weights; fp32 within 4x the fp32 reference loop's own error; tf32/bf16 within "
+                          f"{EMULATION_FACTOR:g}x the error of the loop with its matmul operands rounded as "
+                          "tf32 (truncated to 19 bits) / bf16 (nearest even) round them",
                  "ratios": "vs_seed = run time / seed loop's (verbatim, no print; same shape and precision, "
                            "or its fp32 run where the seed loop has no such precision, as for bf16); "
                            "vs_floor = run time / matmul floor's (same shape and precision); same process"},
