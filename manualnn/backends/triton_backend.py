@@ -41,7 +41,7 @@ class TritonBackend:
         self.lr, self.mode, self.precision = lr, grad, precision
         if self.fused:
             self.plan = kernels.FusedMLPStep(x, y, weights, lr=lr, mode=grad, precision=precision)
-            self.step = self.plan.step
+            self.step = self.plan.step     # the step is the plan's own: no extra Python frame per step
             return
         batch = x.shape[0]
         new = lambda cols: torch.empty(batch, cols, dtype=torch.float32, device=x.device)  # noqa: E731
