@@ -23,8 +23,9 @@ setup(
     extras_require={
         "data": ["scikit-learn"],  # --data digits: the bundled handwritten digits (nothing is downloaded)
         "plot": ["matplotlib"],    # --plot
-        # matplotlib: the bench smoke test writes a plot; scikit-learn: the digits tests and README examples
-        "test": ["pytest>=7", "matplotlib", "scikit-learn"],
+        # numpy < 2.4: Triton 3.6's interpreter needs it; matplotlib: the bench smoke test writes a plot;
+        # scikit-learn: the digits tests and README examples
+        "test": ["pytest>=7", "numpy<2.4", "matplotlib", "scikit-learn"],
         "bench": ["matplotlib", "scikit-learn"],
     },
     entry_points={"console_scripts": ["manualnn=manualnn._entry:run"]},

@@ -167,7 +167,7 @@ class Autograd(Contender):
 
 
 class Manualnn(Contender):
-    """manualnn.Trainer with the torch, triton or native backend, relu gradient."""
+    """manualnn.Trainer with the torch, triton (the path it picks) or native backend, relu gradient."""
     precisions = ("fp32", "tf32", "bf16")
 
     def __init__(self, p, precision, backend):
@@ -246,6 +246,53 @@ class JaxScan(Contender):
         return self.losses.tolist(), [torch.from_numpy(np.asarray(w).copy()) for w in ws]
 
 
+class TritonSteps(Contender):
+    """The triton backend stepped directly (no Trainer): its per-layer kernels ("layers") or its
+    two-launch step ("2launch"), eagerly or with ``epochs`` steps captured as one CUDA graph."""
+    precisions = ("fp32", "tf32", "bf16")
+
+    def __init__(self, p, precision, path, graph=False):
+        super().__init__(p, precision)
+        if graph and p.device.type != "cuda":
+            raise Unsupported("CUDA graphs need CUDA")
+        from manualnn import kernels
+        from manualnn.backends.triton_backend import TritonBackend
+        fused = path == "2launch"
+        if fused and not kernels.fits(p.w0):
+            raise Unsupported(f"layers wider than {kernels.MAX_WIDTH}: the per-layer kernels run instead")
+        self.name = f"manualnn-triton-{path}" + ("-graph" if graph else "")
+        self.weights = [w.clone() for w in p.w0]
+        self.backend = TritonBackend(p.x, p.y, self.weights, lr=p.lr, grad="relu",
+                                     precision={"fp32": "ieee"}.get(precision, precision), fused=fused)
+        self.graph, self.graphs = graph, {}
+
+    def steps(self, epochs):
+        for w, w0 in zip(self.weights, self.p.w0):
+            w.copy_(w0)
+        for epoch in range(epochs):
+            self.backend.step(self.losses[epoch])
+
+    def run(self, epochs, record=False):  # losses always land in the device buffer: no host sync
+        if not self.graph:
+            self.steps(epochs)
+            return
+        if epochs not in self.graphs:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):       # compiles (and autotunes) outside the capture
+                    self.steps(epochs)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.steps(epochs)
+            self.graphs[epochs] = graph
+        self.graphs[epochs].replay()
+
+    def result(self):
+        return self.losses.tolist(), self.weights
+
+
 class MatmulFloor(Contender):
     """The bare matmuls a step must do (the same torch.mm calls, into preallocated outputs)."""
     name, grad = "matmul-floor", None
@@ -283,6 +330,10 @@ def all_contenders(device):
         ("manualnn-triton", lambda p, pr: Manualnn(p, pr, "triton")),
         ("manualnn-native", lambda p, pr: Manualnn(p, pr, "native")),
         ("jax-jit-scan", JaxScan),
+        ("manualnn-triton-layers", lambda p, pr: TritonSteps(p, pr, "layers")),
+        ("manualnn-triton-2launch", lambda p, pr: TritonSteps(p, pr, "2launch")),
+        ("manualnn-triton-layers-graph", lambda p, pr: TritonSteps(p, pr, "layers", graph=True)),
+        ("manualnn-triton-2launch-graph", lambda p, pr: TritonSteps(p, pr, "2launch", graph=True)),
         ("autograd-foreach", lambda p, pr: Autograd(p, pr, "foreach")),
         ("autograd-fused", lambda p, pr: Autograd(p, pr, "fused")),
         ("cudagraph", CudaGraphSeed),
@@ -291,5 +342,7 @@ def all_contenders(device):
         ("compile-max-autotune-no-cudagraphs",
          lambda p, pr: Autograd(p, pr, "foreach", compile_mode="max-autotune-no-cudagraphs")),
     ]
-    cuda_only = {"manualnn-triton", "cudagraph", "compile-reduce-overhead", "compile-max-autotune-no-cudagraphs"}
+    cuda_only = {"manualnn-triton", "manualnn-triton-layers", "manualnn-triton-2launch", "manualnn-triton-layers-graph",
+                 "manualnn-triton-2launch-graph", "cudagraph", "compile-reduce-overhead",
+                 "compile-max-autotune-no-cudagraphs"}
     return [(n, f) for n, f in entries if device.type == "cuda" or n not in cuda_only]

@@ -32,6 +32,8 @@ import manualnn
 from manualnn.testing import judge, reference_runs
 
 from .contenders import Unsupported, all_contenders, matmul_precision
+from .emulate import FACTOR as EMULATION_FACTOR
+from .emulate import emulated_loop
 from .report import write_markdown, write_plot
 
 # name: (batch, features, hidden width or widths, out, lr). lr keeps the loss finite over 20 epochs.
@@ -159,9 +161,12 @@ def prepare(name, factory, p, precision, args, refs_for, deadline):
                 check_epochs = min(p.epochs, args.check_epochs.get(p.name, p.epochs))
                 contender.run(check_epochs, record=True)
                 losses, weights = contender.result()
+                # fp32: within 4x the fp32 reference's own error; tf32/bf16: within FACTOR x the error of
+                # the emulated-rounding run (refs_for gives it in the fp32 reference's place)
                 verdict = judge(losses[:check_epochs], weights, p.x, p.y, p.w0, epochs=check_epochs, lr=p.lr,
-                                grad=contender.grad, precision=precision,
-                                refs=refs_for(contender.grad, check_epochs))
+                                grad=contender.grad, precision="fp32",
+                                factor=4.0 if precision == "fp32" else EMULATION_FACTOR,
+                                refs=refs_for(contender.grad, check_epochs, precision))
                 row["check"] = {"ok": verdict.ok, "epochs": check_epochs, "grad": contender.grad,
                                 "max_loss_rel_err": max(verdict.loss_errors),
                                 "max_loss_bound": max(verdict.loss_bounds),
@@ -179,6 +184,30 @@ def prepare(name, factory, p, precision, args, refs_for, deadline):
         if args.verbose:
             traceback.print_exc()
         return row, None
+
+
+def reference_cache(p):
+    """refs_for(grad, epochs, precision) for problem ``p``, each reference computed once."""
+    device, refs = p.device, {}
+
+    def refs_for(grad, epochs, precision="fp32"):
+        """(float64 judge, the run whose error sets the bound): the fp32 reference for fp32, the
+        emulated tf32/bf16 rounding for those (benchmarks/emulate.py); TF32 off; on the CPU, or on the
+        GPU for big shapes."""
+        on = device if p.flops_per_step > 2e10 else torch.device("cpu")
+        with matmul_precision(device, "fp32"):
+            if (grad, epochs) not in refs:
+                refs[(grad, epochs)] = reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad,
+                                                      device=on)
+            ref64, ref32 = refs[(grad, epochs)]
+            if precision == "fp32":
+                return ref64, ref32
+            if (grad, epochs, precision) not in refs:
+                refs[(grad, epochs, precision)] = emulated_loop(p.x, p.y, p.w0, epochs=epochs, lr=p.lr,
+                                                                grad=grad, precision=precision, device=on)
+            return ref64, refs[(grad, epochs, precision)]
+
+    return refs_for
 
 
 def time_interleaved(entries, p, precision, min_run_time, deadline):
@@ -232,6 +261,8 @@ def build_parser(prog="python -m benchmarks.run"):
     p.add_argument("--epochs", type=int, default=20, help="epochs per timed run (default 20)")
     p.add_argument("--contenders", help="comma-separated subset of contender names (default: all for the device)")
     p.add_argument("--quick", action="store_true", help="smoke run: about one timed repeat per contender")
+    p.add_argument("--min-time", type=float, default=None,
+                   help="seconds of warm runs per contender and shape (default 1.5; medium 5, large 3)")
     p.add_argument("--budget", type=float, default=None, help="seconds; contenders left when it is spent are skipped")
     p.add_argument("--expensive", help="precisions in which the slow-compiling modes (compile-reduce-overhead, "
                                        "compile-max-autotune-no-cudagraphs) run (default: all asked for)")
@@ -260,6 +291,8 @@ def main(argv=None, prog="python -m benchmarks.run", default_out=None):
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(scratch, "inductor"))
     args.check_epochs = {"medium": 3, "large": 2}
     args.min_run_time = {"default": 1.5, "medium": 5.0, "large": 3.0}  # seconds of runs per contender
+    if args.min_time is not None:
+        args.min_run_time = {"default": args.min_time}
     if args.quick:
         args.min_run_time = {"default": 1e-9}
     deadline = time.monotonic() + (args.budget if args.budget else 1e9)
@@ -283,16 +316,7 @@ def main(argv=None, prog="python -m benchmarks.run", default_out=None):
     print(f"# manualnn benchmark on {name}; torch {torch.__version__}", file=sys.stderr)
     for shape_name, dims, lr in parse_shapes(args.shapes, device):
         p = Problem(shape_name, dims, lr, device, args.epochs)
-        refs = {}
-
-        def refs_for(grad, epochs, p=p, refs=refs):
-            if (grad, epochs) not in refs:
-                # the judge: float64 (and the fp32 reference, TF32 off) on the CPU, or on the GPU for big shapes
-                on = device if p.flops_per_step > 2e10 else torch.device("cpu")
-                with matmul_precision(device, "fp32"):
-                    refs[(grad, epochs)] = reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad,
-                                                          device=on)
-            return refs[(grad, epochs)]
+        refs_for = reference_cache(p)
 
         for precision in precisions:
             entries = []
@@ -323,6 +347,10 @@ def main(argv=None, prog="python -m benchmarks.run", default_out=None):
                  "quick": args.quick, "epochs": args.epochs, "threads": torch.get_num_threads(),
                  "seconds": time.perf_counter() - started,
                  "flops_per_step": "sum over layers of 4*B*in*out (first layer) or 6*B*in*out (the others)",
+                 "judge": "rel err vs the float64 reference loop on every checked epoch's loss and the final "
+                          "weights; fp32 within 4x the fp32 reference loop's own error; tf32/bf16 within "
+                          f"{EMULATION_FACTOR:g}x the error of the loop with its matmul operands rounded as "
+                          "tf32 (truncated to 19 bits) / bf16 (nearest even) round them",
                  "ratios": "vs_seed = run time / seed loop's (verbatim, no print; same shape and precision, "
                            "or its fp32 run where the seed loop has no such precision, as for bf16); "
                            "vs_floor = run time / matmul floor's (same shape and precision); same process"},

@@ -1,8 +1,12 @@
-"""Pieces every kernel shares: the masked matmul tile, program-id grouping, block choice, checks.
+"""Pieces every kernel shares: the masked matmul tile, program-id grouping, block choice, checks, launch.
 
 Every tl.dot names its input precision: "ieee" fp32 (the default, equal to the reference),
 "tf32", or "bf16" (operands rounded to bf16 in registers, fp32 accumulation, fp32 master data).
+Element offsets are int64 (row and column offsets are widened before they meet a stride), so
+tensors of 2**31 elements or more are addressed correctly.
 """
+import functools
+import inspect
 import os
 
 import torch
@@ -11,10 +15,28 @@ import triton.language as tl
 
 # Read once, as triton.jit does when it decorates: the kernels below are interpreted iff this is set.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-# On the GPU, launchers autotune over gpu_configs(); MANUALNN_AUTOTUNE=0 uses fixed_config() instead
-# (test runs: fewer compiles). The interpreter always uses one fixed config.
+# On the GPU, launchers autotune over gpu_configs() by default; MANUALNN_AUTOTUNE=0 makes one fixed
+# config the default instead (test runs: fewer compiles). config="autotune" always autotunes (on the
+# GPU). The interpreter always uses one fixed config.
 AUTOTUNE = not INTERPRET and os.environ.get("MANUALNN_AUTOTUNE", "1") != "0"
 PRECISIONS = ("ieee", "tf32", "bf16")
+
+
+def triton_device_problem(device):
+    """Why these kernels cannot run on ``device`` in this process, or None if they can.
+
+    The one answer to "can Triton run here" once Triton is importable: CUDA always; CPU tensors
+    only when TRITON_INTERPRET=1 was set before this module was first imported.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return None
+    if device.type == "cpu":
+        if INTERPRET:
+            return None
+        return ("the Triton kernels take CUDA tensors (CPU tensors only under TRITON_INTERPRET=1, set before "
+                "manualnn.kernels is first imported)")
+    return f"the Triton kernels take CUDA tensors (or CPU tensors under TRITON_INTERPRET=1), not {device.type}"
 
 
 @triton.jit
@@ -30,7 +52,7 @@ def mma(a, b, acc, PRECISION: tl.constexpr):
 
 @triton.jit
 def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """This program's tile: row and column offsets, tiles ordered GROUP_M rows at a time for L2 reuse."""
+    """This program's tile as int64 row and column offsets; tiles ordered GROUP_M rows at a time (L2 reuse)."""
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -40,32 +62,40 @@ def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
     group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
     pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
     pid_n = (pid % num_pid_in_group) // group_size_m
-    return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return offs_m, offs_n
 
 
 @triton.jit
-def matmul_tile(a_ptr, b_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, offs_m, offs_n,
+def matmul_tile(a_ptr, stride_am, stride_ak, b_ptr, stride_bk, stride_bn, M, N, K, offs_m, offs_n,
                 am_ptr, stride_amm, stride_amk, bm_ptr, stride_bmk, stride_bmn,
                 A_MASK: tl.constexpr, B_MASK: tl.constexpr, PRECISION: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """fp32 tile of A[M, K] @ B[K, N] at rows offs_m, columns offs_n; any strides (transposes too).
+    """fp32 tile of A[M, K] @ B[K, N] at rows offs_m, columns offs_n (int64); any strides (transposes too).
 
     Out-of-range elements load as 0, so they add nothing. With A_MASK (B_MASK) an operand element
     counts only where the same element of am (bm) is > 0: the ReLU mask applied while loading.
     """
+    rows_in = offs_m[:, None] < M          # the row and column masks do not change along K
+    cols_in = offs_n[None, :] < N
+    a_rows = offs_m[:, None] * stride_am
+    b_cols = offs_n[None, :] * stride_bn
+    am_rows = offs_m[:, None] * stride_amm
+    bm_cols = offs_n[None, :] * stride_bmn
+    offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    offs_k = tl.arange(0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
-        in_a = (offs_m[:, None] < M) & (kk[None, :] < K)
-        in_b = (kk[:, None] < K) & (offs_n[None, :] < N)
-        a = tl.load(a_ptr + offs_m[:, None] * stride_am + kk[None, :] * stride_ak, mask=in_a, other=0.0)
-        b = tl.load(b_ptr + kk[:, None] * stride_bk + offs_n[None, :] * stride_bn, mask=in_b, other=0.0)
+        in_a = rows_in & (kk[None, :] < K)
+        in_b = (kk[:, None] < K) & cols_in
+        a = tl.load(a_ptr + a_rows + kk[None, :] * stride_ak, mask=in_a, other=0.0)
+        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=in_b, other=0.0)
         if A_MASK:
-            am = tl.load(am_ptr + offs_m[:, None] * stride_amm + kk[None, :] * stride_amk, mask=in_a, other=0.0)
+            am = tl.load(am_ptr + am_rows + kk[None, :] * stride_amk, mask=in_a, other=0.0)
             a = tl.where(am > 0, a, 0.0)
         if B_MASK:
-            bm = tl.load(bm_ptr + kk[:, None] * stride_bmk + offs_n[None, :] * stride_bmn, mask=in_b, other=0.0)
+            bm = tl.load(bm_ptr + kk[:, None] * stride_bmk + bm_cols, mask=in_b, other=0.0)
             b = tl.where(bm > 0, b, 0.0)
         acc = mma(a, b, acc, PRECISION)
     return acc
@@ -85,52 +115,131 @@ def fixed_config(M, N, K):
 
 
 def gpu_configs():
-    """A short list to autotune over on the GPU."""
+    """The short list the per-layer matmul kernels autotune over on the GPU."""
     shapes = [(32, 32, 32, 4, 2), (64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3),
               (128, 128, 32, 8, 3)]
     return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8), num_warps=w, num_stages=s)
             for m, n, k, w, s in shapes]
 
 
+def autotuned(kernel, key, restore_value=None):
+    """``kernel`` autotuned over gpu_configs() (None under the interpreter, which never autotunes)."""
+    if INTERPRET:
+        return None
+    return triton.autotune(gpu_configs(), key=key, restore_value=restore_value)(kernel)
+
+
+# ---- argument checks: types first, then shapes; every message names the argument ----
+
 def check_precision(precision):
     if precision not in PRECISIONS:
         raise ValueError(f"precision: expected one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
 
 
-def check_operand(name, t, shape, device):
-    """A 2-D float32 tensor of the given shape on the given device (any strides)."""
+def check_matrix(name, t, device=None):
+    """A 2-D float32 tensor on a device the kernels can use (``device``, when given)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dtype != torch.float32:
         raise TypeError(f"{name}: expected dtype torch.float32, got {t.dtype}")
-    if t.dim() != 2 or (shape is not None and tuple(t.shape) != tuple(shape)):
-        want = "a 2-D tensor" if shape is None else f"shape {tuple(shape)}"
-        raise ValueError(f"{name}: expected {want}, got shape {tuple(t.shape)}")
+    if t.dim() != 2:
+        raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    if t.device.type == "cpu" and not INTERPRET:
-        raise ValueError(f"{name}: the Triton kernels take CUDA tensors (CPU tensors only under TRITON_INTERPRET=1, "
-                         f"set before manualnn.kernels is imported)")
-    if t.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{name}: expected a CUDA tensor, got device {t.device}")
+    problem = triton_device_problem(t.device)
+    if problem is not None:
+        raise ValueError(f"{name}: {problem}")
     return t
 
 
-def check_output(name, t, shape, device):
-    """Like check_operand, and writable: no stride 0 (an expanded view would be written racily)."""
-    check_operand(name, t, shape, device)
+def check_shape(name, t, shape):
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{name}: expected shape {tuple(shape)}, got shape {tuple(t.shape)}")
+    return t
+
+
+def check_scalar_out(name, t, device):
+    """A 0-d float32 tensor on ``device``: where a loss is written."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a 0-d torch.Tensor, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name}: expected dtype torch.float32, got {t.dtype}")
+    if t.dim() != 0:
+        raise ValueError(f"{name}: expected a 0-d tensor, got shape {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name}: expected device {device}, got {t.device}")
+    return t
+
+
+def byte_span(t):
+    """[first, last] byte address a tensor can touch (negative strides do not occur here)."""
+    start = t.data_ptr()
+    extent = sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) + 1
+    return start, start + extent * t.element_size() - 1
+
+
+def check_writable(name, t, reads=()):
+    """An output: no broadcast (stride 0) dimension, and no byte shared with an input it is written
+    alongside (``reads``: (name, tensor) pairs), since other programs may still be reading it."""
     if any(s == 0 and n > 1 for s, n in zip(t.stride(), t.shape)):
         raise ValueError(f"{name}: expected a writable tensor without broadcast (stride 0) dimensions, "
                          f"got strides {t.stride()}")
+    if t.numel() == 0:
+        return t
+    lo, hi = byte_span(t)
+    for other_name, other in reads:
+        if other is None or other.numel() == 0:
+            continue
+        olo, ohi = byte_span(other)
+        if lo <= ohi and olo <= hi:
+            raise ValueError(f"{name}: expected an output that does not overlap the input {other_name} "
+                             f"(kernel programs would read what others write), got overlapping memory")
     return t
 
 
-def launch(autotuned, kernel, grid_fn, M, N, K, config, args, **constexprs):
-    """Run ``kernel`` with an explicit config (tests, the interpreter) or its autotuned wrapper."""
-    if config is None and autotuned is not None:
-        autotuned[grid_fn](*args, **constexprs)
-        return
-    config = dict(config or fixed_config(M, N, K))
-    num_warps = config.pop("num_warps", 4)
-    num_stages = config.pop("num_stages", 2)
-    kernel[grid_fn](*args, **constexprs, **config, num_warps=num_warps, num_stages=num_stages)
+def prepare_launch(kernel, tuned, grid, config, shape, **args):
+    """A callable that launches ``kernel`` on ``grid`` with keyword ``args``.
+
+    Launchers check their arguments once, here; a caller that steps the same tensors again and
+    again (a backend) keeps the callable, so a launch costs little more host time than Triton's own.
+    Calling it with keywords replaces those runtime arguments for that launch only (a backend
+    passes each step's loss slot this way: ``run(loss_ptr=loss_out)``).
+    ``config``: None (autotuned on the GPU unless MANUALNN_AUTOTUNE=0, else fixed_config(*shape)),
+    "autotune" (always the autotuned wrapper ``tuned``; on the GPU only), or a dict of blocks and
+    optionally num_warps/num_stages. Runtime arguments go to Triton in the kernel's own order (the
+    autotuner's restore_value finds them by position in older Triton versions); constexprs by keyword.
+    """
+    names = runtime_arg_names(kernel)
+    try:
+        runtime = tuple(args.pop(n) for n in names)
+    except KeyError as e:
+        raise TypeError(f"{kernel_name(kernel)}: missing argument {e.args[0]!r}") from None
+    if config == "autotune" or (config is None and AUTOTUNE):
+        if tuned is None:
+            raise ValueError("config: 'autotune' needs a GPU (the interpreter runs one fixed config)")
+        fn, meta = tuned[grid], args
+    else:
+        config = dict(config or fixed_config(*shape))
+        meta = dict(args, num_warps=config.pop("num_warps", 4), num_stages=config.pop("num_stages", 2), **config)
+        fn = kernel[grid]
+
+    def run(**changes):
+        values = runtime
+        if changes:
+            values = list(runtime)
+            for name, value in changes.items():
+                values[names.index(name)] = value
+        fn(*values, **meta)
+    return run
+
+
+def kernel_name(kernel):
+    return getattr(kernel, "fn", kernel).__name__   # the Python function behind a JITFunction / InterpretedFunction
+
+
+@functools.lru_cache(maxsize=None)
+def runtime_arg_names(kernel):
+    """The kernel's non-constexpr parameters, in order (computed once per kernel: launches are hot)."""
+    params = inspect.signature(getattr(kernel, "fn", kernel)).parameters
+    constexpr = lambda a: a is tl.constexpr or "constexpr" in str(a)  # noqa: E731
+    return tuple(n for n in kernel.arg_names if not constexpr(params[n].annotation))

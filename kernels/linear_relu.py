@@ -7,8 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import (AUTOTUNE, check_operand, check_output, check_precision, gpu_configs, grouped_tile, launch,
-                      matmul_tile)
+from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, \
+    matmul_tile, prepare_launch
 
 
 @triton.jit
@@ -18,29 +18,50 @@ def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
     offs_m, offs_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-    acc = matmul_tile(a_ptr, w_ptr, M, N, K, stride_am, stride_ak, stride_wk, stride_wn, offs_m, offs_n,
-                      a_ptr, 0, 0, w_ptr, 0, 0, False, False, PRECISION, BLOCK_M, BLOCK_N, BLOCK_K)
+    acc = matmul_tile(a_ptr, stride_am, stride_ak, w_ptr, stride_wk, stride_wn, M, N, K, offs_m, offs_n,
+                      a_ptr, 0, 0, w_ptr, 0, 0, A_MASK=False, B_MASK=False, PRECISION=PRECISION,
+                      BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
     if RELU:
         acc = tl.maximum(acc, 0.0)
     inside = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(h_ptr + offs_m[:, None] * stride_hm + offs_n[None, :] * stride_hn, acc, mask=inside)
 
 
-_autotuned = None if not AUTOTUNE else triton.autotune(gpu_configs(), key=["M", "N", "K", "RELU", "PRECISION"])(
-    linear_relu_kernel)
+linear_relu_autotuned = autotuned(linear_relu_kernel, key=["M", "N", "K", "RELU", "PRECISION"])
 
 
 def linear_relu(a, w, out=None, *, relu=True, precision="ieee", config=None):
-    """h[M, N] = clamp(a[M, K] @ w[K, N], min=0) (or without the clamp if relu=False). Returns h."""
-    check_precision(precision)
-    check_operand("a", a, None, None)
-    M, K = a.shape
-    check_operand("w", w, (K, w.shape[1] if w.dim() == 2 else -1), a.device)
-    N = w.shape[1]
+    """h = clamp(a @ w, min=0), or a @ w with relu=False. Returns h (``out``, allocated if None).
+    See linear_relu_launcher for the arguments."""
     if out is None:
-        out = torch.empty(M, N, device=a.device, dtype=torch.float32)
-    check_output("out", out, (M, N), a.device)
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    launch(_autotuned, linear_relu_kernel, grid, M, N, K, config,
-           (a, w, out, M, N, K, *a.stride(), *w.stride(), *out.stride()), RELU=relu, PRECISION=precision)
+        check_matrix("a", a)
+        check_matrix("w", w, a.device)
+        out = torch.empty(a.shape[0], w.shape[1], device=a.device, dtype=torch.float32)
+    linear_relu_launcher(a, w, out, relu=relu, precision=precision, config=config)()
     return out
+
+
+def linear_relu_launcher(a, w, out, *, relu=True, precision="ieee", config=None):
+    """Check once, then return a zero-argument callable launching h = clamp(a @ w, min=0) into out.
+
+    Args:
+        a: [M, K] float32 input (any strides).
+        w: [K, N] float32 weight (any strides), on a's device.
+        out: [M, N] float32 output, overlapping neither a nor w.
+        relu: apply the clamp in the epilogue.
+        precision: "ieee", "tf32" or "bf16" (operands rounded to bf16, fp32 accumulation).
+        config: None, "autotune" or a dict of BLOCK_M/BLOCK_N/BLOCK_K/GROUP_M (see _common.prepare_launch).
+    """
+    check_precision(precision)
+    check_matrix("a", a)
+    check_matrix("w", w, a.device)
+    (M, K), N = a.shape, w.shape[1]
+    check_shape("w", w, (K, N))
+    check_matrix("out", out, a.device)
+    check_shape("out", out, (M, N))
+    check_writable("out", out, reads=[("a", a), ("w", w)])
+    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
+    return prepare_launch(linear_relu_kernel, linear_relu_autotuned, grid, config, (M, N, K),
+                          a_ptr=a, w_ptr=w, h_ptr=out, M=M, N=N, K=K,
+                          stride_am=a.stride(0), stride_ak=a.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
+                          stride_hm=out.stride(0), stride_hn=out.stride(1), RELU=relu, PRECISION=precision)

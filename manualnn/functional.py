@@ -12,13 +12,10 @@ from .backends import triton_unavailable_reason
 
 
 def _use_kernels(*tensors):
-    t = tensors[0]
+    """The fused kernels take 2-D float32 tensors on a device where Triton can run."""
     if any(u.dtype != torch.float32 or u.dim() != 2 for u in tensors):
         return False
-    if triton_unavailable_reason(t.device) is not None:
-        return False
-    from . import kernels
-    return t.device.type == "cuda" or kernels.INTERPRET
+    return triton_unavailable_reason(tensors[0].device) is None
 
 
 class LinearReLUFunction(torch.autograd.Function):
@@ -42,10 +39,10 @@ class LinearReLUFunction(torch.autograd.Function):
         if _use_kernels(x, w, grad_h):
             from . import kernels
             if ctx.needs_input_grad[0]:
-                grad_x = kernels.masked_backward(grad_h, w, mode="none", in_mask=h)
+                grad_x = kernels.input_grad(grad_h, w, mode="none", in_mask=h)
             if ctx.needs_input_grad[1]:
                 grad_w = torch.empty_like(w, memory_format=torch.contiguous_format)
-                kernels.sgd_update(x, grad_h, grad_out=grad_w, in_mask=h)
+                kernels.weight_grad(x, grad_h, grad_out=grad_w, in_mask=h)
         else:
             g = torch.ops.aten.threshold_backward(grad_h, h, 0)  # grad_h where h > 0, else 0
             if ctx.needs_input_grad[0]:
@@ -57,6 +54,10 @@ class LinearReLUFunction(torch.autograd.Function):
 
 def linear_relu(x, w):
     """``clamp(x @ w, min=0)`` as one fused, differentiable op. x [batch, in], w [in, out]."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a torch.Tensor, got {type(x).__name__}")
+    if not isinstance(w, torch.Tensor):
+        raise TypeError(f"w: expected a torch.Tensor, got {type(w).__name__}")
     if x.dim() != 2:
         raise ValueError(f"x: expected a 2-D tensor [batch, in_features], got shape {tuple(x.shape)}")
     if w.dim() != 2 or w.shape[0] != x.shape[1]:

@@ -21,17 +21,32 @@ OPTS_BIG = dict(num_warps=8, num_stages=3)
 
 def variants():
     m = lambda name: importlib.import_module(f"manualnn.kernels.{name}")  # noqa: E731
+    fused = m("fused_mlp")
     for p in ("ieee", "tf32", "bf16"):
         yield m("linear_relu").linear_relu_kernel, dict(RELU=True, PRECISION=p, **BIG), OPTS_BIG
         yield m("output_loss").output_loss_kernel, dict(PRECISION=p, BLOCK_M=64, BLOCK_N=16, BLOCK_K=32), \
             dict(num_warps=4, num_stages=3)
         for mode, in_mask in (("relu", False), ("tutorial", False), ("none", True)):
-            yield m("masked_backward").masked_backward_kernel, dict(MODE=mode, IN_MASK=in_mask, PRECISION=p, **BIG), \
-                OPTS_BIG
+            yield m("input_grad").input_grad_kernel, dict(MODE=mode, IN_MASK=in_mask, PRECISION=p, **BIG), OPTS_BIG
         for update, store, in_mask in ((True, False, False), (False, True, True), (True, True, False)):
-            yield m("sgd_update").sgd_update_kernel, dict(UPDATE=update, STORE_GRAD=store, IN_MASK=in_mask,
-                                                          PRECISION=p, **BIG), OPTS_BIG
+            yield m("weight_grad").weight_grad_kernel, dict(UPDATE=update, STORE_GRAD=store, IN_MASK=in_mask,
+                                                            PRECISION=p, **BIG), OPTS_BIG
+        # the two-launch step, with the blocks its launcher uses on the GPU, at the widest tile
+        config = fused.default_config(100, 1000, fused.MAX_WIDTH, p)
+        for mode in fused.MODES:
+            yield fused.mlp_rows_kernel, dict(MODE=mode, PRECISION=p, WIDTH=fused.MAX_WIDTH, **blocks(config["rows"])), \
+                options(config["rows"])
+        yield fused.mlp_update_kernel, dict(PRECISION=p, WIDTH=fused.MAX_WIDTH, PARTIALS_BLOCK=8,
+                                            **blocks(config["update"])), options(config["update"])
     yield m("output_loss").sum_partials_kernel, dict(BLOCK=1024), dict(num_warps=4)
+
+
+def blocks(config):
+    return {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+
+
+def options(config):
+    return {k: v for k, v in config.items() if k in ("num_warps", "num_stages")}
 
 
 def signature(fn, constexprs):
@@ -39,6 +54,8 @@ def signature(fn, constexprs):
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
+        elif name in ("table_ptr", "tile_ptr"):
+            sig[name] = "*i64"
         elif name.endswith("_ptr"):
             sig[name] = "*fp32"
         elif name == "lr":
@@ -51,7 +68,7 @@ def signature(fn, constexprs):
 def main():
     failures = 0
     for fn, constexprs, options in variants():
-        label = f"{fn.__name__}[{', '.join(f'{k}={v}' for k, v in constexprs.items() if not k.startswith(('BLOCK', 'GROUP')))}]"
+        label = f"{fn.__name__}[{', '.join(f'{k}={v}' for k, v in constexprs.items() if not k.startswith(('BLOCK', 'GROUP', 'PARTIALS')))}]"
         try:
             k = triton.compile(ASTSource(fn, signature(fn, constexprs), constexprs), target=TARGET, options=options)
         except Exception as e:  # report and go on: one line per variant

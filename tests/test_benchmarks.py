@@ -94,11 +94,71 @@ def test_a_wrong_contender_is_reported_not_timed(monkeypatch):
         check_epochs, verbose = {}, False
 
     refs = {}
-    refs_for = lambda grad, epochs: refs.setdefault(  # noqa: E731
+    refs_for = lambda grad, epochs, precision="fp32": refs.setdefault(  # noqa: E731
         (grad, epochs), run.reference_runs(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad))
     row, contender = run.prepare("broken", Broken, p, "fp32", Args, refs_for, deadline=float("inf"))
     assert row["status"] == "wrong" and contender is None and row["run_s"] is None
     assert "FAIL" in row["reason"]
+
+
+@pytest.mark.parametrize("path", ["layers", "2launch"])
+def test_triton_step_contenders_are_judged_right(path):
+    # timed only on CUDA (all_contenders leaves them out elsewhere); here they run on the interpreter
+    # through the same prepare() that judges every contender before timing
+    sys.path.insert(0, ROOT)
+    try:
+        import torch
+        from benchmarks import contenders, run
+    finally:
+        sys.path.remove(ROOT)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    p = run.Problem("tiny", (8, 32, 16, 4), 1e-3, device, 5)
+
+    class Args:
+        check_epochs, verbose = {}, True
+
+    refs_for = lambda grad, epochs, precision: run.reference_runs(  # noqa: E731
+        p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad=grad)
+    factory = lambda pr, precision: contenders.TritonSteps(pr, precision, path)  # noqa: E731
+    row, contender = run.prepare(f"manualnn-triton-{path}", factory, p, "fp32", Args, refs_for, deadline=float("inf"))
+    assert row["status"] == "ok" and row["check"]["ok"] is True, row
+    assert contender.backend.fused == (path == "2launch")
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_reduced_precision_judge_passes_emulated_rounding_and_fails_5_percent(precision):
+    # the harness judges tf32/bf16 rows against the emulated rounding (the CPU can run the judge,
+    # not the modes): a contender computing exactly that passes, one 5% off in its weights fails
+    sys.path.insert(0, ROOT)
+    try:
+        import torch
+        from benchmarks import contenders, emulate, run
+    finally:
+        sys.path.remove(ROOT)
+    p = run.Problem("tiny", (8, 32, 16, 4), 1e-3, torch.device("cpu"), 5)
+
+    class Emulated(contenders.Contender):
+        precisions = ("tf32", "bf16")
+        scale = 1.0
+
+        def run(self, epochs, record=False):
+            self.last = emulate.emulated_loop(p.x, p.y, p.w0, epochs=epochs, lr=p.lr, grad="relu",
+                                              precision=self.precision)
+
+        def result(self):
+            return self.last.losses, [w * self.scale for w in self.last.weights]
+
+    class Off(Emulated):
+        scale = 1.05
+
+    class Args:
+        check_epochs, verbose = {}, True
+
+    refs_for = run.reference_cache(p)
+    row, _ = run.prepare("emulated", Emulated, p, precision, Args, refs_for, deadline=float("inf"))
+    assert row["status"] == "ok" and row["check"]["ok"] is True, row
+    row, _ = run.prepare("off", Off, p, precision, Args, refs_for, deadline=float("inf"))
+    assert row["status"] == "wrong", row
 
 
 def test_manualnn_bench_entry_shows_the_harness_help():

@@ -19,3 +19,9 @@ def test_every_kernel_compiles_for_sm90():
     print(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert " 0 failures" in proc.stdout
+    # the two-launch step's kernels are among the variants, and their fast modes use wgmma
+    for kernel in ("mlp_rows_kernel[MODE=relu", "mlp_rows_kernel[MODE=tutorial", "mlp_update_kernel["):
+        for precision in ("tf32", "bf16"):
+            lines = [ln for ln in proc.stdout.splitlines() if kernel in ln and f"PRECISION={precision}" in ln]
+            assert lines and all(ln.startswith("ok") and "wgmma.mma_async" in ln and f".{precision}" in ln
+                                 for ln in lines), (kernel, precision, lines)

@@ -7,6 +7,7 @@ never synchronises with the host and never prints.
 """
 import importlib.util
 import os
+import sys
 
 import torch
 
@@ -24,17 +25,27 @@ def triton_installed():
 
 
 def triton_unavailable_reason(device):
-    """Why the Triton backend cannot run on ``device``, or None if it can."""
+    """Why the Triton kernels cannot run on ``device`` here, or None if they can.
+
+    The one place that answers "can Triton run here" (the backend, ``resolve`` and the autograd
+    function all ask it): Triton must be installed; CUDA devices can; CPU tensors only under the
+    interpreter, which needs TRITON_INTERPRET=1 both now and when manualnn.kernels was first
+    imported (the kernels read it once, as they are decorated).
+    """
     device = torch.device(device)
     if not triton_installed():
         return "Triton is not installed (pip install triton; Linux only)"
     if device.type == "cuda":
         return None
     if device.type == "cpu":
-        if interpreter_enabled():
-            return None
-        return ("its kernels run on CPU tensors only under the Triton interpreter "
-                "(set TRITON_INTERPRET=1, slow) ; use backend='torch' on the CPU")
+        if not interpreter_enabled():
+            return ("its kernels run on CPU tensors only under the Triton interpreter "
+                    "(set TRITON_INTERPRET=1, slow) ; use backend='torch' on the CPU")
+        kernels = sys.modules.get("manualnn.kernels")
+        if kernels is not None and not kernels.INTERPRET:
+            return ("TRITON_INTERPRET=1 was set after manualnn.kernels was first imported without it in this "
+                    "process; set it before the first import")
+        return None
     return f"it supports CUDA devices (and the CPU under TRITON_INTERPRET=1), not {device.type}"
 
 
@@ -70,14 +81,15 @@ def resolve(name, device, dtype=torch.float32):
     return name
 
 
-def make_backend(name, x, y, weights, *, lr, grad, precision="ieee"):
-    """Build the named backend ("torch", "triton" or "native"; resolve "auto" first)."""
+def make_backend(name, x, y, weights, *, lr, grad, precision="ieee", **options):
+    """Build the named backend ("torch", "triton" or "native"; resolve "auto" first). ``options`` go to
+    the triton backend (``fused``: None picks, True/False forces the two-launch step)."""
     if name == "torch":
         from .torch_backend import TorchBackend
-        return TorchBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
+        return TorchBackend(x, y, weights, lr=lr, grad=grad, precision=precision, **options)
     if name == "triton":
         from .triton_backend import TritonBackend
-        return TritonBackend(x, y, weights, lr=lr, grad=grad, precision=precision)
+        return TritonBackend(x, y, weights, lr=lr, grad=grad, precision=precision, **options)
     if name == "native":
         from .native_backend import NativeBackend
         return NativeBackend(x, y, weights, lr=lr, grad=grad, precision=precision)

@@ -6,7 +6,9 @@ The same math as the reference loop, written for speed:
   and the SGD update is folded into the weight-gradient matmul (``w.addmm_(a.t(), g, alpha=-2*lr)``),
   so no weight-gradient tensor exists;
 - the loss is written into a slot of a device tensor, so nothing waits for the host;
-- the step is a prebuilt list of torch calls on those buffers, so Python adds little per epoch.
+- the step is a prebuilt list of torch calls on those buffers, so Python adds little per epoch;
+- on CUDA its float32 matmuls are IEEE fp32 whatever the global TF32 setting says (precision
+  "ieee" is the only one this backend offers): TF32 is switched off around the step if it is on.
 """
 from functools import partial
 
@@ -23,6 +25,7 @@ class TorchBackend:
             raise ValueError(f"precision: the torch backend computes in the tensors' own dtype and supports "
                              f"only 'ieee', got {precision!r}")
         self.x, self.y, self.weights = x, y, weights
+        self.guard_tf32 = x.device.type == "cuda" and x.dtype == torch.float32
         batch = x.shape[0]
         new = lambda cols: torch.empty(batch, cols, dtype=x.dtype, device=x.device)  # noqa: E731
         hidden = [w.shape[1] for w in weights[:-1]]
@@ -58,6 +61,19 @@ class TorchBackend:
         self.backward_plan = plan
 
     def step(self, loss_out):  # the Trainer passes detached tensors: no autograd, no no_grad() cost
+        if self.guard_tf32:
+            # the public switch behind allow_tf32 (and the newer fp32_precision) in every torch >= 2.4
+            setting = torch.get_float32_matmul_precision()
+            if setting != "highest":
+                torch.set_float32_matmul_precision("highest")
+                try:
+                    self._step(loss_out)
+                finally:
+                    torch.set_float32_matmul_precision(setting)
+                return
+        self._step(loss_out)
+
+    def _step(self, loss_out):
         for op in self.forward_plan:
             op()
         torch.dot(self.diff_flat, self.diff_flat, out=loss_out)

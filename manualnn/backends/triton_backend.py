@@ -1,10 +1,17 @@
-"""The Triton backend: one training step as a chain of fused kernels (manualnn.kernels).
+"""The Triton backend: one training step as fused kernels (manualnn.kernels).
 
-Per step with L weight layers: L-1 fused linear+clamp forwards, one output+loss+gradient pass
-(plus one fixed-order sum of its partials when the output spans several programs), L-1 masked
-backwards and L weight-gradient kernels with the SGD update in their epilogue. The seed's order
-holds: each masked backward reads w_i before w_i's update kernel runs. The 2 of grad_y = 2*diff
-is applied in the output kernel, as the seed does.
+Two ways, picked per network:
+
+- **two launches** (``kernels.FusedMLPStep``) when every layer's output width fits one tile
+  (``kernels.MAX_WIDTH``, 128 columns), at any depth: one row-block kernel for the forward, loss
+  partials, grad_y and the masked backward to every hidden gradient; one kernel updating every
+  weight (SGD in its epilogue) and summing the loss partials in a fixed order.
+- **per layer** otherwise: L-1 fused linear+clamp forwards, one output+loss+gradient pass (plus
+  one fixed-order sum of its partials when the output spans several programs), L-1 masked input
+  gradients and L weight-gradient kernels with the SGD update in their epilogue.
+
+Either way the seed's order holds: every weight is read by the backward before its update runs,
+and the 2 of grad_y = 2*diff is applied where the output is formed, as the seed does.
 """
 import torch
 
@@ -14,23 +21,28 @@ from . import BackendUnavailableError, triton_unavailable_reason
 class TritonBackend:
     name = "triton"
 
-    def __init__(self, x, y, weights, *, lr, grad, precision="ieee"):
+    def __init__(self, x, y, weights, *, lr, grad, precision="ieee", fused=None):
         why = triton_unavailable_reason(x.device)
         if why is not None:
             raise BackendUnavailableError(f"backend: 'triton' cannot run on device {x.device}: {why}")
         from .. import kernels
-        if x.device.type == "cpu" and not kernels.INTERPRET:
-            raise BackendUnavailableError(
-                "backend: 'triton' on CPU tensors needs TRITON_INTERPRET=1 set before manualnn.kernels is first "
-                "imported (it was imported without it in this process)")
         if x.dtype != torch.float32:
             raise TypeError(f"x: the triton backend trains float32 tensors (precision 'ieee', 'tf32' or 'bf16' "
                             f"picks the matmul precision), got {x.dtype}")
         if precision == "bf16" and x.device.type == "cpu":
             raise BackendUnavailableError("precision: 'bf16' needs a CUDA device (the Triton interpreter has no bf16)")
+        fits = kernels.fits(weights)
+        if fused and not fits:
+            raise ValueError(f"fused: the two-launch step takes layers at most {kernels.MAX_WIDTH} wide, got widths "
+                             f"{[w.shape[1] for w in weights]}")
+        self.fused = fits if fused is None else bool(fused)
         self.k = kernels
         self.x, self.y, self.weights = x, y, weights
         self.lr, self.mode, self.precision = lr, grad, precision
+        if self.fused:
+            self.plan = kernels.FusedMLPStep(x, y, weights, lr=lr, mode=grad, precision=precision)
+            self.step = self.plan.step     # the step is the plan's own: no extra Python frame per step
+            return
         batch = x.shape[0]
         new = lambda cols: torch.empty(batch, cols, dtype=torch.float32, device=x.device)  # noqa: E731
         hidden = [w.shape[1] for w in weights[:-1]]
@@ -42,24 +54,29 @@ class TritonBackend:
         n = kernels.num_partials(batch, out, kernels.output_config(batch, out, k_in))
         self.partials = torch.empty(n, dtype=torch.float32, device=x.device)
 
-    def launches_per_step(self):
-        layers = len(self.weights)
-        return (layers - 1) + 1 + (self.partials.numel() > 1) + (layers - 1) + layers
-
-    def step(self, loss_out):  # the Trainer passes detached tensors: no autograd, no no_grad() cost
-        k, p, weights = self.k, self.precision, self.weights
-        a = self.x
-        for w, h in zip(weights[:-1], self.acts):
-            k.linear_relu(a, w, h, precision=p)
-            a = h
-        k.output_loss(a, weights[-1], self.y, self.grad_y, loss_out, partials=self.partials, precision=p)
-        g = self.grad_y
+        # The step as launchers checked once, here (as the torch backend prebuilds its op list):
+        # forwards, the output pass (which takes each step's loss slot), then backward last layer first,
+        # each layer's input gradient (reading w_i) before w_i's update.
+        p = precision
+        inputs = [x] + self.acts
+        self.forward_plan = [kernels.linear_relu_launcher(a, w, h, precision=p)
+                             for a, w, h in zip(inputs, weights[:-1], self.acts)]
+        loss_slot = torch.empty((), dtype=torch.float32, device=x.device)   # replaced by each step's
+        self.output_launch = kernels.output_loss_launcher(inputs[-1], weights[-1], y, self.grad_y, loss_slot,
+                                                          partials=self.partials, precision=p)
+        self.backward_plan, g = [], self.grad_y
         for i in reversed(range(len(weights))):
-            a_in = self.x if i == 0 else self.acts[i - 1]
-            g_prev = None
             if i > 0:
                 g_prev = self.grad_hs[i - 1]
-                k.masked_backward(g, weights[i], g_prev, mode=self.mode, h=a_in if self.mode == "relu" else None,
-                                  precision=p)
-            k.sgd_update(a_in, g, weights[i], self.lr, precision=p)
-            g = g_prev
+                self.backward_plan.append(kernels.input_grad_launcher(
+                    g, weights[i], g_prev, mode=grad, h=inputs[i] if grad == "relu" else None, precision=p))
+            self.backward_plan.append(kernels.weight_grad_launcher(inputs[i], g, w=weights[i], lr=lr, precision=p))
+            if i > 0:
+                g = g_prev
+
+    def step(self, loss_out):  # the Trainer passes detached tensors: no autograd, no no_grad() cost
+        for launch in self.forward_plan:
+            launch()
+        self.output_launch(loss_out=loss_out)
+        for launch in self.backward_plan:
+            launch()
