@@ -8,6 +8,10 @@ this rule: the float32 reference's own error measures how much this problem ampl
 (the seed's loss swings over three decades in 20 epochs), so the bound follows the problem rather
 than a fixed number that is too loose for one shape and too tight for another. NaN never passes.
 Mini-batch runs pass ``refs=`` from ``minibatch_reference_loop`` in float64 and float32.
+
+The unit-roundoff scaling for tf32/bf16 is a rough bound, untested on a GPU: the kernel tests and the
+benchmark judge those precisions against an emulation of their operand rounding instead
+(benchmarks/emulate.py: pass its run as the second of ``refs`` with ``precision="fp32"``).
 """
 import math
 from dataclasses import dataclass, field
