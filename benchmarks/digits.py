@@ -9,7 +9,8 @@ contender walks the same batches (manualnn's seeded order) from the same initial
 
 - manualnn (torch backend, and triton on CUDA): ``manualnn.Trainer(batch_size=32)``;
 - autograd: ``nn.Sequential(Linear, ReLU, Linear)`` (no bias) + ``torch.optim.SGD`` (foreach), the
-  loss ``((model(x) - y)**2).sum()``, the batch gathered by indexing, as a PyTorch user writes it.
+  loss ``((model(x) - y)**2).sum()``, the batch gathered by indexing, as a PyTorch user writes it;
+  on the CPU also with torch's threads set to 1, as manualnn sets them for steps this small.
 
 Each is first judged against the float64 mini-batch reference loop (``manualnn.testing.judge``);
 then timed round-robin (one run of --epochs epochs each, --repeats rounds) so drift hits all alike.
@@ -28,7 +29,7 @@ from torch import nn
 import manualnn
 from manualnn.data import init_weights, load_data, split
 from manualnn.testing import judge
-from manualnn.trainer import batch_order
+from manualnn.trainer import _cpu_threads, batch_order
 
 from .run import device_name, git_commit, slug, sync, versions
 
@@ -89,6 +90,18 @@ def autograd_contender(work):
     return run, result
 
 
+def one_thread(make):
+    """The same contender run with torch's intra-op threads at 1 (as manualnn does for small steps)."""
+    def made(work):
+        run, result = make(work)
+
+        def run_1(epochs):
+            with _cpu_threads(1):
+                run(epochs)
+        return run_1, result
+    return made
+
+
 def references(work, epochs):
     out = []
     n = work.x.shape[0]
@@ -113,6 +126,8 @@ def main(argv=None):
     contenders = {"manualnn (torch backend)": manualnn_contender("torch"), "autograd + SGD (foreach)": autograd_contender}
     if device.type == "cuda":
         contenders["manualnn (triton backend)"] = manualnn_contender("triton")
+    else:
+        contenders["autograd + SGD (foreach), 1 thread"] = one_thread(autograd_contender)
 
     # judged first, on a fresh instance each: 3 epochs against the float64 mini-batch loop
     check_epochs = 3
