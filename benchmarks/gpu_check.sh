@@ -41,7 +41,7 @@ step "CUDA tests (MANUALNN_AUTOTUNE=0; test_autotuned_in_place_update_applies_on
 xdist=$($py -c 'import xdist' 2>/dev/null && echo "-n 8")
 MANUALNN_AUTOTUNE=0 timeout 240 $py -m pytest -q -p no:cacheprovider $xdist --junitxml="$out/pytest.xml" -rs \
   tests/test_kernels.py tests/test_fused_mlp.py tests/test_triton_backend.py tests/test_functional.py \
-  tests/test_emulate.py tests/test_gpu_compile.py || failed=1
+  tests/test_emulate.py tests/test_gpu_compile.py tests/test_graphs.py tests/test_minibatch.py || failed=1
 
 contenders=seed,cudagraph,compile-reduce-overhead,matmul-floor,manualnn-torch,manualnn-triton
 contenders=$contenders,manualnn-triton-layers,manualnn-triton-2launch,manualnn-triton-layers-graph

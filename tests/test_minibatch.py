@@ -8,6 +8,8 @@ from manualnn import Trainer, evaluate, minibatch_reference_loop, seed_data, tra
 from manualnn.testing import judge
 from manualnn.trainer import batch_order
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 def refs(x, y, w0, *, epochs, lr, grad, batch_size, order):
     """The float64 judge and the float32 reference of the mini-batch loop."""
@@ -26,8 +28,9 @@ def test_minibatch_equals_the_plain_loop(backend, grad, shuffle):
     x, y, w0 = seed_data(11, batch=37, features=20, hidden=(17, 9), out=3, init="kaiming")
     epochs, lr, bs = 6, 2e-3, 8
     order = (lambda e: batch_order(37, e, seed=5)) if shuffle else None
-    result = train(x, y, w0, epochs=epochs, lr=lr, grad=grad, backend=backend, batch_size=bs,
-                   shuffle=shuffle, shuffle_seed=5)
+    on = DEVICE if backend == "triton" else "cpu"   # the triton backend runs on CUDA where there is one
+    result = train(x.to(on), y.to(on), [w.to(on) for w in w0], epochs=epochs, lr=lr, grad=grad, backend=backend,
+                   batch_size=bs, shuffle=shuffle, shuffle_seed=5)
     verdict = judge(result.losses, result.weights, x, y, w0, epochs=epochs, lr=lr, grad=grad,
                     refs=refs(x, y, w0, epochs=epochs, lr=lr, grad=grad, batch_size=bs, order=order))
     assert verdict.ok, verdict.summary()
