@@ -203,3 +203,18 @@ def test_more_ranks_than_rows_is_an_error(tmp_path):
     for rc, out, err in results:
         assert rc == 2 and out == "", err
         assert "1 rows cannot be shared by 2 ranks" in err and "Traceback" not in err, err
+
+
+def test_the_benchmark_runs_at_a_tiny_shape_and_writes_its_numbers(tmp_path):
+    import json
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.distributed", "--rows", "8", "--features", "8",
+                           "--hidden", "8", "--out-features", "2", "--steps", "1", "--rounds", "1",
+                           "--out", str(tmp_path)], cwd=root, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "distributed.json").read_text())
+    assert record["bytes_allreduced_per_step"] == (8 * 8 + 8 * 2) * 4
+    names = [row["contender"] for row in record["rows"]]
+    assert names[0] == "1 process" and "2 ranks, overlap" in names and "2 ranks, all-reduce only" in names
+    assert all(row["ms_per_step"] > 0 for row in record["rows"])
+    assert "scaling efficiency" in (tmp_path / "distributed.md").read_text()
