@@ -415,6 +415,7 @@ class PreparedRun:
         """What every rank of a distributed run must share: settings, data and starting weights."""
         settings = {key: value for key, value in self.config.items() if key != "data"}  # paths may differ
         return {**settings, "start_epoch": self.trainer.epoch, "device_type": self.trainer.device.type,
+                "backend_used": self.trainer.backend_name,
                 "weights": [float(w.double().sum()) for w in self.trainer.weights], "manualnn": __version__}
 
 

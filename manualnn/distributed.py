@@ -138,7 +138,39 @@ def describe_failure(error):
     else:
         who = "every rank is still up, but a collective failed"
     detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    detail = detail.split(" This is typically caused")[0]   # gloo's generic advice
     return f"rank {rank}: lost contact with the other ranks: {who} ({detail[:200]})"
+
+
+def make_step(backend, x, y, weights, *, lr, grad, precision="ieee", overlap=True):
+    """The distributed step for backend "torch" or "triton" on this rank's rows x, y."""
+    if backend == "triton":
+        return TritonDistributedStep(x, y, weights, lr=lr, grad=grad, precision=precision, overlap=overlap)
+    if backend == "torch" and precision != "ieee":
+        raise ValueError(f"precision: the torch backend computes in the tensors' own dtype and supports only "
+                         f"'ieee', got {precision!r}")
+    return DistributedStep(x, y, weights, lr=lr, grad=grad, overlap=overlap)
+
+
+def _flat_gradients(weights, like):
+    """One flat buffer for all weight gradients (one all-reduce without overlap) and its views."""
+    flat = torch.empty(sum(w.numel() for w in weights), dtype=like.dtype, device=like.device)
+    grads, offset = [], 0
+    for w in weights:
+        grads.append(flat[offset:offset + w.numel()].view(w.shape))
+        offset += w.numel()
+    return flat, grads
+
+
+def _reduce_and_update(step, pending, scale):
+    """Finish the gradients' all-reduce, then apply w -= scale * grad on every layer."""
+    if step.overlap:
+        for work in pending:
+            work.wait()
+    else:
+        dist.all_reduce(step.flat)
+    for w, gw in zip(step.weights, step.grads):
+        w.add_(gw, alpha=-scale)
 
 
 class DistributedStep:
@@ -162,11 +194,7 @@ class DistributedStep:
         self.acts = [new(n) for n in hidden]          # h_l = relu(h_{l-1} @ w_l)
         self.grad_hs = [new(n) for n in hidden]       # half of dL/dh_l, masked
         self.diff = new(weights[-1].shape[1])         # y_pred - y
-        self.flat = torch.empty(sum(w.numel() for w in weights), dtype=x.dtype, device=x.device)
-        self.grads, offset = [], 0                    # views of ``flat`` shaped like the weights
-        for w in weights:
-            self.grads.append(self.flat[offset:offset + w.numel()].view(w.shape))
-            offset += w.numel()
+        self.flat, self.grads = _flat_gradients(weights, x)
 
     @property
     def bytes_per_step(self):
@@ -193,10 +221,51 @@ class DistributedStep:
                 else:
                     g_prev.clamp_(min=0)                     # the seed's clamp of the values
                 g = g_prev
-        if self.overlap:
-            for work in pending:
-                work.wait()
-        else:
-            dist.all_reduce(self.flat)
-        for w, gw in zip(self.weights, self.grads):
-            w.add_(gw, alpha=-2.0 * self.lr)
+        _reduce_and_update(self, pending, 2.0 * self.lr)   # the grads are half of dL/dw
+
+
+class TritonDistributedStep:
+    """The Triton backend's kernels, with the update taken out of the weight-gradient kernel.
+
+    Forward, loss and masked backward are the Triton backend's fused kernels; the weight-gradient
+    kernel runs in its gradient-only mode (``sgd_update(..., grad_out=...)``, no ``w``), writing
+    dL/dw into the flat buffer that is all-reduced; the update follows, as in DistributedStep.
+    """
+    name = "triton"
+
+    def __init__(self, x, y, weights, *, lr, grad, precision="ieee", overlap=True):
+        from .backends.triton_backend import TritonBackend
+        self.weights, self.lr, self.overlap = weights, lr, overlap
+        # checks and buffers; a rank with no rows in a batch (a small last batch) launches nothing
+        self.fused = TritonBackend(x, y, weights, lr=lr, grad=grad, precision=precision) if x.shape[0] else None
+        self.flat, self.grads = _flat_gradients(weights, x)
+
+    @property
+    def bytes_per_step(self):
+        return self.flat.numel() * self.flat.element_size()
+
+    def step(self, loss_out):
+        f = self.fused
+        if f is None:   # no rows: a zero loss and zero gradients, in the same all-reduce calls as the others
+            loss_out.zero_()
+            self.flat.zero_()
+            pending = [dist.all_reduce(g, async_op=True) for g in reversed(self.grads)] if self.overlap else []
+            return _reduce_and_update(self, pending, self.lr)
+        k, p, weights = f.k, f.precision, self.weights
+        a = f.x
+        for w, h in zip(weights[:-1], f.acts):
+            k.linear_relu(a, w, h, precision=p)
+            a = h
+        k.output_loss(a, weights[-1], f.y, f.grad_y, loss_out, partials=f.partials, precision=p)
+        pending, g = [], f.grad_y                     # grad_y = 2 * (y_pred - y): the full gradient
+        for i in reversed(range(len(weights))):
+            a_in = f.x if i == 0 else f.acts[i - 1]
+            k.sgd_update(a_in, g, grad_out=self.grads[i], precision=p)
+            if self.overlap:
+                pending.append(dist.all_reduce(self.grads[i], async_op=True))
+            if i > 0:
+                g_prev = f.grad_hs[i - 1]
+                k.masked_backward(g, weights[i], g_prev, mode=f.mode, h=a_in if f.mode == "relu" else None,
+                                  precision=p)
+                g = g_prev
+        _reduce_and_update(self, pending, self.lr)

@@ -120,6 +120,7 @@ class Trainer:
     - ``distributed=True``: data-parallel over the ranks of torch.distributed's process group (see
       manualnn.distributed): every rank passes the same x, y and weights and trains on its part of
       each batch; gradients and losses are summed over ranks, so every rank holds the same weights.
+      The backend's step is split into gradient, all-reduce and update (distributed.make_step).
     """
 
     def __init__(self, x, y, weights, *, lr=1e-6, grad="relu", backend="auto", precision="ieee",
@@ -143,14 +144,6 @@ class Trainer:
             if n < world:
                 raise ValueError(f"x: {n} rows cannot be shared by {world} ranks; expected at least one row per "
                                  f"rank (start at most {n} ranks)")
-            if backend == "triton":
-                raise ValueError("backend: distributed training runs the torch step (gradient, all-reduce, "
-                                 "update); 'triton' folds the update into its gradient kernel, so use 'torch' "
-                                 "or 'auto'")
-            if precision != "ieee":
-                raise ValueError(f"precision: distributed training computes in the tensors' own dtype and supports "
-                                 f"only 'ieee', got {precision!r}")
-            backend = "torch"
         self.backend_name = resolve(backend, x.device, x.dtype)
         self.x, self.y = x.detach(), y.detach()
         self.weights = [w.detach() if inplace else w.detach().clone() for w in weights]
@@ -160,7 +153,8 @@ class Trainer:
 
         def make(bx, by):
             if self.distributed:
-                return dist_mod.DistributedStep(bx, by, self.weights, lr=self.lr, grad=grad)
+                return dist_mod.make_step(self.backend_name, bx, by, self.weights, lr=self.lr, grad=grad,
+                                          precision=precision)
             return make_backend(self.backend_name, bx, by, self.weights, lr=self.lr, grad=grad, precision=precision)
 
         def shard(rows):   # this rank's part [lo, hi) of a batch of ``rows`` rows; all of it in one process

@@ -124,6 +124,22 @@ def test_two_ranks_equal_one_process(capsys, tmp_path, grad, options):
     assert_same_losses(losses_of(out0), expected)
 
 
+@pytest.mark.parametrize("grad,options", [
+    ("relu", ["--batch-size", "21", "--no-shuffle"]),    # a last batch of one row: rank 1 launches nothing
+    ("tutorial", []),
+])
+def test_two_ranks_on_the_triton_kernels_equal_one_process(capsys, tmp_path, grad, options):
+    """The Triton step with its weight-gradient kernel in gradient-only mode (CPU: the interpreter)."""
+    pytest.importorskip("triton")
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("the ranks run on the CPU here: needs TRITON_INTERPRET=1")
+    argv = [*SMALL, "--backend", "triton", "--grad", grad, "--seed", "1", "--epochs", "4", *options]
+    expected = one_process(capsys, argv)
+    (rc0, out0, err0), (rc1, out1, err1) = run_ranks(argv, tmp_path)
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    assert_same_losses(losses_of(out0), expected)
+
+
 def test_resume_on_another_number_of_ranks_continues_the_run(capsys, tmp_path):
     argv = [*SMALL, "--seed", "2", "--batch-size", "10", "--grad", "relu"]   # 64 rows: 7 shuffled batches
     uninterrupted = one_process(capsys, [*argv, "--epochs", "10"])
