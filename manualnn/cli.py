@@ -356,10 +356,10 @@ def epoch_line(i, loss, val_loss=None, val_acc=None):
 def train_command(args):
     """Train on one process, or as one rank of a torchrun launch (data parallel, see distributed.py)."""
     rank, multi = 0, distributed.launched()
-    device, connected = None, False
+    device = None
     if multi:
         device = start_distributed(args)
-        rank, connected = torch.distributed.get_rank(), True
+        rank = torch.distributed.get_rank()
     try:
         error, run = None, None
         try:
@@ -377,11 +377,13 @@ def train_command(args):
     except RuntimeError as e:
         if not multi or isinstance(e, NonFiniteLossError):
             raise
-        connected = False   # a collective failed: the group is broken, leave it be
         print(f"manualnn train: {distributed.describe_failure(e)}", file=sys.stderr)
-        return 3
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the process group is broken: tearing it down (even at interpreter exit) can hang or abort
+        os._exit(3)
     finally:
-        if connected:
+        if multi:
             distributed.shutdown()
 
 

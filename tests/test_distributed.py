@@ -93,6 +93,34 @@ def test_shard_bounds_cover_every_row_once_and_differ_by_at_most_one():
             assert max(sizes) - min(sizes) <= 1
 
 
+def test_the_api_needs_a_process_group():
+    import manualnn
+    from manualnn.distributed import DistributedError
+    x, y, weights = manualnn.seed_data(seed=0, batch=4, features=3, hidden=(2,), out=2)
+    with pytest.raises(DistributedError, match="torchrun"):
+        manualnn.train(x, y, weights, distributed=True)
+
+
+@pytest.mark.parametrize("batch_size", [None, 3])
+def test_the_api_on_a_one_rank_group_equals_train(batch_size):
+    """train(distributed=True) in this process, as a group of one: the distributed step's
+    gradient -> all-reduce -> update equals the folded one-process step to rounding."""
+    import torch
+    import torch.distributed as dist
+
+    import manualnn
+    x, y, weights = manualnn.seed_data(seed=0, batch=10, features=6, hidden=(5,), out=2, dtype=torch.float64)
+    expected = manualnn.train(x, y, weights, epochs=5, lr=1e-3, batch_size=batch_size)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        got = manualnn.train(x, y, weights, epochs=5, lr=1e-3, batch_size=batch_size, distributed=True)
+    finally:
+        dist.destroy_process_group()
+    assert got.losses == pytest.approx(expected.losses, rel=1e-12)
+    for g, e in zip(got.weights, expected.weights):
+        assert torch.allclose(g, e, rtol=1e-12, atol=1e-12)
+
+
 def test_torchrun_2_ranks_print_the_seed_run(capsys, tmp_path):
     """The issue's criterion, through torchrun itself: the seed's 20 lines, to fp32 rounding."""
     argv = ["--seed", "0", "--grad", "tutorial", "--device", "cpu"]
@@ -158,7 +186,9 @@ def test_resume_on_another_number_of_ranks_continues_the_run(capsys, tmp_path):
     assert_same_losses(losses_of(out0), uninterrupted[6:])
 
 
-def _start_long_run(tmp_path, stop_with):
+def _stop_a_rank_mid_run(tmp_path, victim, stop_with):
+    """Start 2 ranks on a long run, stop ``victim`` once rank 0 has printed; return the survivor's
+    (returncode, stderr, seconds it took to exit after the stop) and the checkpoint path."""
     ck = tmp_path / "run.pt"
     argv = [*SMALL, "--seed", "0", "--epochs", "1000000", "--save", str(ck), "--save-every", "200",
             "--timeout", "8"]
@@ -166,27 +196,33 @@ def _start_long_run(tmp_path, stop_with):
     first = procs[0].stdout.readline()   # rank 0 is training
     assert LINE.match(first.strip()), first + procs[0].stderr.read()
     time.sleep(0.5)
-    procs[1].send_signal(stop_with)
+    procs[victim].send_signal(stop_with)
+    survivor = procs[1 - victim]
     started = time.monotonic()
     try:
-        procs[0].wait(timeout=TIMEOUT)
+        survivor.wait(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
-        pytest.fail("rank 0 kept waiting for the rank that stopped")
+        pytest.fail(f"rank {1 - victim} kept waiting for rank {victim}, which had stopped")
     seconds = time.monotonic() - started
-    err = procs[0].stderr.read()
-    procs[1].kill()
-    procs[1].wait()
-    return procs[0].returncode, err, seconds, ck
+    err = survivor.stderr.read()
+    procs[victim].kill()
+    procs[victim].wait()
+    return survivor.returncode, err, seconds, ck
 
 
-@pytest.mark.parametrize("how", ["killed", "hung"])
-def test_a_rank_that_dies_or_hangs_stops_the_others_with_its_number(tmp_path, how):
-    rc, err, seconds, ck = _start_long_run(tmp_path, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
-    print(f"rank 1 {how}: rank 0 exited {rc} after {seconds:.1f}s: {err.strip()}")
+@pytest.mark.parametrize("victim,how,expected", [
+    (1, "killed", "rank 0: lost contact with the other ranks: rank 1 stopped"),
+    (1, "hung", "rank 0: lost contact with the other ranks: rank 1 stopped"),       # only --timeout ends it
+    (0, "killed", "rank 1: lost contact with the other ranks: rank 0 (or the launcher"),  # the store went too
+])
+def test_a_rank_that_dies_or_hangs_stops_the_others_with_its_number(tmp_path, victim, how, expected):
+    rc, err, seconds, ck = _stop_a_rank_mid_run(tmp_path, victim, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+    print(f"rank {victim} {how}: the other exited {rc} after {seconds:.1f}s: {err.strip()}")
     assert rc == 3, err
-    assert "rank 1 stopped" in err and "Traceback" not in err, err
+    assert expected in err, err
+    assert "Traceback" not in err and "frame #" not in err, err   # one line, no stack dumps
     assert seconds < 8 + 3 + 15   # --timeout, the grace for naming the rank, and start-up slack
     if ck.exists():   # a checkpoint, if one was written, is whole
         assert load_checkpoint(ck).epoch % 200 == 0
