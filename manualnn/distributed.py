@@ -115,7 +115,7 @@ def missing_ranks(grace=3.0):
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     try:
-        store = dist.distributed_c10d._get_default_store()
+        store = dist.distributed_c10d._get_default_store()   # private, but the one handle on the group's store
         store.set(f"manualnn/alive/{rank}", "1")
         deadline = time.monotonic() + grace
         while True:
