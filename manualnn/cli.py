@@ -43,7 +43,8 @@ LEGACY_DEFAULTS = {"init": "randn", "batch_size": None, "shuffle": True, "val_sp
                    "precision": "ieee"}
 SEED_MAX = 2 ** 63 - 1
 EPILOG = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite weights are saved with --save); "
-          "2 bad options or data; 3 a distributed run lost a rank; 130 interrupted (Ctrl-C); 141 stdout closed early (e.g. piped into head)")
+          "2 bad options or data; 3 a distributed run lost a rank; 130 interrupted (Ctrl-C); "
+          "141 stdout closed early (e.g. piped into head)")
 
 
 class UsageError(Exception):
