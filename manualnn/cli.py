@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from . import __version__
+from . import __version__, distributed
 from ._checks import BACKENDS, GRAD_MODES, PRECISIONS
 from .backends import BackendUnavailableError
 from .checkpoint import CheckpointError, atomic_open, load_checkpoint, save_checkpoint
@@ -43,7 +43,8 @@ LEGACY_DEFAULTS = {"init": "randn", "batch_size": None, "shuffle": True, "val_sp
                    "precision": "ieee"}
 SEED_MAX = 2 ** 63 - 1
 EPILOG = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite weights are saved with --save); "
-          "2 bad options or data; 130 interrupted (Ctrl-C); 141 stdout closed early (e.g. piped into head)")
+          "2 bad options or data; 3 a distributed run lost a rank; 130 interrupted (Ctrl-C); "
+          "141 stdout closed early (e.g. piped into head)")
 
 
 class UsageError(Exception):
@@ -57,6 +58,16 @@ def positive_int(text):
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
@@ -137,6 +148,9 @@ def build_parser():
     r.add_argument("--dtype", choices=sorted(DTYPES), help="tensor dtype (default float32)")
     r.add_argument("--no-graph", action="store_true",
                    help="on CUDA, step eagerly instead of replaying chunks of epochs as CUDA graphs")
+    r.add_argument("--timeout", type=positive_float, default=distributed.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others in one exchange before it stops "
+                        "with an error naming the missing rank (default %(default)g)")
     r.add_argument("--precision", choices=PRECISIONS,
                    help="matmul precision of the triton backend: ieee fp32 (default), tf32, or bf16 operands")
     o = t.add_argument_group("output")
@@ -352,25 +366,95 @@ def epoch_line(i, loss, val_loss=None, val_acc=None):
 
 
 def train_command(args):
+    """Train on one process, or as one rank of a torchrun launch (data parallel, see distributed.py)."""
+    rank, multi = 0, distributed.launched()
+    device = None
+    if multi:
+        device = start_distributed(args)
+        rank = torch.distributed.get_rank()
+    try:
+        error, run = None, None
+        try:
+            run = prepare_run(args, device, rank)
+        except UsageError as e:
+            if not multi:
+                raise
+            error = str(e)
+        if multi:   # every rank checks every other's settings and data before any step
+            try:
+                distributed.agree(run.fingerprint() if run else {}, error)
+            except distributed.DistributedError as e:
+                raise UsageError(str(e)) from None
+        return train_loop(args, run, rank)
+    except RuntimeError as e:
+        if not multi or isinstance(e, NonFiniteLossError):
+            raise
+        print(f"manualnn train: {distributed.describe_failure(e)}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # the process group is broken: tearing it down (even at interpreter exit) can hang or abort
+        os._exit(3)
+    finally:
+        if multi:
+            distributed.shutdown()
+
+
+def start_distributed(args):
+    """Join torchrun's process group; agree on a seed if none was given. Returns this rank's device."""
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device: under torchrun every rank takes cuda:LOCAL_RANK (or the cpu); expected auto, "
+                         f"cpu or cuda, got {args.device!r}")
+    resolve_device(args.device)
+    try:
+        device = distributed.init(args.device, timeout=args.timeout)
+    except distributed.DistributedError as e:
+        raise UsageError(str(e)) from None
+    except RuntimeError as e:   # the rendezvous failed (another rank never came, or the port is taken)
+        raise UsageError(f"could not join the other ranks: {str(e).splitlines()[0][:300]}") from None
+    if args.seed is None and not args.resume:   # one random seed for all ranks, drawn by rank 0
+        seed = [secrets.randbits(63)]
+        torch.distributed.broadcast_object_list(seed, src=0)
+        args.seed = seed[0]
+    return device
+
+
+class PreparedRun:
+    """What a training run needs after its options are checked: config, checkpoint, data, trainer."""
+
+    def __init__(self, config, checkpoint, trainer, train_rows, val_rows):
+        self.config, self.checkpoint, self.trainer = config, checkpoint, trainer
+        self.train_rows, self.val_rows = train_rows, val_rows
+
+    def fingerprint(self):
+        """What every rank of a distributed run must share: settings, data and starting weights."""
+        settings = {key: value for key, value in self.config.items() if key != "data"}  # paths may differ
+        return {**settings, "start_epoch": self.trainer.epoch, "device_type": self.trainer.device.type,
+                "backend_used": self.trainer.backend_name,
+                "weights": [float(w.double().sum()) for w in self.trainer.weights], "manualnn": __version__}
+
+
+def prepare_run(args, device=None, rank=0):
     config, checkpoint = run_config(args)
-    device = resolve_device(args.device)
+    device = device or resolve_device(args.device)
     if args.save_every and not args.save:
         raise UsageError("--save-every: needs --save PATH")
-    for option, path in (("--json", args.json), ("--save", args.save), ("--plot", args.plot)):
-        check_writable(option, path)
-    if args.plot:
-        from .plot import PlotUnavailableError, require_matplotlib
-        try:
-            require_matplotlib()
-        except PlotUnavailableError as e:
-            raise UsageError(f"--plot: {e}") from None
+    if rank == 0:   # only rank 0 writes
+        for option, path in (("--json", args.json), ("--save", args.save), ("--plot", args.plot)):
+            check_writable(option, path)
+        if args.plot:
+            from .plot import PlotUnavailableError, require_matplotlib
+            try:
+                require_matplotlib()
+            except PlotUnavailableError as e:
+                raise UsageError(f"--plot: {e}") from None
     try:
         x, y, weights, (x_val, y_val), checksum = build_problem(config, device)
         trainer = Trainer(x, y, weights, lr=config["lr"], grad=config["grad"], backend=config["backend"],
                           precision=config["precision"], batch_size=config["batch_size"],
                           shuffle=config["shuffle"], shuffle_seed=config["seed"],
-                          val_data=None if x_val is None else (x_val, y_val), graph=False if args.no_graph else None)
-    except (ValueError, TypeError, BackendUnavailableError) as e:
+                          val_data=None if x_val is None else (x_val, y_val), distributed=distributed.active(),
+                          graph=False if args.no_graph else None)
+    except (ValueError, TypeError, BackendUnavailableError, distributed.DistributedError) as e:
         raise UsageError(str(e)) from None
     config["checksum"] = checksum
     if checkpoint is not None:
@@ -393,12 +477,20 @@ def train_command(args):
                              f"--epochs N with N above {trainer.epoch} to train further")
         raise UsageError(f"--epochs: expected a total above the {trainer.epoch} epochs the checkpoint has done, "
                          f"got {config['epochs']}")
+    return PreparedRun(config, checkpoint, trainer, x.shape[0], 0 if x_val is None else x_val.shape[0])
 
+
+def train_loop(args, run, rank=0):
+    """Train to --epochs; rank 0 prints the lines and writes --save, --json and --plot."""
+    config, trainer = run.config, run.trainer
+    remaining = config["epochs"] - trainer.epoch
     log_every = args.log_every
-    progress = Progress(config["epochs"]) if sys.stderr.isatty() and log_every > 1 else None
+    progress = Progress(config["epochs"]) if rank == 0 and sys.stderr.isatty() and log_every > 1 else None
     last_epoch = config["epochs"] - 1
 
     def on_chunk(first, losses):
+        if rank != 0:
+            return
         if progress:
             progress.clear()
         val_losses = trainer.val_losses[first:] or [None] * len(losses)
@@ -422,16 +514,16 @@ def train_command(args):
         progress.clear()
     if args.save:
         save(trainer, args.save, config)
-    if args.json:
-        write_json(args.json, trainer, config, status, message, seconds, start_epoch, x.shape[0],
-                   0 if x_val is None else x_val.shape[0])
-    if args.plot:
+    if rank == 0 and args.json:
+        write_json(args.json, trainer, config, status, message, seconds, start_epoch, run.train_rows, run.val_rows)
+    if rank == 0 and args.plot:
         from .plot import write_training_plot
         title = f"manualnn: {config['data'] or 'seed problem'}, {config['hidden']} hidden"
         write_training_plot(args.plot, trainer.losses, trainer.val_losses, trainer.val_accuracies,
-                            train_rows=x.shape[0], val_rows=0 if x_val is None else x_val.shape[0], title=title)
+                            train_rows=run.train_rows, val_rows=run.val_rows, title=title)
     if status != "ok":
-        print(f"manualnn train: {message}", file=sys.stderr)
+        if rank == 0:
+            print(f"manualnn train: {message}", file=sys.stderr)
         return 1
     return 0
 
@@ -521,6 +613,11 @@ def write_predictions(path, outputs, *, classify):
 
 
 def save(trainer, path, config):
+    """Write a checkpoint; in a distributed run rank 0 writes it once every rank has reached it."""
+    if distributed.active():
+        distributed.barrier()   # every rank finished these epochs: the weights are the run's, not one rank's
+        if torch.distributed.get_rank() != 0:
+            return
     state = trainer.state_dict()
     save_checkpoint(path, weights=state["weights"], epoch=state["epoch"], losses=state["losses"],
                     val_losses=state["val_losses"], val_accuracies=state["val_accuracies"], config=config)

@@ -138,13 +138,18 @@ class Trainer:
       seeded by ``(shuffle_seed, epoch)``; ``shuffle=False`` takes the rows in order. A single
       batch is never shuffled (the order would change only rounding).
     - ``val_data=(x_val, y_val)``: evaluated after every epoch (loss; accuracy for class labels).
+    - ``distributed=True``: data-parallel over the ranks of torch.distributed's process group (see
+      manualnn.distributed): every rank passes the same x, y and weights and trains on its part of
+      each batch; gradients and losses are summed over ranks, so every rank holds the same weights.
+      The backend's step is split into gradient, all-reduce and update (distributed.make_step).
     - ``graph``: on CUDA (default there), ``run()`` captures each chunk of epochs as one CUDA graph
       after a first eager epoch and replays it: identical numbers, no per-step launch overhead.
       ``graph=False`` steps eagerly.
     """
 
     def __init__(self, x, y, weights, *, lr=1e-6, grad="relu", backend="auto", precision="ieee",
-                 inplace=False, batch_size=None, shuffle=True, shuffle_seed=0, val_data=None, graph=None):
+                 inplace=False, batch_size=None, shuffle=True, shuffle_seed=0, val_data=None, distributed=False,
+                 graph=None):
         _checks.check_choice("grad", grad, _checks.GRAD_MODES)
         _checks.check_choice("backend", backend, _checks.BACKENDS)
         _checks.check_choice("precision", precision, _checks.PRECISIONS)
@@ -156,35 +161,57 @@ class Trainer:
         self.batch_size = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
         self.shuffle, self.shuffle_seed = bool(shuffle), int(shuffle_seed)
         self.grad, self.precision = grad, precision
+        self.distributed = bool(distributed)
+        rank, world = 0, 1
+        if self.distributed:
+            from . import distributed as dist_mod
+            rank, world = dist_mod.rank_and_world()
+            if n < world:
+                raise ValueError(f"x: {n} rows cannot be shared by {world} ranks; expected at least one row per "
+                                 f"rank (start at most {n} ranks)")
         self.backend_name = resolve(backend, x.device, x.dtype)
         self.x, self.y = x.detach(), y.detach()
         self.weights = [w.detach() if inplace else w.detach().clone() for w in weights]
         self.val = None
         if val_data is not None:
             self.val = self._prepare_val(val_data)
-        make = lambda bx, by: make_backend(self.backend_name, bx, by, self.weights,  # noqa: E731
-                                           lr=self.lr, grad=grad, precision=precision)
+
+        def make(bx, by):
+            if self.distributed:
+                return dist_mod.make_step(self.backend_name, bx, by, self.weights, lr=self.lr, grad=grad,
+                                          precision=precision)
+            return make_backend(self.backend_name, bx, by, self.weights, lr=self.lr, grad=grad, precision=precision)
+
+        def shard(rows):   # this rank's part [lo, hi) of a batch of ``rows`` rows; all of it in one process
+            return dist_mod.shard_bounds(rows, rank, world) if self.distributed else (0, rows)
+
         if self.batch_size >= n:   # the seed's full-batch step, on the tensors themselves
             self.batch_size = n
-            self.backend = make(self.x, self.y)
+            lo, hi = shard(n)
+            self.backend = make(self.x[lo:hi], self.y[lo:hi])
             self._plan = None
         else:
-            # Buffers allocated once: each batch's rows are gathered into them; the last, smaller
-            # batch uses their first rows (its own backend, the same weights).
+            # Buffers allocated once: this rank's rows of each batch are gathered into them; a batch
+            # with fewer rows (the last one, or a smaller shard) uses their first rows (its own backend,
+            # the same weights). Plan entries are positions in the epoch's row order.
             B = self.batch_size
-            self._xb = torch.empty(B, x.shape[1], dtype=x.dtype, device=x.device)
-            self._yb = torch.empty(B, y.shape[1], dtype=x.dtype, device=x.device)
-            full = make(self._xb, self._yb)
-            tail = n % B
-            tail_backend = make(self._xb[:tail], self._yb[:tail]) if tail else None
-            self._plan = [(start, min(start + B, n), full if start + B <= n else tail_backend)
-                          for start in range(0, n, B)]
+            largest = shard(B)[1] - shard(B)[0]
+            self._xb = torch.empty(largest, x.shape[1], dtype=x.dtype, device=x.device)
+            self._yb = torch.empty(largest, y.shape[1], dtype=x.dtype, device=x.device)
+            backends, self._plan = {}, []
+            for start in range(0, n, B):
+                lo, hi = shard(min(B, n - start))
+                if hi - lo not in backends:
+                    backends[hi - lo] = make(self._xb[:hi - lo], self._yb[:hi - lo])
+                self._plan.append((start + lo, start + hi, backends[hi - lo]))
             self._batch_losses = self._loss_buffer(len(self._plan))
-            self.backend = full
+            self.backend = self._plan[0][2]
         # CUDA graphs (manualnn/graphs.py): on by default on CUDA; graph=False turns them off
         if graph and self.device.type != "cuda":
             raise ValueError(f"graph: CUDA graphs need a CUDA device, got device {self.device}")
-        self.graph = self.device.type == "cuda" if graph is None else bool(graph)
+        if graph and self.distributed:
+            raise ValueError("graph: not with distributed=True (the all-reduces run outside CUDA graphs)")
+        self.graph = self.device.type == "cuda" and not self.distributed if graph is None else bool(graph)
         self._graphs, self._capture, self._warm = {}, None, False
         widths = [w.shape for w in self.weights]
         step_flops = 6 * self.batch_size * sum(a * b for a, b in widths)
@@ -271,6 +298,9 @@ class Trainer:
                 torch.index_select(self.y, 0, rows, out=self._yb[:stop - start])
                 backend.step(self._batch_losses[b])
             torch.sum(self._batch_losses, 0, out=loss_out)
+        if self.distributed:   # the epoch's loss over all ranks' rows
+            import torch.distributed as dist
+            dist.all_reduce(loss_out)
         if self.val is not None:
             xv, yv, labels = self.val
             loss, correct = _metrics(xv, yv, labels, self.weights)
@@ -414,7 +444,7 @@ class Trainer:
 
 def train(x, y, weights, *, epochs=20, lr=1e-6, grad="relu", backend="auto", precision="ieee",
           inplace=False, every=None, callback=None, batch_size=None, shuffle=True, shuffle_seed=0,
-          val_data=None, graph=None) -> TrainResult:
+          val_data=None, distributed=False, graph=None) -> TrainResult:
     """Train a bias-free ReLU network (any depth) with hand-written gradients and SGD.
 
     Returns a TrainResult: ``.losses`` (one float per epoch: the sum of its batches' losses, each
@@ -425,7 +455,7 @@ def train(x, y, weights, *, epochs=20, lr=1e-6, grad="relu", backend="auto", pre
     epochs = _checks.check_epochs(epochs)
     trainer = Trainer(x, y, weights, lr=lr, grad=grad, backend=backend, precision=precision,
                       inplace=inplace, batch_size=batch_size, shuffle=shuffle, shuffle_seed=shuffle_seed,
-                      val_data=val_data, graph=graph)
+                      val_data=val_data, distributed=distributed, graph=graph)
     return trainer.run(epochs, every=every, callback=callback)
 
 
