@@ -35,8 +35,8 @@ DATA_DEFAULTS = {"hidden": [256], "epochs": 200, "lr": 5e-4, "grad": "relu", "dt
                  "task": "auto", "standardize": None}   # standardize: on for files, off for digits (pre-scaled)
 # What a resumed run must share with the run that wrote the checkpoint.
 SEED_IDENTITY = ("batch", "features", "hidden", "out", "lr", "grad", "dtype", "seed", "init", "batch_size",
-                 "shuffle", "backend", "precision")
-DATA_IDENTITY = ("data", "hidden", "lr", "grad", "dtype", "seed", "init", "batch_size", "shuffle", "val_split",
+                 "shuffle", "val_split", "backend", "precision")
+DATA_IDENTITY = ("hidden", "lr", "grad", "dtype", "seed", "init", "batch_size", "shuffle", "val_split",
                  "target_cols", "task", "standardize", "backend", "precision")
 # What checkpoints of manualnn 0.1 (seed problem only) ran with, by the settings added since.
 LEGACY_DEFAULTS = {"init": "randn", "batch_size": None, "shuffle": True, "val_split": 0.0, "backend": "auto",
@@ -281,6 +281,9 @@ def run_config(args):
             if "seed" in config:
                 config.setdefault(key, value)
         identity = DATA_IDENTITY if config.get("data") is not None else SEED_IDENTITY
+        if config.get("data") is None and args.data is not None:
+            raise UsageError("--data: the checkpoint's run trained the seed's random problem, not a data set; "
+                             "a resumed run keeps its data")
         for key in identity:
             if key not in config:
                 raise UsageError(f"--resume: checkpoint {args.resume!r} has no {key!r} in its config; "
@@ -289,7 +292,8 @@ def run_config(args):
                 option = "--no-shuffle" if key == "shuffle" else "--" + key.replace("_", "-")
                 raise UsageError(f"{option}: the checkpoint's run used {config[key]!r}, got {given[key]!r}; "
                                  f"a resumed run keeps its settings")
-    data = config.get("data", args.data)
+    # a given --data may name the checkpoint's data at another path: the data's hash must still match
+    data = args.data if args.data is not None else config.get("data")
     if data is not None:
         for option in ("batch", "features", "out"):
             if getattr(args, option) is not None:
@@ -331,6 +335,7 @@ def build_problem(config, device):
     checksum = data_checksum(x, y)
     config["features"], config["out"] = x.shape[1], dataset.out
     config["classes"] = dataset.classes
+    config["task_used"] = "classify" if dataset.classes else "regress"   # what predict must do again
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
     if config["standardize"] is None:
         config["standardize"] = config["data"] != "digits"
@@ -354,6 +359,15 @@ def standardize(x, config):
     mean = torch.tensor(config["x_mean"], dtype=x.dtype)
     std = torch.tensor(config["x_std"], dtype=x.dtype)
     return (x - mean) / std
+
+
+API_TO_OPTION = {"lr": "--lr", "val_split": "--val-split", "batch_size": "--batch-size", "epochs": "--epochs"}
+
+
+def as_option(message):
+    """An API error ("lr: expected ...") as the option the user typed ("--lr: expected ...")."""
+    name, sep, rest = message.partition(": ")
+    return f"{API_TO_OPTION[name]}: {rest}" if sep and name in API_TO_OPTION else message
 
 
 def epoch_line(i, loss, val_loss=None, val_acc=None):
@@ -455,10 +469,10 @@ def prepare_run(args, device=None, rank=0):
                           val_data=None if x_val is None else (x_val, y_val), distributed=distributed.active(),
                           graph=False if args.no_graph else None)
     except (ValueError, TypeError, BackendUnavailableError, distributed.DistributedError) as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(as_option(str(e))) from None
     config["checksum"] = checksum
     if checkpoint is not None:
-        if checkpoint.config.get("checksum") != config["checksum"]:
+        if not same_data(checkpoint.config.get("checksum"), config["checksum"], x, y):
             what = f"the data in {config['data']!r}" if config["data"] else f"the data regenerated from seed {config['seed']}"
             raise UsageError(f"--resume: {what} differs from the data the checkpoint was trained on; "
                              f"cannot resume exactly")
@@ -532,7 +546,8 @@ def run_in_chunks(trainer, epochs, on_chunk, args, config, target_seconds=0.25):
     """Train ``epochs`` epochs in chunks that each take about ``target_seconds``.
 
     The host waits for the device once per chunk (not per epoch), and the epoch lines of a chunk are
-    printed together; chunks end on --save-every boundaries so checkpoints land where asked.
+    printed together; chunks end on --save-every boundaries so checkpoints land where asked. Chunk
+    lengths are powers of two, so a CUDA-graph run captures few graphs.
     """
     done, chunk = 0, 1
     while done < epochs:
@@ -546,20 +561,23 @@ def run_in_chunks(trainer, epochs, on_chunk, args, config, target_seconds=0.25):
         if args.save_every and trainer.epoch % args.save_every == 0:
             save(trainer, args.save, config)
             args._saved_epoch = trainer.epoch
-        chunk = max(1, min(4 * chunk, int(n * target_seconds / max(elapsed, 1e-6))))
+        wanted = max(1, min(4 * chunk, int(n * target_seconds / max(elapsed, 1e-6))))
+        chunk = 1 << (wanted.bit_length() - 1)   # a power of two: few chunk lengths, so few CUDA graphs
 
 
 def predict_command(args):
     from .model import load
     device = resolve_device(args.device)
     check_writable("--output", args.output)
+    if args.output and os.path.splitext(args.output)[1].lower() not in (".csv", ".npz", ".pt"):
+        raise UsageError(f"--output: expected a .csv, .npz or .pt path, got {args.output!r}")
     try:
         model = load(args.model, device=device)
     except CheckpointError as e:
         raise UsageError(f"--model: {e}") from None
     config = model.config
     target_cols = args.target_cols or config.get("target_cols", 1)
-    task = args.task or config.get("task", "auto")
+    task = args.task or config.get("task_used") or config.get("task", "auto")
     try:
         dataset = load_data(args.data, target_cols=target_cols, task=task, need_y=False,
                             features=model.sizes[0])
@@ -610,6 +628,13 @@ def write_predictions(path, outputs, *, classify):
                 cells = ([str(int(record["classes"][i]))] if classify else []) + [repr(v) for v in row]
                 lines.append(",".join(cells))
             f.write(("\n".join(lines) + "\n").encode())
+
+
+def same_data(recorded, checksum, x, y):
+    """Whether the data equals the checkpoint's: a hash of its bytes (0.1 checkpoints: two sums)."""
+    if isinstance(recorded, list):
+        return recorded == [float(x.double().sum()), float(y.double().sum())]
+    return recorded == checksum
 
 
 def save(trainer, path, config):

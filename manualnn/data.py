@@ -8,6 +8,7 @@
 - ``as_targets``: integer class labels become one-hot targets (and then accuracy is reported).
 """
 import csv
+import hashlib
 import math
 import os
 import zipfile
@@ -19,6 +20,7 @@ import torch
 INITS = ("randn", "kaiming")
 TASKS = ("auto", "classify", "regress")
 FORMATS = (".npz", ".pt", ".csv")
+MAX_AUTO_CLASSES = 1000
 
 
 class DataError(ValueError):
@@ -70,8 +72,13 @@ def seed_data(seed=None, *, batch=100, features=1000, hidden=(100,), out=10, dev
 
 
 def data_checksum(x, y):
-    """Two float64 sums that tell whether regenerated data equals the data a run started from."""
-    return [float(x.double().sum()), float(y.double().sum())]
+    """A hash of the data's bytes: a resumed run must start from exactly the same rows in the same order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for t in (x, y):
+        t = t.detach().cpu()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.numpy().tobytes())   # C order, whatever the strides
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +114,8 @@ def as_targets(y, out, name="y"):
 
 @dataclass
 class Dataset:
-    """x [N, D] float32; y either int64 class labels [N] or float32 targets [N, O]."""
+    """x [N, D] float (float64 if the file's was, else float32); y int64 class labels [N] or float
+    targets [N, O]."""
     x: torch.Tensor
     y: Optional[torch.Tensor]
     source: str
@@ -270,7 +278,7 @@ def _tidy(where, x, y, task, need_y):
     if y is None:
         if need_y:
             raise DataError(f"{where}: has no targets 'y'")
-        return x.float(), None
+        return _real(x), None
     if y.dim() == 0 or y.shape[0] != x.shape[0]:
         raise DataError(f"{where}: 'x' has {x.shape[0]} rows but 'y' has "
                         f"{y.shape[0] if y.dim() else 0} (shape {tuple(y.shape)}); they must match")
@@ -283,15 +291,22 @@ def _tidy(where, x, y, task, need_y):
     if y.is_floating_point():
         _check_finite(where, "y", y)
     whole = y.dim() == 1 and (not y.is_floating_point() or bool((y == y.round()).all()))
-    if task == "classify" or (task == "auto" and whole and (not y.is_floating_point() or y.min() >= 0)):
+    # auto: whole numbers >= 0 are class labels only while there are fewer classes than MAX_AUTO_CLASSES
+    # and than rows (prices or counts in whole numbers are values, not 100,000 classes)
+    labels_like = whole and int(y.min()) >= 0 and int(y.max()) + 1 <= min(MAX_AUTO_CLASSES, y.shape[0])
+    if task == "classify" or (task == "auto" and labels_like):
         if not whole:
             raise DataError(f"{where}: task 'classify' needs one column of whole-number class labels, "
                             f"got shape {tuple(y.shape)} {y.dtype}")
         if int(y.min()) < 0:
             raise DataError(f"{where}: class labels must be >= 0, got {int(y.min())}")
-        return x.float(), y.long()
-    y = y.reshape(y.shape[0], -1).float()
-    return x.float(), y
+        return _real(x), y.long()
+    return _real(x), _real(y.reshape(y.shape[0], -1))
+
+
+def _real(t):
+    """float64 stays float64 (a float64 run trains on the file's own values), the rest float32."""
+    return t if t.dtype == torch.float64 else t.to(torch.float32)
 
 
 def _check_finite(where, name, t):
@@ -311,6 +326,9 @@ def split(x, y, fraction, seed):
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
         raise ValueError(f"val_split: expected a fraction in [0, 1), got {fraction!r}")
     n = x.shape[0]
+    if not isinstance(y, torch.Tensor) or y.dim() == 0 or y.shape[0] != n:
+        got = f"shape {tuple(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"y: expected a tensor with {n} rows (like x), got {got}")
     if fraction == 0:
         return x, y, None, None
     n_val = round(n * fraction)

@@ -1,4 +1,6 @@
 """nn.Module wrappers: a bias-free ReLU MLP in the seed's layout that trains itself with manualnn."""
+import numbers
+
 import torch
 from torch import nn
 
@@ -19,6 +21,8 @@ class MLP(nn.Module):
 
     def __init__(self, sizes, *, init="kaiming", generator=None, seed=None, device=None, dtype=None):
         super().__init__()
+        if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in sizes):
+            raise TypeError(f"sizes: expected integer widths [in, ..., out], got {list(sizes)}")
         sizes = [int(n) for n in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(f"sizes: expected at least two positive widths [in, ..., out], got {sizes}")

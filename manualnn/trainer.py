@@ -8,6 +8,7 @@ default) an epoch is exactly the seed's full-batch step.
 import contextlib
 import hashlib
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, NamedTuple, Optional
@@ -159,6 +160,8 @@ class Trainer:
         _checks.check_tensors(x, y, weights)
         n = x.shape[0]
         self.batch_size = n if batch_size is None else _checks.check_positive_int(batch_size, "batch_size")
+        if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, numbers.Integral):
+            raise TypeError(f"shuffle_seed: expected an integer, got {type(shuffle_seed).__name__} {shuffle_seed!r}")
         self.shuffle, self.shuffle_seed = bool(shuffle), int(shuffle_seed)
         self.grad, self.precision = grad, precision
         self.distributed = bool(distributed)
@@ -316,6 +319,8 @@ class Trainer:
         if self.graph and self._warm:
             from .graphs import ChunkGraph
             if n not in self._graphs:
+                if len(self._graphs) >= 2:   # each holds a memory pool: keep the two latest lengths
+                    self._graphs.pop(next(iter(self._graphs)))
                 self._graphs[n] = ChunkGraph(self, n, capture=self._capture)
             return self._graphs[n].run(self.epoch)
         buf = self._loss_buffer(3 * n).view(n, 3)

@@ -138,7 +138,7 @@ def test_bad_data_file_trains_nothing(capsys, tmp_path):
     few = tmp_path / "few.csv"
     few.write_text("1,2,0\n")
     code, out, err = run(capsys, "train", "--data", str(few), "--device", "cpu")
-    assert code == 2 and out == "" and "val_split: 0.2 of 1 rows leaves" in err
+    assert code == 2 and out == "" and "--val-split: 0.2 of 1 rows leaves" in err
 
 
 @pytest.mark.parametrize("option", ["--json", "--save", "--plot"])
@@ -331,3 +331,70 @@ def test_numpy_is_a_dependency():
     from importlib.metadata import requires
     plain = [r for r in requires("manualnn") if "extra ==" not in r]
     assert any(r.split(";")[0].strip().startswith("numpy") for r in plain), plain
+
+
+def regression_csv(path, n=40, seed=0, zero_targets=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g)
+    y = torch.zeros(n) if zero_targets else x @ torch.tensor([0.5, 1.5, -1.0]) + 0.25
+    path.write_text("\n".join(",".join(f"{v:.6f}" for v in row) + f",{t:.6f}" for row, t in zip(x.tolist(), y.tolist()))
+                    + "\n")
+
+
+def test_predict_scores_a_regression_model_as_regression(capsys, tmp_path):
+    regression_csv(tmp_path / "reg.csv")
+    regression_csv(tmp_path / "test.csv", seed=1, zero_targets=True)   # whole-number targets: 0s
+    model = tmp_path / "reg.pt"
+    code, _, err = run(capsys, "train", "--data", str(tmp_path / "reg.csv"), "--epochs", "3", "--seed", "0",
+                       "--save", str(model), "--device", "cpu")
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(tmp_path / "test.csv"))
+    assert code == 0, err
+    m = manualnn.load(model)
+    from manualnn.data import load_data
+    x = load_data(tmp_path / "test.csv", task="regress").x.float()
+    x = ((x.double() - torch.tensor(m.config["x_mean"], dtype=torch.float64)) / torch.tensor(m.config["x_std"], dtype=torch.float64)).float()
+    expected = float(m.predict(x).pow(2).sum())            # the loss against the file's 0 targets
+    assert out == f"Loss:{expected:.4f} (40 samples)\n"      # and no accuracy for a regression model
+
+
+def test_resume_checks_the_data_itself_and_allows_a_moved_file(capsys, tmp_path):
+    data = tmp_path / "blobs.csv"
+    blobs_csv(data)
+    ck = tmp_path / "ck.pt"
+    args = ["--hidden", "8", "--batch-size", "16", "--seed", "2", "--device", "cpu"]
+    _, whole, _ = run(capsys, "train", "--data", str(data), *args, "--epochs", "6")
+    assert run(capsys, "train", "--data", str(data), *args, "--epochs", "3", "--save", str(ck))[0] == 0
+    moved = tmp_path / "sub" / "moved.csv"
+    moved.parent.mkdir()
+    data.rename(moved)
+    code, rest, err = run(capsys, "train", "--resume", str(ck), "--data", str(moved), "--epochs", "6",
+                          "--device", "cpu")
+    assert code == 0, err
+    assert whole.splitlines()[:3] + rest.splitlines() == whole.splitlines()
+    # the same rows in another order have the same sums, but are not the same data
+    lines = moved.read_text().splitlines()
+    moved.write_text("\n".join([lines[0]] + lines[1:][::-1]) + "\n")
+    code, out, err = run(capsys, "train", "--resume", str(ck), "--data", str(moved), "--epochs", "6", "--device", "cpu")
+    assert code == 2 and out == "" and "differs from the data the checkpoint was trained on" in err
+
+
+def test_resume_of_a_seed_run_refuses_data(capsys, tmp_path):
+    ck = tmp_path / "s.pt"
+    assert run(capsys, "train", *SMALL, "--epochs", "2", "--seed", "1", "--save", str(ck))[0] == 0
+    code, out, err = run(capsys, "train", "--resume", str(ck), "--epochs", "4", "--data", "digits", "--device", "cpu")
+    assert code == 2 and out == "" and "--data: the checkpoint's run trained the seed's random problem" in err
+    code, out, err = run(capsys, "train", "--resume", str(ck), "--epochs", "4", "--val-split", "0.5", "--device", "cpu")
+    assert code == 2 and "--val-split: the checkpoint's run used 0.0, got 0.5" in err
+
+
+def test_cli_errors_name_the_option(capsys, tmp_path):
+    code, out, err = run(capsys, "train", *SMALL, "--lr", "0")
+    assert code == 2 and err.startswith("manualnn train: error: --lr: expected a positive finite number")
+    model = tmp_path / "m.pt"
+    data = tmp_path / "blobs.csv"
+    blobs_csv(data)
+    run(capsys, "train", "--data", str(data), "--epochs", "1", "--seed", "0", "--save", str(model), "--device", "cpu")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(data), "--output",
+                         str(tmp_path / "p.txt"))
+    assert code == 2 and out == "" and "--output: expected a .csv, .npz or .pt path" in err   # before any scoring

@@ -47,9 +47,27 @@ def test_csv_regression_and_several_target_columns(tmp_path):
     path.write_text("1,2,0.5,7\n3,4,1.5,8\n")
     data = load_data(path, target_cols=2)
     assert data.x.tolist() == [[1, 2], [3, 4]] and data.y.tolist() == [[0.5, 7], [1.5, 8]]
-    one = load_data(path)
-    assert one.classes == 9 and one.y.tolist() == [7, 8]             # whole numbers: labels (task auto)
+    # whole numbers, but 9 classes for 2 rows: auto reads values; classify forces labels
+    assert load_data(path).classes is None and load_data(path).y.tolist() == [[7.0], [8.0]]
+    forced = load_data(path, task="classify")
+    assert forced.classes == 9 and forced.y.tolist() == [7, 8]
     assert load_data(path, task="regress").y.tolist() == [[7.0], [8.0]]
+
+
+def test_whole_number_prices_are_values_not_classes(tmp_path):
+    path = tmp_path / "price.csv"
+    path.write_text("".join(f"{i},{i % 3},{100000 + 1000 * i}\n" for i in range(40)))
+    data = load_data(path)
+    assert data.classes is None and data.y.shape == (40, 1)     # not 139,000 one-hot outputs
+    labels = tmp_path / "labels.csv"
+    labels.write_text("".join(f"{i},{i % 3}\n" for i in range(40)))
+    assert load_data(labels).classes == 3
+
+
+def test_float64_files_stay_float64(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.full((3, 2), 0.1), y=np.full((3, 2), 0.2))
+    data = load_data(tmp_path / "d.npz")
+    assert data.x.dtype == torch.float64 and data.x[0, 0].item() == 0.1
 
 
 def test_csv_without_targets_for_prediction(tmp_path):
