@@ -54,3 +54,13 @@ def native_build(tmp_path_factory):
     started = time.perf_counter()
     native.load(cache=cache, log=log)
     return cache, log.text, time.perf_counter() - started
+
+
+@pytest.fixture(autouse=True)
+def ieee_fp32_references():
+    """References, fp32 twins and the torch backend stay IEEE fp32 on CUDA whatever the global TF32
+    setting was (a no-op on the CPU)."""
+    setting = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision(setting)

@@ -8,15 +8,6 @@ from manualnn.testing import rel_err
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture(autouse=True)
-def ieee_fp32_references():
-    """The fp32 twins stay IEEE fp32 on CUDA whatever the global TF32 setting was."""
-    setting = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(setting)
-
-
 def twin(x, w):
     return torch.mm(x, w).clamp(min=0)
 

@@ -29,14 +29,6 @@ SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def ieee_fp32_references():
-    setting = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(setting)
-
-
 def twin_step(x, y, weights, lr, mode):
     """One step in plain torch: (loss, hidden activations, [grad_h_1.., grad_y], updated weights)."""
     hs = [x]

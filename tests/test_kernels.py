@@ -21,15 +21,6 @@ CASES = [(*shape, cfg) for shape in SHAPES for cfg in CONFIGS
          if not (DEVICE == "cpu" and shape == SHAPES[0] and cfg == "16-blocks")]
 
 
-@pytest.fixture(autouse=True)
-def ieee_fp32_references():
-    """The fp32 twins are IEEE fp32 on CUDA too, whatever the global TF32 setting was."""
-    setting = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(setting)
-
-
 def rand(*shape, gen):
     return torch.randn(*shape, generator=gen).to(DEVICE)
 

@@ -22,15 +22,6 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SEED_EPOCHS = 20 if DEVICE == "cuda" else 3
 
 
-@pytest.fixture(autouse=True)
-def ieee_fp32_references():
-    """References and the torch backend stay IEEE fp32 on CUDA whatever the global TF32 setting was."""
-    setting = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    yield
-    torch.set_float32_matmul_precision(setting)
-
-
 def per_layer_trainer(x, y, weights, **kw):
     """A Trainer whose triton backend uses the per-layer kernels even where the two-launch step fits."""
     trainer = manualnn.Trainer(x, y, weights, backend="triton", **kw)
