@@ -4,11 +4,14 @@ While torch imports, a KeyboardInterrupt raised inside its C++ start-up can abor
 (std::terminate) or be swallowed, so SIGINT is only recorded until the imports are done; then a
 recorded Ctrl-C ends the run with exit 130 before any work starts.
 """
+import os
 import signal
 import sys
 
 
 def main(argv=None):
+    if "RANK" in os.environ:   # a torchrun rank: the CLI reports a lost rank itself, without torch's C++ stack dumps
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
     interrupted = []
     try:
         previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
