@@ -21,7 +21,7 @@ from . import __version__, distributed
 from ._checks import BACKENDS, GRAD_MODES, PRECISIONS
 from .backends import BackendUnavailableError
 from .checkpoint import CheckpointError, atomic_open, load_checkpoint, save_checkpoint
-from .data import INITS, TASKS, DataError, data_checksum, load_data, seed_data, split
+from .data import INITS, TASKS, DataError, data_checksum, init_weights, load_data, seed_data, split
 from .trainer import NonFiniteLossError, Trainer, evaluate
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -344,7 +344,6 @@ def build_problem(config, device):
         std = torch.where(std > 0, std, torch.ones_like(std))   # a constant feature is only shifted
         config["x_mean"], config["x_std"] = mean.tolist(), std.tolist()
         x_train, x_val = standardize(x_train, config), standardize(x_val, config)
-    from .data import init_weights
     sizes = [x.shape[1], *config["hidden"], dataset.out]
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
@@ -569,7 +568,7 @@ def predict_command(args):
     from .model import load
     device = resolve_device(args.device)
     check_writable("--output", args.output)
-    if args.output and os.path.splitext(args.output)[1].lower() not in (".csv", ".npz", ".pt"):
+    if args.output and os.path.splitext(args.output)[1].lower() not in PREDICTION_FORMATS:
         raise UsageError(f"--output: expected a .csv, .npz or .pt path, got {args.output!r}")
     try:
         model = load(args.model, device=device)
@@ -607,11 +606,12 @@ def predict_command(args):
     return 0
 
 
+PREDICTION_FORMATS = (".csv", ".npz", ".pt")
+
+
 def write_predictions(path, outputs, *, classify):
     """Predictions to .csv (one row per sample), .npz or .pt; atomically, like every output."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in (".csv", ".npz", ".pt"):
-        raise UsageError(f"--output: expected a .csv, .npz or .pt path, got {path!r}")
+    ext = os.path.splitext(path)[1].lower()   # one of PREDICTION_FORMATS: predict_command checked it first
     record = {"outputs": outputs}
     if classify:
         record["classes"] = outputs.argmax(1)

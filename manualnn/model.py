@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from .data import init_weights
-from .trainer import evaluate, train
+from .trainer import _forward, evaluate, train
 
 
 class MLP(nn.Module):
@@ -49,9 +49,7 @@ class MLP(nn.Module):
         w0 = self.weights[0]
         if x.dtype != w0.dtype or x.device != w0.device:
             raise ValueError(f"x: expected {w0.dtype} on {w0.device} (the model's), got {x.dtype} on {x.device}")
-        for w in self.weights[:-1]:
-            x = torch.mm(x, w).clamp_(min=0)
-        return torch.mm(x, self.weights[-1])
+        return _forward(x, list(self.weights))
 
     def evaluate(self, x, y):
         """Loss (sum of squares) and, for class labels, accuracy on (x, y): see manualnn.evaluate."""
