@@ -9,15 +9,15 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "train": "trainer", "Trainer": "trainer", "TrainResult": "trainer", "NonFiniteLossError": "trainer",
-    "evaluate": "trainer", "Evaluation": "trainer",
+    "train": "training", "Trainer": "training", "TrainResult": "training", "NonFiniteLossError": "training",
+    "evaluate": "training", "Evaluation": "training", "StepSpec": "spec",
     "BackendUnavailableError": "backends",
     "MLP": "model", "TwoLayerNet": "model", "load": "model",
     "seed_data": "data", "load_data": "data", "init_weights": "data", "DataError": "data",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "Checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
     "reference_loop": "reference", "relu_loop": "reference", "tutorial_loop": "reference",
-    "minibatch_reference_loop": "reference",
+    "minibatch_reference_loop": "reference", "reference_run": "reference",
 }
 __all__ = list(_EXPORTS)
 

@@ -1,18 +1,25 @@
-"""Checkpoints: weights, config, epoch and loss history, written atomically."""
-import contextlib
+"""Checkpoints: weights, biases, optimizer state, config, epoch and histories, written atomically and
+checked field by field when read (a file from anywhere is untrusted: no pickle, every field's type,
+dtype, shape and finiteness is checked before anything uses it)."""
+import math
+import numbers
 import os
-import tempfile
+import stat
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 import torch
 
+from .files import atomic_open
+
 FORMAT = "manualnn.checkpoint"
-VERSION = 1
+VERSION = 2            # 2 adds biases, optimizer state and the regression histories
+READABLE = (1, 2)
+HISTORIES = ("val_losses", "val_accuracies", "val_rmse", "val_r2")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, truncated or not a manualnn checkpoint."""
+    """A checkpoint file is missing, unreadable, truncated, not a manualnn checkpoint, or inconsistent."""
 
 
 @dataclass
@@ -23,89 +30,139 @@ class Checkpoint:
     config: dict = field(default_factory=dict)
     val_losses: List[float] = field(default_factory=list)
     val_accuracies: List[float] = field(default_factory=list)
+    val_rmse: List[float] = field(default_factory=list)
+    val_r2: List[float] = field(default_factory=list)
+    biases: Optional[List[torch.Tensor]] = None
+    optimizer: dict = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def atomic_open(path, mode="wb"):
-    """Write ``path`` all at once or not at all: a temp file in the same folder, fsynced, renamed.
+def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None, config=None, **histories):
+    """Write a checkpoint to ``path`` atomically (see manualnn.files.atomic_open).
 
-    A crash or an exception mid-write leaves the previous file at ``path`` untouched and no temp
-    file behind. Every file manualnn writes for the user goes through here.
+    Refuses (ValueError) weights or biases that are not finite: a run's good checkpoint is never
+    replaced by a broken one. ``histories``: val_losses, val_accuracies, val_rmse, val_r2.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def save_checkpoint(path, *, weights, epoch, losses, config=None, val_losses=(), val_accuracies=()):
-    """Write a checkpoint to ``path`` atomically: a temp file in the same folder, then a rename.
-
-    A crash mid-write leaves the previous file at ``path`` untouched.
-    """
-    path = os.fspath(path)
+    unknown = set(histories) - set(HISTORIES)
+    if unknown:
+        raise TypeError(f"save_checkpoint: unexpected keyword {sorted(unknown)[0]!r}")
+    tensors = [("weights", i, w) for i, w in enumerate(weights)] + [("biases", i, b) for i, b in enumerate(biases or [])]
+    for name, i, t in tensors:
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}[{i}]: not finite (NaN or Inf); refusing to write it to {os.fspath(path)!r}")
     state = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),
         "losses": [float(v) for v in losses],
         "weights": [w.detach().cpu().clone() for w in weights],
+        "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
+        "optimizer": optimizer or {},
         "config": dict(config or {}),
-        "val_losses": [float(v) for v in val_losses],
-        "val_accuracies": [float(v) for v in val_accuracies],
+        **{name: [float(v) for v in histories.get(name, ())] for name in HISTORIES},
     }
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
-    return path
+    return os.fspath(path)
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint written by save_checkpoint; any other file gets a CheckpointError."""
+    """Read and check a checkpoint written by save_checkpoint; anything else is a CheckpointError."""
     path = os.fspath(path)
+    where = f"checkpoint {path!r}"
     if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint {path!r}: no such file")
+        raise CheckpointError(f"{where}: no such file")
     if os.path.isdir(path):
-        raise CheckpointError(f"checkpoint {path!r}: is a folder, expected a file")
+        raise CheckpointError(f"{where}: is a folder, expected a file")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise CheckpointError(f"{where}: not a regular file (a FIFO, socket or device)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
-        raise CheckpointError(f"checkpoint {path!r}: cannot read it: {e.strerror or e}") from None
+        raise CheckpointError(f"{where}: cannot read it: {e.strerror or e}") from None
     except Exception:  # torch.load on arbitrary bytes raises many kinds (struct.error among them)
         # torch's own message would advise weights_only=False: never right for a file of unknown origin
-        raise CheckpointError(f"checkpoint {path!r}: not a readable manualnn checkpoint "
-                              f"(truncated, corrupt or another format)") from None
+        raise CheckpointError(f"{where}: not a readable manualnn checkpoint (truncated, corrupt or another "
+                              f"format)") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path!r}: not a manualnn checkpoint (expected format "
-                              f"{FORMAT!r}, got {state.get('format') if isinstance(state, dict) else type(state).__name__!r})")
-    if state.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path!r}: expected version {VERSION}, got {state.get('version')!r}")
-    weights = state.get("weights")
-    if not isinstance(weights, list) or not weights or not all(isinstance(w, torch.Tensor) for w in weights):
-        raise CheckpointError(f"checkpoint {path!r}: expected a non-empty list of weight tensors")
-    losses = state.get("losses")
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{where}: not a manualnn checkpoint (expected format {FORMAT!r}, got {got!r})")
+    if state.get("version") not in READABLE:
+        raise CheckpointError(f"{where}: expected version {' or '.join(map(str, READABLE))}, got "
+                              f"{state.get('version')!r} (written by another manualnn version?)")
+    return _checked(where, state)
+
+
+def _fail(where, name, problem):
+    raise CheckpointError(f"{where}: field {name!r}: {problem}")
+
+
+def _tensors(where, name, values, dims, dtype=None):
+    if not isinstance(values, list) or not values or not all(isinstance(t, torch.Tensor) for t in values):
+        _fail(where, name, "expected a non-empty list of tensors")
+    for i, t in enumerate(values):
+        label = f"{name}[{i}]"
+        if t.dtype not in (torch.float32, torch.float64):
+            _fail(where, label, f"expected dtype float32 or float64, got {t.dtype}")
+        if dtype is not None and t.dtype != dtype:
+            _fail(where, label, f"expected dtype {dtype} (as weights[0]), got {t.dtype}")
+        if t.dim() != dims or t.numel() == 0:
+            _fail(where, label, f"expected a non-empty {dims}-D tensor, got shape {tuple(t.shape)}")
+        if t.device.type != "cpu" or t.layout != torch.strided or t.is_quantized:
+            _fail(where, label, f"expected a dense CPU tensor, got {t.layout} on {t.device}")
+        if not bool(torch.isfinite(t).all()):
+            _fail(where, label, "holds NaN or Inf")
+    return values
+
+
+def _floats(where, name, values, length=None, finite=True):
+    if not isinstance(values, list) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                               for v in values):
+        _fail(where, name, "expected a list of numbers")
+    if length is not None and len(values) not in length:
+        _fail(where, name, f"expected {' or '.join(map(str, sorted(set(length))))} values, got {len(values)}")
+    if finite and not all(math.isfinite(v) for v in values):
+        _fail(where, name, "holds NaN or Inf")
+    return [float(v) for v in values]
+
+
+def _checked(where, state):
+    weights = _tensors(where, "weights", state.get("weights"), 2)
+    dtype = weights[0].dtype
+    _tensors(where, "weights", weights, 2, dtype)
+    for i, (a, b) in enumerate(zip(weights[:-1], weights[1:])):
+        if a.shape[1] != b.shape[0]:
+            _fail(where, f"weights[{i + 1}]", f"shape {tuple(b.shape)} does not follow weights[{i}] "
+                                              f"{tuple(a.shape)}: they do not chain into a network")
+    biases = state.get("biases")
+    if biases is not None:
+        _tensors(where, "biases", biases, 1, dtype)
+        if len(biases) != len(weights):
+            _fail(where, "biases", f"expected {len(weights)} tensors (one per weight), got {len(biases)}")
+        for i, (b, w) in enumerate(zip(biases, weights)):
+            if b.shape[0] != w.shape[1]:
+                _fail(where, f"biases[{i}]", f"expected shape ({w.shape[1]},), got {tuple(b.shape)}")
     epoch = state.get("epoch")
-    if not isinstance(epoch, int) or not isinstance(losses, list) or len(losses) != epoch:
-        raise CheckpointError(f"checkpoint {path!r}: expected one loss per completed epoch, "
-                              f"got epoch={epoch!r} and {len(losses) if isinstance(losses, list) else losses!r} losses")
-    val_losses, val_accuracies = state.get("val_losses") or [], state.get("val_accuracies") or []
-    for name, values in (("val_losses", val_losses), ("val_accuracies", val_accuracies)):
-        if not isinstance(values, list) or len(values) not in (0, epoch):
-            raise CheckpointError(f"checkpoint {path!r}: expected {name} to hold none or one value per epoch")
-    return Checkpoint(weights=weights, epoch=epoch, losses=[float(v) for v in losses],
-                      config=dict(state.get("config") or {}), val_losses=[float(v) for v in val_losses],
-                      val_accuracies=[float(v) for v in val_accuracies])
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        _fail(where, "epoch", f"expected an integer >= 0, got {epoch!r}")
+    losses = _floats(where, "losses", state.get("losses"), (epoch,), finite=False)
+    histories = {name: _floats(where, name, state.get(name) or [], (0, epoch), finite=False) for name in HISTORIES}
+    config = state.get("config") or {}
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+        _fail(where, "config", f"expected a dict with string keys, got {type(config).__name__}")
+    optimizer = state.get("optimizer") or {}
+    if not isinstance(optimizer, dict):
+        _fail(where, "optimizer", f"expected a dict, got {type(optimizer).__name__}")
+    for name, value in optimizer.items():
+        if name == "step":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                _fail(where, "optimizer.step", f"expected an integer >= 0, got {value!r}")
+        elif name == "powers":
+            if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, float) and 0 <= v <= 1
+                                                                         for v in value):
+                _fail(where, "optimizer.powers", f"expected two numbers in [0, 1], got {value!r}")
+        else:
+            like = [torch.cat([w, b.reshape(1, -1)]) if biases is not None else w for w, b in
+                    zip(weights, biases or weights)]
+            _tensors(where, f"optimizer.{name}", value, 2, dtype)
+            if [tuple(t.shape) for t in value] != [tuple(t.shape) for t in like]:
+                _fail(where, f"optimizer.{name}", "shapes do not match the parameters")
+    return Checkpoint(weights=weights, epoch=epoch, losses=losses, config=dict(config), biases=biases,
+                      optimizer=optimizer, **histories)

@@ -1,5 +1,5 @@
 """--plot: the loss per epoch (per sample, log scale) and the validation accuracy, as a PNG."""
-from .checkpoint import atomic_open
+from .files import atomic_open
 
 
 class PlotUnavailableError(RuntimeError):

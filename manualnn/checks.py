@@ -2,34 +2,19 @@
 
 Every error names the argument, what was expected and what came.
 """
-import math
 import numbers
 
 import torch
 
-GRAD_MODES = ("relu", "tutorial")
+from .spec import check_choice  # noqa: F401  (re-exported: one check for every choice)
+
 BACKENDS = ("auto", "torch", "triton", "native")
-PRECISIONS = ("ieee", "tf32", "bf16")
 DTYPES = (torch.float32, torch.float64)
 DEVICE_TYPES = ("cpu", "cuda")
 
 
 def _shape(t):
     return tuple(t.shape)
-
-
-def check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def check_lr(lr):
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"lr: expected a positive finite number, got {type(lr).__name__} {lr!r}")
-    if not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
-    return float(lr)
 
 
 def check_epochs(epochs, name="epochs"):
@@ -48,8 +33,9 @@ def check_positive_int(value, name):
     return int(value)
 
 
-def check_tensors(x, y, weights, names=("x", "y")):
-    """Check x [batch, features], y [batch, out] and weights [w1, ..., wL] against each other."""
+def check_tensors(x, y, weights, names=("x", "y"), biases=None):
+    """Check x [batch, features], y [batch, out], weights [w1, ..., wL] and biases [b1, ..., bL] (or
+    None) against each other."""
     xn, yn = names
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{xn}: expected a torch.Tensor, got {type(x).__name__}")
@@ -63,6 +49,14 @@ def check_tensors(x, y, weights, names=("x", "y")):
         if not isinstance(w, torch.Tensor):
             raise TypeError(f"weights[{i}]: expected a torch.Tensor, got {type(w).__name__}")
 
+    if biases is not None:
+        if isinstance(biases, torch.Tensor) or not isinstance(biases, (list, tuple)):
+            raise TypeError(f"biases: expected a list of tensors [b1, b2, ...], got {type(biases).__name__}")
+        if len(biases) != len(weights):
+            raise ValueError(f"biases: expected {len(weights)} tensors (one per weight), got {len(biases)}")
+        for i, b in enumerate(biases):
+            if not isinstance(b, torch.Tensor):
+                raise TypeError(f"biases[{i}]: expected a torch.Tensor, got {type(b).__name__}")
     named = [(xn, x), (yn, y)] + [(f"weights[{i}]", w) for i, w in enumerate(weights)]
     for name, t in named:
         if t.device.type not in DEVICE_TYPES:
@@ -90,6 +84,14 @@ def check_tensors(x, y, weights, names=("x", "y")):
         width, width_name = w.shape[1], f"weights[{i}].shape[1]"
     if y.shape[1] != width:
         raise ValueError(f"{yn}: expected {width} columns ({width_name}), got shape {_shape(y)}")
+    for i, b in enumerate(biases or []):
+        name = f"biases[{i}]"
+        if tuple(b.shape) != (weights[i].shape[1],):
+            raise ValueError(f"{name}: expected shape ({weights[i].shape[1]},) (the columns of weights[{i}]), "
+                             f"got shape {_shape(b)}")
+        if b.dtype != x.dtype or b.device != x.device:
+            raise TypeError(f"{name}: expected {x.dtype} on {x.device} (like {xn}), got {b.dtype} on {b.device}")
+        named.append((name, b))
 
     for name, t in named:
         if not bool(torch.isfinite(t).all()):

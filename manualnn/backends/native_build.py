@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from .backends import BackendUnavailableError
+from . import BackendUnavailableError
 
 CACHE_ENV = "MANUALNN_NATIVE_CACHE"
 EXTRA_CFLAGS = ["-O3"]

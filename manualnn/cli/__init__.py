@@ -1,0 +1,46 @@
+"""The command line: ``manualnn train``, ``manualnn predict`` and ``manualnn build-native``.
+
+With no options ``manualnn train`` runs the seed: 100 x 1000 -> 100 -> 10, 20 epochs, lr 1e-6,
+printing ``Epoch:{i}, Loss:{loss:.4f}`` once per epoch on stdout and nothing else there. With
+``--data`` it trains on a file or on scikit-learn's digits. Errors, progress and messages go to
+stderr, each a single line; a mistake of the user's never shows a traceback.
+"""
+import os
+import sys
+
+from .config import UsageError
+from .options import build_parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    if args.command == "build-native":
+        from ..backends.native_build import build_command
+        return build_command(verbose=args.verbose)
+    try:
+        if args.command == "predict":
+            from .predict import predict_command
+            return predict_command(args)
+        from .train import train_command
+        return train_command(args)
+    except UsageError as e:
+        print(f"manualnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError as e:
+        print(f"manualnn {args.command}: error: out of memory{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (e.g. '| head'): stop quietly, as Unix tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except KeyboardInterrupt:
+        print(f"manualnn {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,183 @@
+"""The command line's options: the parser, its value types and the defaults of the two kinds of run."""
+import argparse
+import math
+
+from .. import __version__
+from ..checks import BACKENDS
+from ..distributed import DEFAULT_TIMEOUT
+from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
+
+INITS = ("randn", "kaiming")
+TASKS = ("auto", "classify", "regress")
+DTYPES = ("float32", "float64")
+SEED_MAX = 2 ** 63 - 1
+# The seed's run (no --data); options left at None take these (or, with --resume, the checkpoint's).
+SEED_DEFAULTS = {"batch": 100, "features": 1000, "hidden": [100], "out": 10, "epochs": 20, "lr": 1e-6,
+                 "grad": "relu", "dtype": "float32", "init": "randn", "batch_size": None, "shuffle": True,
+                 "val_split": 0.0, "bias": False, "loss": "sse", "reduction": "sum", "optimizer": "sgd",
+                 "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "patience": None}
+# A run on --data: chosen by a sweep over real data sets and seeds (README, "Defaults").
+DATA_DEFAULTS = {"hidden": [256], "epochs": 200, "lr": 1e-3, "grad": "relu", "dtype": "float32",
+                 "init": "kaiming", "batch_size": 200, "shuffle": True, "val_split": 0.2, "target_cols": 1,
+                 "task": "auto", "standardize": None, "bias": True, "loss": None, "reduction": "mean",
+                 "optimizer": "adam", "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                 "patience": None}   # standardize: on for files, off for digits; loss: ce for classes, sse for values
+TRAIN_EXITS = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite weights are saved with --save); "
+               "2 bad options or data (nothing trained); 3 a distributed run lost a rank; 4 trained, but --save "
+               "could not be written (the run was saved elsewhere, the message says where); 130 interrupted by "
+               "Ctrl-C, 143 by SIGTERM (with --save, the last finished epoch is saved first); 141 stdout closed "
+               "early (e.g. piped into head)")
+PREDICT_EXITS = "exit status: 0 done; 2 bad options, model or data; 4 --output could not be written; 130 interrupted"
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def number(low=None, high=None, low_open=False, high_open=False):
+    """An argparse type: a finite float within the given ends."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) \
+            and (high is None or (value < high if high_open else value <= high))
+        if not ok:
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            ends = ("(" if low_open or low is None else "[") + f"{lo}, {hi}" + (")" if high_open or high is None else "]")
+            raise argparse.ArgumentTypeError(f"expected a number in {ends}, got {text!r}")
+        return value
+    return parse
+
+
+def seed_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63-1, got {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (the usage is a --help away), and exits 2 as before."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser():
+    parser = Parser(prog="manualnn", description="Train small ReLU networks with hand-written gradients.")
+    parser.add_argument("--version", action="version", version=f"manualnn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    t = sub.add_parser(
+        "train", help="train the seed's network (the default job), or a network on your data (--data)",
+        description="Train x[N, features] -> hidden (ReLU) ... -> out with hand-written gradients, printing "
+                    "'Epoch:{i}, Loss:{loss:.4f}' on stdout (with --data, the validation figures follow on the "
+                    "same line). With no options: the seed tutorial's run on random data. Defaults marked "
+                    "'seed:' apply to the random seed problem, 'data:' to --data runs.", epilog=TRAIN_EXITS)
+    g = t.add_argument_group("data")
+    g.add_argument("--data", metavar="PATH",
+                   help="train on a .npz (arrays x, y), .pt (dict with x, y), .csv or .tsv file (the last "
+                        "--target-cols columns are the targets; a header row is detected), or 'digits' "
+                        "(scikit-learn's bundled handwritten digits; pip install \"manualnn[data]\"). Without it: "
+                        "the seed's random problem")
+    g.add_argument("--target-cols", type=positive_int, metavar="K", help="CSV: the last K columns are targets (default 1)")
+    g.add_argument("--task", choices=TASKS,
+                   help="auto (default): classes or values by the rule in the README (the choice and its reason "
+                        "are printed on stderr); classify/regress force it")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction,
+                   help="scale every feature (and a regression's targets) to mean 0, std 1 with the training rows' "
+                        "statistics, kept in --save for predict (on for data files; off for digits, already scaled)")
+    g.add_argument("--val-split", type=number(0, 1, high_open=True), metavar="F",
+                   help="fraction of the rows held out for validation, seeded by --seed (data: 0.2; seed: 0)")
+    g.add_argument("--batch", type=positive_int,
+                   help="seed problem only: how many random samples to draw (default 100); see --batch-size")
+    g.add_argument("--features", type=positive_int, help="seed problem only: input features (default 1000)")
+    g.add_argument("--out", type=positive_int, help="seed problem only: outputs (default 10)")
+    m = t.add_argument_group("network")
+    m.add_argument("--hidden", type=positive_int, nargs="+", metavar="WIDTH",
+                   help="hidden layer widths, one per hidden layer (seed: 100; data: 256)")
+    m.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases on every layer (seed: off; data: on)")
+    m.add_argument("--init", choices=INITS,
+                   help="randn: the seed's unscaled torch.randn; kaiming: He-normal, std sqrt(2/fan_in) "
+                        "(seed: randn; data: kaiming)")
+    s = t.add_argument_group("the step")
+    s.add_argument("--loss", choices=LOSSES,
+                   help="sse: sum of squares; ce: softmax cross-entropy (seed: sse; data: ce for classes, sse for values)")
+    s.add_argument("--reduction", choices=REDUCTIONS, help="sum or mean over a batch's rows (seed: sum; data: mean)")
+    s.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd, momentum (heavy ball) or adam (seed: sgd; data: adam)")
+    s.add_argument("--lr", type=number(0, low_open=True), help="learning rate (seed: 1e-6; data: 1e-3)")
+    s.add_argument("--momentum", type=number(0, 1, high_open=True), help="for --optimizer momentum (default 0.9)")
+    s.add_argument("--betas", type=number(0, 1, high_open=True), nargs=2, metavar=("B1", "B2"),
+                   help="Adam's betas (default 0.9 0.999)")
+    s.add_argument("--eps", type=number(0, low_open=True), help="Adam's epsilon (default 1e-8)")
+    s.add_argument("--weight-decay", type=number(0), metavar="L2", help="L2 on the weights, not the biases (default 0)")
+    s.add_argument("--grad", choices=GRAD_MODES,
+                   help="relu (default): the correct ReLU backward (= autograd); tutorial: the seed's clamp of "
+                        "the gradient's values")
+    r = t.add_argument_group("training")
+    r.add_argument("--epochs", type=positive_int, help="total epochs; with --resume, the total to reach (seed: 20; "
+                                                       "data: 200)")
+    r.add_argument("--batch-size", type=positive_int, metavar="B",
+                   help="rows per step; an epoch is ceil(N/B) steps (seed: all rows, one step; data: 200)")
+    r.add_argument("--no-shuffle", action="store_true",
+                   help="take the batches in row order (default: each epoch's order drawn from --seed)")
+    r.add_argument("--patience", type=positive_int, metavar="N",
+                   help="stop when the validation loss has not improved for N epochs, keeping the best epoch's "
+                        "weights (default: off)")
+    r.add_argument("--seed", type=seed_int,
+                   help="seed problem: torch.manual_seed(S), then x, y, w1, w2... drawn with torch.randn as the "
+                        "seed does; data: the weights, the split and the shuffle (default: a random seed, "
+                        "recorded in --json and --save)")
+    d = t.add_argument_group("running")
+    d.add_argument("--backend", choices=BACKENDS,
+                   help="auto (default): triton on CUDA when available, else torch; native: the compiled CPU "
+                        "runner (built once, see manualnn build-native)")
+    d.add_argument("--device", default="auto", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N")
+    d.add_argument("--dtype", choices=DTYPES, help="tensor dtype (default float32)")
+    d.add_argument("--precision", choices=PRECISIONS,
+                   help="matmul precision of the triton backend: ieee fp32 (default), tf32, or bf16 operands")
+    d.add_argument("--no-graph", action="store_true",
+                   help="on CUDA, step eagerly instead of replaying chunks of epochs as CUDA graphs")
+    d.add_argument("--timeout", type=number(0, low_open=True), default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others in one exchange before it stops "
+                        "with an error naming the missing rank (default %(default)g)")
+    o = t.add_argument_group("output")
+    o.add_argument("--log-every", type=positive_int, default=1, metavar="N",
+                   help="print every N-th epoch and the last (default 1)")
+    o.add_argument("--json", metavar="PATH", help="write config, per-epoch losses, timing, device, versions")
+    o.add_argument("--plot", metavar="PATH", help="write a PNG of the loss (and accuracy) per epoch "
+                                                  "(pip install \"manualnn[plot]\")")
+    o.add_argument("--save", metavar="PATH", help="write a checkpoint at the end, and on Ctrl-C or SIGTERM (atomically)")
+    o.add_argument("--save-every", type=positive_int, metavar="N", help="with --save, also every N epochs")
+    o.add_argument("--resume", metavar="PATH", help="continue the run in this checkpoint up to --epochs")
+
+    p = sub.add_parser("predict", help="score a saved model on data, or write its predictions",
+                       description="Load a checkpoint written by 'manualnn train --save' and run it on --data: "
+                                   "prints the loss and the accuracy (classes) or RMSE and R2 (values) when the "
+                                   "data has targets; --output writes the predictions.", epilog=PREDICT_EXITS)
+    p.add_argument("--model", metavar="PATH", required=True, help="a checkpoint written by manualnn train --save")
+    p.add_argument("--data", metavar="PATH", required=True,
+                   help="'digits', or a .npz/.pt/.csv/.tsv file (targets optional: a CSV with exactly the model's "
+                        "input width has none)")
+    p.add_argument("--output", metavar="PATH", help="write predictions to a .csv, .npz or .pt file")
+    p.add_argument("--target-cols", type=positive_int, metavar="K", help="CSV: the last K columns are targets "
+                                                                         "(default: as in training)")
+    p.add_argument("--task", choices=TASKS, help="as in train (default: what training decided)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
+    nb = sub.add_parser("build-native", help="compile the native CPU runner now (once; later runs load it)",
+                        description="Compile the native CPU runner (kernels/native/*.cpp) into its cache folder, "
+                                    "$MANUALNN_NATIVE_CACHE or ~/.cache/manualnn/native.",
+                        epilog="exit status: 0 built (or already built); 2 it cannot be built here")
+    nb.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
+    return parser

@@ -1,0 +1,125 @@
+"""Writing the user's files so that nothing already saved is ever damaged.
+
+``atomic_open(path)`` writes a temp file in the same folder, fsyncs it, renames it over ``path`` and
+fsyncs the folder: ``path`` holds the old contents or the new, never half of either. The temp file
+is named ``.NAME.PID.manualnn-tmp``: removed on every exit path that runs code, and a stale one left
+by a killed process (its PID gone) is removed by the next write to the same path. The new file gets
+the mode an ordinary write would give it: an overwritten file's own, else 0666 less the umask.
+"""
+import contextlib
+import errno
+import glob
+import os
+import stat
+
+TMP_SUFFIX = ".manualnn-tmp"
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot or must not be written (named with its option by the CLI)."""
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temp_files(path):
+    """Delete temp files of earlier writes to ``path`` whose process is gone (a kill -9 mid-write)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*{TMP_SUFFIX}")):
+        pid = tmp[len(os.path.join(folder, f".{name}.")):-len(TMP_SUFFIX)]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """Write ``path`` all at once or not at all (see the module's docstring)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    remove_stale_temp_files(path)
+    try:
+        file_mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        file_mode = 0o666 & ~_umask()
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}{TMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fchmod(f.fileno(), file_mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):   # make the rename itself durable
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def describe_os_error(e):
+    """'disk full' and friends in words, with the OS's own reason."""
+    reason = e.strerror or str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full ({reason})"
+    return reason
+
+
+def check_output_path(path):
+    """Fail before any work, not after it, when ``path`` cannot be written: a folder, a special file
+    (a FIFO or a device: not a place for a checkpoint), a missing or read-only folder."""
+    if os.path.isdir(path):
+        raise OutputPathError(f"{path!r} is a folder; expected a file path")
+    if os.path.exists(path) and not stat.S_ISREG(os.stat(path).st_mode):
+        raise OutputPathError(f"{path!r} is not a regular file (a FIFO, socket or device); expected a file path")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputPathError(f"cannot write {path!r}: the folder {folder!r} does not exist")
+    probe = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.probe{TMP_SUFFIX}")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputPathError(f"cannot write {path!r}: {describe_os_error(e)}") from None
+
+
+def same_file(a, b):
+    """Whether two paths name one file: the same resolved path, or (both existing) the same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_distinct(named_paths):
+    """``named_paths``: (option, path or None) pairs, inputs and outputs. Refuse two options that name
+    one file when at least one of them writes it (given as ``(option, path, writes)`` triples)."""
+    items = [(o, p, w) for o, p, w in named_paths if p is not None]
+    for i, (o1, p1, w1) in enumerate(items):
+        for o2, p2, w2 in items[i + 1:]:
+            if (w1 or w2) and same_file(p1, p2):
+                writer = o1 if w1 else o2
+                other = o2 if writer == o1 else o1
+                raise OutputPathError(f"{writer} {p1 if writer == o1 else p2!r} names the same file as {other}; "
+                                      f"it would be overwritten. Choose another path")

@@ -1,0 +1,91 @@
+"""A run's problem from its config: the seed's random data, or a data set split, standardized and
+sized, with the network's starting weights. What training decides about the data (its task, the
+classes' names, the standardization statistics) goes into the config, so a checkpoint carries it
+and ``predict`` repeats it."""
+from dataclasses import dataclass
+from typing import List, Optional
+
+import torch
+
+from .data import data_checksum, init_weights, load_data, seed_data, split
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class Problem:
+    x: torch.Tensor
+    y: torch.Tensor                  # float targets [N, out], or int64 class labels [N]
+    weights: List[torch.Tensor]
+    biases: Optional[List[torch.Tensor]]
+    x_val: Optional[torch.Tensor]
+    y_val: Optional[torch.Tensor]
+    checksum: str
+    note: Optional[str] = None       # what the data loader decided, and why (for stderr)
+
+
+def fit_standardizer(x):
+    """Per-column mean and std of the training rows (a constant column's std is 1: it is only shifted)."""
+    mean, std = x.double().mean(0), x.double().std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    return mean.tolist(), std.tolist()
+
+
+def standardize(x, mean, std):
+    """(x - mean) / std, column by column, in x's dtype."""
+    return (x - torch.tensor(mean, dtype=x.dtype)) / torch.tensor(std, dtype=x.dtype)
+
+
+def apply_features(x, config):
+    """x with the training rows' feature statistics applied, as stored in a run's config."""
+    return standardize(x, config["x_mean"], config["x_std"]) if x is not None and config.get("x_mean") else x
+
+
+def unstandardize_targets(outputs, config):
+    """A regression network's outputs in the targets' own units."""
+    if not config.get("y_mean"):
+        return outputs
+    mean = torch.tensor(config["y_mean"], dtype=outputs.dtype, device=outputs.device)
+    std = torch.tensor(config["y_std"], dtype=outputs.dtype, device=outputs.device)
+    return outputs * std + mean
+
+
+def build_problem(config, device):
+    """(Problem) for the seed's random problem or for config["data"]; fills the config with what the
+    data decided: features, out, task_used, classes, class_names, loss, statistics. Raises DataError."""
+    dtype = DTYPES[config["dtype"]]
+    bias = config.get("bias", False)
+    if config["data"] is None:
+        x, y, weights = seed_data(config["seed"], batch=config["batch"], features=config["features"],
+                                  hidden=config["hidden"], out=config["out"], device=device, dtype=dtype,
+                                  init=config["init"])
+        x_val = y_val = None
+        if config["val_split"]:
+            x, y, x_val, y_val = split(x, y, config["val_split"], config["seed"])
+        biases = [torch.zeros(w.shape[1], dtype=dtype, device=device) for w in weights] if bias else None
+        return Problem(x, y, weights, biases, x_val, y_val, data_checksum(x, y))
+    dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"])
+    x, y = dataset.x, dataset.y
+    checksum = data_checksum(x, y)
+    config["features"], config["out"] = x.shape[1], dataset.out
+    config["classes"], config["class_names"] = dataset.classes, dataset.class_names
+    config["task_used"] = dataset.task            # what predict must do again
+    if config.get("loss") is None:
+        config["loss"] = "ce" if dataset.task == "classify" else "sse"
+    x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
+    if config["standardize"] is None:
+        config["standardize"] = config["data"] != "digits"
+    if config["standardize"]:
+        config["x_mean"], config["x_std"] = fit_standardizer(x_train)
+        x_train, x_val = apply_features(x_train, config), apply_features(x_val, config)
+        if dataset.task == "regress":
+            config["y_mean"], config["y_std"] = fit_standardizer(y_train)
+            y_train = standardize(y_train, config["y_mean"], config["y_std"])
+            y_val = None if y_val is None else standardize(y_val, config["y_mean"], config["y_std"])
+    sizes = [x.shape[1], *config["hidden"], dataset.out]
+    # the split above used its own generator: the weights come from the seed alone
+    weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
+    to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
+    biases = [torch.zeros(n, dtype=dtype, device=device) for n in sizes[1:]] if bias else None
+    return Problem(to(x_train), to(y_train), [to(w) for w in weights], biases, to(x_val), to(y_val), checksum,
+                   note=f"{dataset.source}: {dataset.task_reason}")

@@ -1,0 +1,212 @@
+"""What one training step computes, whatever runs it: the step's specification and the parameters.
+
+- ``StepSpec``: the gradient mode, the loss and its reduction, the optimizer and its settings, and
+  the matmul precision. Every backend implements exactly this; ``reference.py`` is the same math
+  written plainly, and the tests judge every backend against it.
+- ``Params``: the network's parameters as the backends see them: one tensor per layer,
+  ``[in, out]`` (the seed's layout), or ``[in + 1, out]`` with the bias as the last row when the
+  network has biases. A layer then computes ``[h, 1] @ p``: the bias is a weight on a column of
+  ones, so its gradient is that row of ``[h, 1]^T @ grad`` and the optimizer needs no second case.
+  ``Params`` also holds the optimizer's state (momentum buffers, Adam's moments and step count).
+
+The loss of a batch of ``rows`` rows, with ``z`` the output layer's values and ``y`` the targets:
+
+- "sse": ``sum((z - y)^2)``; the output error is ``e = z - y`` and ``dL/dz = 2 e``.
+- "ce" (softmax cross-entropy, y one-hot or any rows of probabilities): ``sum_rows(logsumexp(z) -
+  y . z)``; the output error is ``e = softmax(z) - y`` and ``dL/dz = e``.
+- reduction "sum" takes these sums; "mean" divides them (and so every gradient) by ``rows``.
+
+So every weight gradient is ``grad_scale(rows) * a^T @ e``: backends keep ``e`` and put the
+constant where it costs least (the seed's ``2 * lr`` folded into one matmul's alpha).
+"""
+import math
+import numbers
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+
+GRAD_MODES = ("relu", "tutorial")
+LOSSES = ("sse", "ce")
+REDUCTIONS = ("sum", "mean")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+PRECISIONS = ("ieee", "tf32", "bf16")
+
+
+def check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def check_number(name, value, *, low=None, high=None, low_open=False, high_open=False):
+    """A finite real number within [low, high] (or the open ends asked for); returns it as a float."""
+    ends = {(False, False): "[{}, {}]", (True, False): "({}, {}]", (False, True): "[{}, {})", (True, True): "({}, {})"}
+    what = "a finite number" if low is None and high is None else (
+        f"a number > {low}" if high is None and low_open else f"a number >= {low}" if high is None
+        else "a number in " + ends[low_open, high_open].format(low, high))
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {what}, got {type(value).__name__} {value!r}")
+    value = float(value)
+    bad = not math.isfinite(value) or (low is not None and (value <= low if low_open else value < low)) \
+        or (high is not None and (value >= high if high_open else value > high))
+    if bad:
+        raise ValueError(f"{name}: expected {what}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One training step's math. Checked when made; every error names the argument.
+
+    - ``lr``: the learning rate (> 0).
+    - ``grad``: "relu" (the correct ReLU backward, equal to autograd) or "tutorial" (the seed's clamp
+      of the gradient's values).
+    - ``loss``: "sse" (sum of squares) or "ce" (softmax cross-entropy); ``reduction``: "sum" or "mean"
+      (over the rows of the batch).
+    - ``optimizer``: "sgd" (``w -= lr * g``), "momentum" (torch.optim.SGD's heavy ball: ``m = momentum
+      * m + g; w -= lr * m``) or "adam" (torch.optim.Adam: ``betas``, ``eps``, bias-corrected).
+    - ``weight_decay``: L2, added to the gradient as ``weight_decay * w`` (as torch.optim does) for the
+      weights; biases are not decayed.
+    - ``precision``: the matmuls' precision on the Triton backend: "ieee" fp32, "tf32" or "bf16".
+    """
+    lr: float = 1e-6
+    grad: str = "relu"
+    loss: str = "sse"
+    reduction: str = "sum"
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    precision: str = "ieee"
+
+    def __post_init__(self):
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731  (frozen)
+        put("lr", check_number("lr", self.lr, low=0, low_open=True))
+        check_choice("grad", self.grad, GRAD_MODES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("reduction", self.reduction, REDUCTIONS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("precision", self.precision, PRECISIONS)
+        put("momentum", check_number("momentum", self.momentum, low=0, high=1, high_open=True))
+        if isinstance(self.betas, (str, bytes)) or not hasattr(self.betas, "__len__") or len(self.betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2), got {self.betas!r}")
+        put("betas", tuple(check_number(f"betas[{i}]", b, low=0, high=1, high_open=True)
+                           for i, b in enumerate(self.betas)))
+        put("eps", check_number("eps", self.eps, low=0, low_open=True))
+        put("weight_decay", check_number("weight_decay", self.weight_decay, low=0))
+
+    @property
+    def error_factor(self):
+        """dL/dz = error_factor * e (before the reduction): 2 for the sum of squares, 1 for cross-entropy."""
+        return 2.0 if self.loss == "sse" else 1.0
+
+    def grad_scale(self, rows):
+        """The factor from ``a^T @ e`` to the weight gradient for a batch of ``rows`` rows."""
+        return self.error_factor / rows if self.reduction == "mean" else self.error_factor
+
+    @property
+    def state_names(self):
+        """The optimizer's buffers per layer, each shaped like the layer's parameter."""
+        return {"sgd": (), "momentum": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq")}[self.optimizer]
+
+
+def with_ones(rows, cols, *, like, bias=True):
+    """A new [rows, cols + 1] tensor (``like``'s dtype and device) whose last column is ones, for a layer's
+    input ``[h, 1]``; its rows start 16-byte aligned (the buffer is padded), as fast kernels want.
+    Without ``bias``, a plain [rows, cols] tensor."""
+    if not bias:
+        return torch.empty(rows, cols, dtype=like.dtype, device=like.device)
+    per_16_bytes = max(1, 16 // like.element_size())
+    padded = -(-(cols + 1) // per_16_bytes) * per_16_bytes
+    buffer = torch.zeros(rows, padded, dtype=like.dtype, device=like.device)
+    buffer[:, cols] = 1.0
+    return buffer[:, :cols + 1]
+
+
+class Params:
+    """A network's parameters in the backends' layout, and its optimizer state.
+
+    ``tensors[i]`` is ``[in_i (+1), out_i]``: the weight, and with ``bias`` the bias as its last row.
+    ``state[name][i]``: optimizer buffers (zeros at first) and ``step``: a 0-d int64 tensor counting
+    the updates made (Adam's bias correction reads it on the device, so a CUDA graph can replay it).
+    """
+
+    def __init__(self, tensors: List[torch.Tensor], bias: bool, spec: StepSpec):
+        self.tensors, self.bias = tensors, bool(bias)
+        self.state = {name: [torch.zeros_like(p) for p in tensors] for name in spec.state_names}
+        self.step = torch.zeros((), dtype=torch.int64, device=tensors[0].device)
+        # Adam's beta1^t and beta2^t, multiplied up on the device each step (float64: exact enough that
+        # 1 - beta^t keeps fp32's precision; a checkpoint keeps them, so a resumed run is bitwise the same)
+        self.powers = torch.ones(2, dtype=torch.float64, device=tensors[0].device)
+        self.addresses = [t.data_ptr() for t in tensors]
+
+    @classmethod
+    def from_weights(cls, weights, biases, spec, *, copy=True):
+        """Build from weights ``[in, out]`` and biases ``[out]`` (None: a network without biases)."""
+        if biases is None:
+            tensors = [w.detach().clone() if copy else w.detach() for w in weights]
+            return cls([t.contiguous() for t in tensors], False, spec)
+        tensors = [torch.cat([w.detach(), b.detach().reshape(1, -1)], 0) for w, b in zip(weights, biases)]
+        return cls(tensors, True, spec)
+
+    @property
+    def device(self):
+        return self.tensors[0].device
+
+    def weight(self, i):
+        """Layer i's weight ``[in, out]`` (a view)."""
+        p = self.tensors[i]
+        return p[:-1] if self.bias else p
+
+    def bias_of(self, i) -> Optional[torch.Tensor]:
+        """Layer i's bias ``[out]`` (a view), or None."""
+        return self.tensors[i][-1] if self.bias else None
+
+    @property
+    def weights(self):
+        return [self.weight(i) for i in range(len(self.tensors))]
+
+    @property
+    def biases(self):
+        return [self.bias_of(i) for i in range(len(self.tensors))] if self.bias else None
+
+    def _all(self):
+        return self.tensors + [t for buffers in self.state.values() for t in buffers] + [self.step, self.powers]
+
+    def snapshot(self):
+        """Copies of the parameters and the optimizer state, for ``restore``."""
+        return [t.clone() for t in self._all()]
+
+    @torch.no_grad()
+    def restore(self, snapshot):
+        for t, s in zip(self._all(), snapshot):
+            t.copy_(s)
+
+    def check_unmoved(self):
+        """The backends' steps hold this memory (the Triton steps by address): refuse a parameter that
+        was replaced or reallocated since they were built, before it is silently not trained."""
+        now = [t.data_ptr() for t in self.tensors]
+        if now != self.addresses:
+            moved = [i for i, (a, b) in enumerate(zip(now, self.addresses)) if a != b]
+            raise RuntimeError(f"params: the tensor of layer {moved[0]} was reallocated after the trainer was built "
+                               f"(its steps hold the old memory); build a new Trainer instead")
+
+    def state_dict(self):
+        """The optimizer state on the CPU (what a checkpoint keeps)."""
+        return {"step": int(self.step), "powers": self.powers.tolist(), **{name: [t.detach().cpu().clone() for t in buffers]
+                                           for name, buffers in self.state.items()}}
+
+    @torch.no_grad()
+    def load_state_dict(self, state):
+        self.step.fill_(int(state.get("step", 0)))
+        self.powers.copy_(torch.tensor(state.get("powers", [1.0, 1.0]), dtype=torch.float64))
+        for name, buffers in self.state.items():
+            saved = state.get(name)
+            if saved is None:   # a checkpoint of another optimizer: start this one's buffers afresh
+                for t in buffers:
+                    t.zero_()
+                continue
+            for t, s in zip(buffers, saved):
+                t.copy_(s)

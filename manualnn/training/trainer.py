@@ -1,0 +1,487 @@
+"""The training loop: a step-wise Trainer and ``train()``, which runs one to the end.
+
+One epoch walks the training rows in batches of ``batch_size`` (shuffled by a seeded generator,
+or in row order); each batch is one step: forward, loss, backward and the optimizer's update. The
+epoch's loss is the sum of its batches' losses, each taken before its own update (divided by the
+rows for reduction "mean"), so with one batch (the default) an epoch is exactly the seed's step.
+"""
+import contextlib
+import math
+import numbers
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch
+
+from .. import checks
+from ..backends import resolve
+from ..spec import Params, StepSpec, with_ones
+from .batches import batch_order
+from .epoch import EpochRunner
+from .graphs import ChunkGraph, graph_length
+from .metrics import Scorer, targets_for
+
+# Below this many FLOPs per step, a CPU run uses one thread: waking a second thread for GEMMs this
+# small costs more than it saves (on a busy 2-core machine, twenty times more; see the README).
+ONE_THREAD_FLOPS = 4e6
+CHUNK_SECONDS = 0.25   # with every="auto", the host waits for the device about this often
+
+
+class NonFiniteLossError(RuntimeError):
+    """A run's loss became NaN or Inf. ``.result`` holds the last finite weights and the finite losses."""
+
+    def __init__(self, message, epoch, loss, result):
+        super().__init__(message)
+        self.epoch, self.loss, self.result = epoch, loss, result
+
+
+@dataclass
+class TrainResult:
+    """What a run returns: one loss per epoch, the trained weights and biases (a snapshot: later
+    training does not change them) and, with validation data, the validation figures after each
+    epoch. ``best_epoch``: with ``patience``, the epoch whose weights were kept."""
+    losses: List[float]
+    weights: List[torch.Tensor]
+    backend: str
+    seconds: float = 0.0
+    start_epoch: int = 0
+    biases: Optional[List[torch.Tensor]] = None
+    val_losses: List[float] = field(default_factory=list)
+    val_accuracies: List[float] = field(default_factory=list)
+    val_rmse: List[float] = field(default_factory=list)
+    val_r2: List[float] = field(default_factory=list)
+    best_epoch: Optional[int] = None
+    stopped_early: bool = False
+    warning: Optional[str] = None
+
+    @property
+    def epochs(self):
+        return len(self.losses)
+
+    def __repr__(self):
+        last = f"{self.losses[-1]:.4f}" if self.losses else "-"
+        extra = "".join(f", last_{name}={values[-1]:.4f}" for name, values in (
+            ("val_loss", self.val_losses), ("val_accuracy", self.val_accuracies), ("val_r2", self.val_r2)) if values)
+        return (f"TrainResult(epochs={self.epochs}, last_loss={last}{extra}, backend={self.backend!r}, "
+                f"seconds={self.seconds:.4f}, shapes={[tuple(w.shape) for w in self.weights]})")
+
+
+@contextlib.contextmanager
+def cpu_threads(n):
+    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Trainer:
+    """Trains a ReLU network with hand-written gradients, one epoch per ``step()``.
+
+    x [N, features], y [N, out] targets (or integer class labels [N], which become one-hot rows) and
+    weights [w1, ..., wL] (w_i: in x out, the seed's layout) share one float dtype and one device.
+    Unless ``inplace=True`` the trainer works on copies, so the caller's tensors are left alone.
+
+    - The step: StepSpec's fields as keywords: ``lr``, ``grad`` ("relu" or the seed's "tutorial"),
+      ``loss`` ("sse" or "ce"), ``reduction`` ("sum" or "mean"), ``optimizer`` ("sgd", "momentum",
+      "adam") with ``momentum``, ``betas``, ``eps``, ``weight_decay``, and ``precision`` (triton).
+    - ``bias=True`` gives every layer a bias (zeros, or ``biases=[b1, ..., bL]`` to start from).
+    - ``backend``: "auto" (Triton on CUDA when available, else torch), "torch", "triton" or "native".
+    - ``batch_size``: rows per step (default: all, the seed's full-batch step); the last batch of an
+      epoch may be smaller. ``shuffle`` draws each epoch's order from ``(shuffle_seed, epoch)``;
+      ``shuffle=False`` takes the rows in order. A single batch is never shuffled.
+    - ``val_data=(x_val, y_val)``: scored after every epoch (loss; accuracy for classes; RMSE and R^2
+      for values, RMSE times ``target_scale`` when given). ``patience=N``: stop when the validation
+      loss has not improved for N epochs, keeping the best epoch's weights.
+    - ``distributed=True``: data parallel over torch.distributed's ranks (see manualnn.distributed):
+      every rank passes the same data and weights, trains on its part of each batch, and gradients
+      and losses are summed over ranks, so every rank holds the same weights.
+    - ``graph``: on CUDA (default there), ``run()`` replays chunks of epochs as one CUDA graph after a
+      first eager epoch: identical numbers, no per-step launch overhead. ``graph=False`` steps eagerly.
+    """
+
+    def __init__(self, x, y, weights, *, biases=None, bias=None, batch_size=None, shuffle=True, shuffle_seed=0,
+                 val_data=None, patience=None, target_scale=None, backend="auto", distributed=False, graph=None,
+                 inplace=False, **step_args):
+        try:
+            self.spec = spec = StepSpec(**step_args)
+        except TypeError as e:
+            if "unexpected keyword" in str(e):
+                raise TypeError(f"Trainer: {str(e).split('() ', 1)[-1]} (see manualnn.spec.StepSpec)") from None
+            raise
+        checks.check_choice("backend", backend, checks.BACKENDS)
+        weights = list(weights) if isinstance(weights, (list, tuple)) else weights
+        bias = biases is not None if bias is None else bool(bias)
+        if bias and biases is None and isinstance(weights, list) and all(isinstance(w, torch.Tensor) for w in weights):
+            biases = [torch.zeros(w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
+        out = weights[-1].shape[1] if isinstance(weights, list) and weights and isinstance(weights[-1], torch.Tensor) \
+            and weights[-1].dim() == 2 else 0
+        y, labels = targets_for("y", x, y, out)
+        checks.check_tensors(x, y, weights, biases=biases if bias else None)
+        if spec.loss == "ce":
+            check_probabilities("y", y, labels)
+        n = x.shape[0]
+        self.batch_size = n if batch_size is None else min(checks.check_positive_int(batch_size, "batch_size"), n)
+        if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, numbers.Integral):
+            raise TypeError(f"shuffle_seed: expected an integer, got {type(shuffle_seed).__name__} {shuffle_seed!r}")
+        self.shuffle, self.shuffle_seed = bool(shuffle), int(shuffle_seed)
+        self.patience = None if patience is None else checks.check_positive_int(patience, "patience")
+        self.distributed = bool(distributed)
+        rank, world = 0, 1
+        if self.distributed:
+            from .. import distributed as dist_mod
+            rank, world = dist_mod.rank_and_world()
+            if n < world:
+                raise ValueError(f"x: {n} rows cannot be shared by {world} ranks; expected at least one row per "
+                                 f"rank (start at most {n} ranks)")
+        self.backend_name = resolve(backend, x.device, x.dtype)
+        self.x, self.y, self.rows = x.detach(), y.detach(), n
+        self.scorer = None if val_data is None else self._validation(val_data, weights, biases if bias else None)
+        if self.patience and self.scorer is None:
+            raise ValueError("patience: stops on the validation loss; expected val_data=(x_val, y_val)")
+        self.target_scale = target_scale
+        self.inplace = inplace
+        self._callers = (weights, biases if bias else None) if inplace else None
+        shared = inplace and not bias and all(w.is_contiguous() for w in weights)   # train the caller's tensors
+        self.params = Params.from_weights(weights, biases if bias else None, spec, copy=not shared)
+        x_in = self.x
+        if bias:   # [x, 1]: the bias is the last row of each layer's parameter (see manualnn.spec)
+            x_in = with_ones(n, x.shape[1], like=x)
+            x_in[:, :-1].copy_(self.x)
+        self.runner = EpochRunner(x_in, self.y, self.params, spec, self.backend_name, batch_size=self.batch_size,
+                                  scorer=self.scorer, distributed=self.distributed, rank=rank, world=world)
+        if graph and self.device.type != "cuda":
+            raise ValueError(f"graph: CUDA graphs need a CUDA device, got device {self.device}")
+        if graph and self.distributed:
+            raise ValueError("graph: not with distributed=True (the all-reduces run outside CUDA graphs)")
+        self.graph = self.device.type == "cuda" and not self.distributed if graph is None else bool(graph)
+        self.stream = torch.cuda.Stream(self.device) if self.graph and self.device.type == "cuda" else None
+        self.chunk_graph, self.capture, self._warm = None, None, False
+        step_flops = 6 * self.batch_size * sum(p.numel() for p in self.params.tensors)
+        self.threads = 1 if self.device.type == "cpu" and step_flops < ONE_THREAD_FLOPS else None
+        self.epoch = 0
+        self.history = {key: [] for key in ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")}
+        self._pending = []   # rows from step(), still on the device
+        self.best = None     # with patience: (epoch, val loss, snapshot)
+        self.stopped_early = False
+
+    def _validation(self, val_data, weights, biases):
+        if not isinstance(val_data, (list, tuple)) or len(val_data) != 2:
+            raise TypeError(f"val_data: expected a pair (x_val, y_val), got {type(val_data).__name__}")
+        xv, yv = val_data
+        out = weights[-1].shape[1]
+        yv, labels = targets_for("val_data[1]", xv, yv, out)
+        if isinstance(xv, torch.Tensor) and (xv.dtype != self.x.dtype or xv.device != self.x.device):
+            raise ValueError(f"val_data: expected {self.x.dtype} tensors on {self.x.device} (like x), "
+                             f"got {xv.dtype} on {xv.device}")
+        checks.check_tensors(xv, yv, weights, names=("val_data[0]", "val_data[1]"), biases=biases)
+        if labels is None and yv.shape[1] >= 2:   # one-hot float targets are scored for accuracy too
+            labels = targets_for("val_data[1]", xv, yv, out)[1]
+        if self.spec.loss == "ce":
+            check_probabilities("val_data[1]", yv, labels)
+        return Scorer(xv.detach(), yv.detach(), labels, self.spec.loss, self.spec.reduction)
+
+    @property
+    def device(self):
+        return self.x.device
+
+    @property
+    def weights(self):
+        """The weights being trained ([in, out] views)."""
+        return self.params.weights
+
+    @property
+    def biases(self):
+        """The biases being trained ([out] views), or None."""
+        return self.params.biases
+
+    def _history(key):   # noqa: N805  (a property maker, used in the class body)
+        def read(self):
+            self._settle()   # waits for the device if step() left epochs there
+            return list(self.history[key])
+        return property(read, doc=f"Every epoch's {key.replace('_', ' ')} so far.")
+
+    losses = _history("losses")
+    val_losses = _history("val_losses")
+    val_accuracies = _history("val_accuracies")
+    val_rmse = _history("val_rmse")
+    val_r2 = _history("val_r2")
+
+    @property
+    def steps(self):
+        """The backend's step objects (one per batch size)."""
+        return self.runner.step_objects
+
+    def _settle(self):
+        if self._pending:
+            rows = torch.stack(self._pending).tolist()
+            self._pending.clear()
+            self._record(rows)
+
+    def _record(self, rows, callback=None):
+        first = self.epoch - len(rows)
+        for row in rows:
+            self.history["losses"].append(row[0] / self.rows if self.spec.reduction == "mean" else row[0])
+            if self.scorer is not None:
+                ev = self.scorer.read(row[1:], self.target_scale)
+                self.history["val_losses"].append(ev.loss)
+                for key, value in (("val_accuracies", ev.accuracy), ("val_rmse", ev.rmse), ("val_r2", ev.r2)):
+                    if value is not None:
+                        self.history[key].append(value)
+        if callback is not None and rows:
+            callback(first, self.history["losses"][first:])
+
+    def _host_order(self, epoch):
+        return batch_order(self.rows, epoch, shuffle=self.shuffle, seed=self.shuffle_seed)
+
+    def _order(self, epoch):
+        if self.runner.full:
+            return None
+        order = self._host_order(epoch)
+        if self.device.type == "cuda":  # pinned + non_blocking: the copy does not wait for the device
+            return order.pin_memory().to(self.device, non_blocking=True)
+        return order
+
+    def _stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def _chunk(self, n):
+        """Train the next ``n`` epochs; their output rows on the device (eager or replayed)."""
+        out = self.runner.new_rows(n)
+        done = 0
+        if self.graph and self._warm:
+            if self.chunk_graph is None and graph_length(n):
+                self.chunk_graph = ChunkGraph(self.runner, graph_length(n), self._host_order, capture=self.capture,
+                                              stream=self.stream)
+            g = self.chunk_graph
+            while g is not None and n - done >= g.n:
+                out[done:done + g.n].copy_(g.run(self.epoch + done))
+                done += g.n
+        for i in range(done, n):
+            self.runner.run(self._order(self.epoch + i), out[i])
+        self._warm = True
+        return out
+
+    def step(self) -> torch.Tensor:
+        """One epoch. Returns its loss sum (before the updates) as a 0-d tensor on the device, unsynchronised.
+
+        It does not check the loss for NaN/Inf: that would wait for the device. ``run()`` does.
+        """
+        self._check_params()
+        with self._stream(), cpu_threads(self.threads):
+            out = self._chunk(1)
+        self._after_device_work()
+        self.epoch += 1
+        self._pending.append(out[0, :self.runner.row_width])
+        self._copy_to_callers()
+        return out[0, 0]
+
+    def run(self, epochs, *, every=None, callback: Optional[Callable[[int, List[float]], None]] = None,
+            align=None) -> TrainResult:
+        """Train ``epochs`` more epochs and return the result.
+
+        The host waits for the device once per ``every`` epochs (default: once, at the end; "auto":
+        chunks of about a quarter second, in powers of two, ending on multiples of ``align``), checks
+        that chunk's losses and calls ``callback(first_epoch, losses)`` (the validation figures of
+        those epochs are in ``self.val_losses`` etc. by then). If a loss is NaN or Inf, the run stops,
+        the weights go back to the last finite ones, and NonFiniteLossError is raised with the partial
+        result attached. With ``patience``, the run may stop early (``result.stopped_early``).
+        """
+        epochs = checks.check_epochs(epochs)
+        if every is not None and every != "auto":
+            every = checks.check_epochs(every, "every")
+        self._check_params()
+        self._settle()
+        started, start_epoch, done, chunk = time.perf_counter(), self.epoch, 0, 1
+        try:
+            with self._stream(), cpu_threads(self.threads):
+                while done < epochs and not self.stopped_early:
+                    n = epochs - done if every is None else chunk if every == "auto" else every
+                    n = min(n, epochs - done)
+                    if align:
+                        n = min(n, align - self.epoch % align)
+                    if self.graph and not self._warm:
+                        n = 1   # one eager epoch first: autotuning, compiling and allocating happen before a capture
+                    if self.patience:
+                        n = 1   # the best epoch's weights are kept: the host looks after every epoch
+                    tick = time.perf_counter()
+                    self._run_chunk(n, callback, start_epoch, started)
+                    done += n
+                    wanted = max(1, min(4 * chunk, int(n * CHUNK_SECONDS / max(time.perf_counter() - tick, 1e-6))))
+                    chunk = 1 << (wanted.bit_length() - 1)   # powers of two: one graph length serves them all
+        finally:
+            self._after_device_work()
+            self._copy_to_callers()
+        return self._result(start_epoch, time.perf_counter() - started)
+
+    def _run_chunk(self, n, callback, start_epoch, started):
+        snapshot = self.params.snapshot()
+        try:
+            rows = self._chunk(n)[:, :self.runner.row_width].tolist()
+        except BaseException:   # Ctrl-C mid-chunk: back to the last finished (recorded) epoch
+            self._after_device_work()
+            self.params.restore(snapshot)
+            raise
+        bad = next((i for i, row in enumerate(rows) if not math.isfinite(row[0])), None)
+        if bad is not None:
+            kept = self._rewind(snapshot, bad)
+            self.epoch += kept
+            self._record(rows[:kept], callback)
+            result = self._result(start_epoch, time.perf_counter() - started)
+            raise NonFiniteLossError(
+                f"loss became {rows[bad][0]} at epoch {self.epoch - kept + bad}; stopped, keeping the weights "
+                f"that entered epoch {self.epoch} (the last finite ones). Try a smaller lr.",
+                epoch=self.epoch - kept + bad, loss=rows[bad][0], result=result)
+        self.epoch += n
+        self._record(rows, callback)
+        if self.patience:
+            self._watch_patience()
+
+    def _watch_patience(self):
+        """After an epoch: keep the best validation loss's weights; stop after ``patience`` worse epochs."""
+        epoch, loss = self.epoch - 1, self.history["val_losses"][-1]
+        if self.best is None or loss < self.best[1]:
+            self.best = (epoch, loss, self.params.snapshot())
+        elif epoch - self.best[0] >= self.patience:
+            self.params.restore(self.best[2])
+            self.stopped_early = True
+
+    @torch.no_grad()
+    def _rewind(self, snapshot, bad):
+        """Replay the chunk from its snapshot up to the first non-finite loss; return epochs kept.
+
+        The weights entering epoch ``bad`` are kept if they are all finite, else those one epoch
+        earlier. The kernels and the batch order are deterministic, so the replay repeats the
+        same numbers.
+        """
+        for kept in (bad, bad - 1):
+            if kept < 0:
+                break
+            self.params.restore(snapshot)
+            scratch = self.runner.new_rows(1)
+            for i in range(kept):
+                self.runner.run(self._order(self.epoch + i), scratch[0])
+            if all(bool(torch.isfinite(p).all()) for p in self.params.tensors):
+                return kept
+        self.params.restore(snapshot)
+        return 0
+
+    def _check_params(self):
+        """The steps hold the parameters' memory: a tensor replaced or resized behind them is refused."""
+        self.params.check_unmoved()
+
+    def _after_device_work(self):
+        if self.stream is not None:   # callers use the weights on their own stream
+            torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+    @torch.no_grad()
+    def _copy_to_callers(self):
+        if self._callers is None:
+            return
+        weights, biases = self._callers
+        for i, w in enumerate(weights):
+            if w.data_ptr() != self.params.weight(i).data_ptr():
+                w.copy_(self.params.weight(i))
+        for i, b in enumerate(biases or []):
+            b.copy_(self.params.bias_of(i))
+
+    def diagnose(self) -> Optional[str]:
+        """A warning when the trained network is dead: a hidden layer zero on every training row, or
+        outputs that do not change from row to row. None when it is alive."""
+        with torch.no_grad(), cpu_threads(self.threads):
+            h = self.x[:4096]
+            for i in range(len(self.params.tensors) - 1):
+                b = self.params.bias_of(i)
+                z = h @ self.params.weight(i)
+                h = (z if b is None else z + b).clamp_(min=0)
+                if not bool(h.any()):
+                    return (f"every unit of hidden layer {i + 1} is 0 on every training row (the network is dead: "
+                            f"its output no longer depends on the input); try a smaller lr, bias=True, "
+                            f"optimizer='adam' or reduction='mean'")
+            b = self.params.bias_of(len(self.params.tensors) - 1)
+            z = h @ self.params.weight(-1) if b is None else h @ self.params.weight(-1) + b
+            if h.shape[0] > 1 and bool((z == z[:1]).all()):
+                return ("the outputs are the same for every training row (the network ignores its input); "
+                        "try a smaller lr, bias=True, optimizer='adam' or reduction='mean'")
+        return None
+
+    def _result(self, start_epoch, seconds):
+        h = self.history
+        tail = lambda key: h[key][start_epoch:]  # noqa: E731
+        biases = self.params.biases
+        return TrainResult(losses=tail("losses"), weights=[w.clone() for w in self.params.weights],
+                           biases=None if biases is None else [b.clone() for b in biases],
+                           backend=self.backend_name, seconds=seconds, start_epoch=start_epoch,
+                           val_losses=tail("val_losses"), val_accuracies=tail("val_accuracies"),
+                           val_rmse=tail("val_rmse"), val_r2=tail("val_r2"),
+                           best_epoch=self.best[0] if self.best else None, stopped_early=self.stopped_early)
+
+    def state_dict(self):
+        """Weights, biases, optimizer state (on the CPU), epoch, histories and settings: a checkpoint's."""
+        self._settle()
+        biases = self.params.biases
+        return {"weights": [w.detach().cpu().clone() for w in self.params.weights],
+                "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
+                "optimizer": self.params.state_dict(), "epoch": self.epoch,
+                **{key: list(values) for key, values in self.history.items()},
+                "spec": self.spec, "batch_size": self.batch_size, "shuffle": self.shuffle,
+                "shuffle_seed": self.shuffle_seed}
+
+    @torch.no_grad()
+    def load_state_dict(self, state):
+        """Continue from ``state_dict()``: copies its weights, biases and optimizer state in, takes its
+        epoch and histories."""
+        weights, biases = state["weights"], state.get("biases")
+        if len(weights) != len(self.params.tensors):
+            raise ValueError(f"state: expected {len(self.params.tensors)} weight tensors, got {len(weights)}")
+        if (biases is not None) != self.params.bias:
+            raise ValueError(f"state: expected {'biases' if self.params.bias else 'no biases'}, got "
+                             f"{'biases' if biases is not None else 'none'}")
+        for i, s in enumerate(weights):
+            w = self.params.weight(i)
+            if tuple(s.shape) != tuple(w.shape):
+                raise ValueError(f"state['weights'][{i}]: expected shape {tuple(w.shape)}, got {tuple(s.shape)}")
+            w.copy_(s)
+            if biases is not None:
+                self.params.bias_of(i).copy_(biases[i])
+        self.params.load_state_dict(state.get("optimizer") or {})
+        self._pending.clear()
+        for key in self.history:
+            self.history[key] = [float(v) for v in state.get(key, [])]
+        self.epoch = int(state["epoch"])
+        self._copy_to_callers()
+
+
+def check_probabilities(name, y, labels):
+    """Cross-entropy needs class labels, or target rows of probabilities (>= 0, summing to 1)."""
+    if labels is not None:
+        return
+    sums = y.double().sum(1)
+    if bool((y < 0).any()) or not bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-5)):
+        raise ValueError(f"{name}: loss 'ce' needs class labels [N] or rows of probabilities (>= 0, summing to 1); "
+                         f"got values (use loss 'sse' for regression)")
+
+
+def train(x, y, weights, *, epochs=20, every=None, callback=None, **options) -> TrainResult:
+    """Train a ReLU network (any depth) with hand-written gradients; returns a TrainResult.
+
+    ``.losses`` (one float per epoch), ``.weights`` (and ``.biases``) trained, and with
+    ``val_data=(x_val, y_val)`` the validation figures per epoch. A network that ends dead (see
+    Trainer.diagnose) gives a RuntimeWarning and ``.warning``. y may be float targets [N, out] or
+    integer class labels [N]. The caller's tensors are left alone unless ``inplace=True``. Every other
+    keyword is Trainer's (the step's ``lr``, ``loss``, ``optimizer``, ..., ``batch_size``, ``bias``, ...).
+    """
+    epochs = checks.check_epochs(epochs)
+    trainer = Trainer(x, y, weights, **options)
+    result = trainer.run(epochs, every=every, callback=callback)
+    result.warning = trainer.diagnose()
+    if result.warning:
+        warnings.warn(result.warning, RuntimeWarning, stacklevel=2)
+    return result
