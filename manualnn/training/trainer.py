@@ -256,6 +256,11 @@ class Trainer:
         """Train the next ``n`` epochs; their output rows on the device (eager or replayed)."""
         out = self.runner.new_rows(n)
         done = 0
+        whole = self.runner.steps[0][2] if self.runner.full and self.scorer is None and not self.distributed else None
+        if whole is not None and hasattr(whole, "run_epochs"):   # the native runner: the chunk in one call
+            whole.run_epochs(out[:, 0])
+            self._warm = True
+            return out
         if self.graph and self._warm:
             if self.chunk_graph is None and graph_length(n):
                 self.chunk_graph = ChunkGraph(self.runner, graph_length(n), self._host_order, capture=self.capture,
