@@ -6,7 +6,7 @@ import torch
 from manualnn.data import DataError, load_data, split
 
 
-def table(n=12, d=3, seed=0):
+def table(n=40, d=3, seed=0):   # 40 rows: 4 classes need 5 rows each to be read as classes
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=g), torch.randint(0, 4, (n,), generator=g)
 
@@ -36,10 +36,10 @@ def test_pt_dict(tmp_path):
 
 def test_csv_with_header_last_column_labels(tmp_path):
     path = tmp_path / "d.csv"
-    path.write_text("a,b,label\n0.5,1,2\n-1,2.5,0\n3,4,1\n")
+    path.write_text("a,b,label\n" + "0.5,1,2\n-1,2.5,0\n3,4,1\n" * 5)   # 5 rows per class: classes
     data = load_data(path)
-    assert data.x.tolist() == [[0.5, 1.0], [-1.0, 2.5], [3.0, 4.0]]
-    assert data.y.tolist() == [2, 0, 1] and data.y.dtype == torch.int64
+    assert data.x.tolist() == [[0.5, 1.0], [-1.0, 2.5], [3.0, 4.0]] * 5 and data.feature_names == ["a", "b"]
+    assert data.y.tolist() == [2, 0, 1] * 5 and data.y.dtype == torch.int64 and data.class_names == [0, 1, 2]
 
 
 def test_csv_regression_and_several_target_columns(tmp_path):
@@ -47,10 +47,11 @@ def test_csv_regression_and_several_target_columns(tmp_path):
     path.write_text("1,2,0.5,7\n3,4,1.5,8\n")
     data = load_data(path, target_cols=2)
     assert data.x.tolist() == [[1, 2], [3, 4]] and data.y.tolist() == [[0.5, 7], [1.5, 8]]
-    # whole numbers, but 9 classes for 2 rows: auto reads values; classify forces labels
+    # whole numbers, but 7 and 8 are not a run from 0 or 1 and 2 rows are too few: auto reads values;
+    # classify forces classes, indexed by their sorted values
     assert load_data(path).classes is None and load_data(path).y.tolist() == [[7.0], [8.0]]
     forced = load_data(path, task="classify")
-    assert forced.classes == 9 and forced.y.tolist() == [7, 8]
+    assert forced.classes == 2 and forced.y.tolist() == [0, 1] and forced.class_names == [7, 8]
     assert load_data(path, task="regress").y.tolist() == [[7.0], [8.0]]
 
 
@@ -110,8 +111,8 @@ BAD = [
     ("d.csv", "", r"d.csv': is empty"),
     ("d.csv", "a,b\n", r"d.csv': has a header but no data rows"),
     ("d.csv", "1\n2\n", r"d.csv': has 1 columns; expected at least one feature column"),
-    ("d.csv", "1,nan,3\n4,5,6\n", r"d.csv': 'x' has NaN or Inf values \(first in row 0"),
-    ("d.csv", "1,2,3\n4,5,inf\n", r"d.csv': 'y' has NaN or Inf values \(first in row 1"),
+    ("d.csv", "1,nan,3\n4,5,6\n", r"d.csv': row 1, column 2 holds nan: NaN and Inf values are not allowed"),
+    ("d.csv", "1,2,3\n4,5,inf\n", r"d.csv': row 2, column 3 holds inf: NaN and Inf values are not allowed"),
     ("d.csv", b"\xff\xfe\x00garbage", r"d.csv': not a readable CSV text file"),
     ("d.npz", b"not a zip", r"d.npz': not a readable .npz file"),
     ("d.pt", b"junk", r"d.pt': not a readable .pt file"),
@@ -138,9 +139,13 @@ def test_bad_arrays_get_a_clear_error(tmp_path):
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(DataError, match=r"list.pt': expected a dict with tensors 'x' and 'y', got list"):
         load_data(tmp_path / "list.pt")
+    # forced classes may be any whole numbers (negative ones too); fractions cannot be classes
     np.savez(tmp_path / "neg.npz", x=np.ones((3, 2)), y=np.array([0, -1, 2]))
-    with pytest.raises(DataError, match=r"neg.npz': class labels must be >= 0, got -1"):
-        load_data(tmp_path / "neg.npz", task="classify")
+    neg = load_data(tmp_path / "neg.npz", task="classify")
+    assert neg.class_names == [-1, 0, 2] and neg.y.tolist() == [1, 0, 2]
+    np.savez(tmp_path / "frac.npz", x=np.ones((3, 2)), y=np.array([0, 0.5, 2]))
+    with pytest.raises(DataError, match=r"frac.npz': task 'classify' needs whole-number or text labels, .* 0.5 in y\[1\]"):
+        load_data(tmp_path / "frac.npz", task="classify")
     (tmp_path / "dir.csv").mkdir()
     with pytest.raises(DataError, match=r"dir.csv': is a folder"):
         load_data(tmp_path / "dir.csv")

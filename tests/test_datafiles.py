@@ -1,0 +1,426 @@
+"""Reading users' files: CSV as people write it, the task rule, and hostile files refused promptly."""
+import io
+import os
+import random
+import stat
+import sys
+import threading
+import tracemalloc
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+import manualnn.data
+from manualnn import datafiles, safeio
+from manualnn.datafiles import DataError, Dataset, load_data
+
+
+def write(tmp_path, name, content):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+def load_promptly(path, seconds=10, **kw):
+    """load_data in a thread: a read that blocks (a FIFO, /dev/zero) fails the test instead of hanging it."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = load_data(path, **kw)
+        except BaseException as e:   # handed to the test below
+            box["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))   # unblock a reader stuck on the FIFO
+        pytest.fail(f"load_data({path}) still running after {seconds} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+ROWS = [(5.1, 3.5, "setosa"), (7.0, 3.2, "versicolor"), (6.3, 3.3, "virginica")] * 5
+
+
+def iris_text(delimiter=",", header=True):
+    lines = [delimiter.join(["sepal_length", "sepal_width", "species"])] if header else []
+    lines += [delimiter.join(map(str, row)) for row in ROWS]
+    return "\n".join(lines) + "\n"
+
+
+def check_iris(data, header=True):
+    assert data.x.dtype == torch.float32 and data.x.shape == (15, 2)
+    assert torch.equal(data.x[:3], torch.tensor([[5.1, 3.5], [7.0, 3.2], [6.3, 3.3]]))
+    assert data.class_names == ["setosa", "versicolor", "virginica"] and data.classes == 3 and data.out == 3
+    assert data.y.tolist() == [0, 1, 2] * 5 and data.y.dtype == torch.int64 and data.task == "classify"
+    assert data.feature_names == (["sepal_length", "sepal_width"] if header else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV as people write it
+
+
+@pytest.mark.parametrize("name,delimiter", [("d.csv", ","), ("d.csv", "\t"), ("d.csv", ";"), ("d.tsv", "\t")])
+def test_delimiters(tmp_path, name, delimiter):
+    check_iris(load_data(write(tmp_path, name, iris_text(delimiter))))
+
+
+def test_excel_utf8_export_bom_crlf_blank_lines_and_spaces(tmp_path):
+    text = iris_text().replace(",", " ,  ").replace("\n", "\r\n\r\n")
+    path = write(tmp_path, "excel.csv", b"\xef\xbb\xbf" + text.encode())
+    check_iris(load_data(path))              # the BOM is not part of the first header name
+
+
+def test_no_header_with_text_labels_keeps_the_first_row(tmp_path):
+    data = load_data(write(tmp_path, "d.csv", iris_text(header=False)))
+    check_iris(data, header=False)
+    assert "text labels" in data.task_reason
+
+
+def test_quoted_cells(tmp_path):
+    path = write(tmp_path, "q.csv", '"a","b","kind"\n' + '"1.5", 2,"Iris, setosa"\n3,"4","Iris; virginica"\n' * 5)
+    data = load_data(path)
+    assert data.x[:2].tolist() == [[1.5, 2.0], [3.0, 4.0]] and data.feature_names == ["a", "b"]
+    assert data.class_names == ["Iris, setosa", "Iris; virginica"] and data.y[:2].tolist() == [0, 1]
+
+
+def test_labels_one_to_three_become_classes_zero_to_two(tmp_path):
+    rows = [f"{13 + i % 7 / 10},{2 + i % 5 / 10},{1 + i % 3}" for i in range(30)]   # wine-like, no header
+    data = load_data(write(tmp_path, "wine.csv", "\n".join(rows) + "\n"))
+    assert data.x.shape == (30, 2) and data.feature_names is None
+    assert data.class_names == [1, 2, 3] and data.y.tolist() == [i % 3 for i in range(30)]
+    assert "3 whole-number values 1..3 in 30 rows" in data.task_reason and "--task regress" in data.task_reason
+
+
+@pytest.mark.parametrize("content,pattern", [
+    ("a,b,y\n1,2,0\n3,4\n", r"bad.csv': row 3 has 2 columns, expected 3"),
+    ("a,b,y\n1,2,0\n\n1e39,4,1\n", r"bad.csv': value 1e\+39 in row 4, column 1 \('a'\) is too large for float32 "
+                                   r"\(largest 3.4e\+38\)"),
+    ("a,b,y\n1,2,0\n3,NaN,1\n", r"bad.csv': row 3, column 2 \('b'\) holds nan: NaN and Inf"),
+    ("a,b,y\n1,2,0\n3,-inf,1\n", r"bad.csv': row 3, column 2 \('b'\) holds -inf"),
+    ("1,2,0\n3,4,1e39\n", r"bad.csv': value 1e\+39 in row 2, column 3 is too large for float32"),
+    ("a,b,y\n1,2,0\n3,x,1\n", r"bad.csv': row 3, column 2 \('b'\): expected a number, got 'x' \(text is allowed "
+                              r"only in the target column"),
+    ("a;b;y\n1,5;2;0\n", r"bad.csv': row 2, column 1 \('a'\): expected a number, got '1,5' \(decimal commas"),
+    ("a,b,y\n1,2,\n", r"bad.csv': row 2, column 3 \('y'\): the target is empty"),
+    ("a,b\n", r"bad.csv': has a header but no data rows"),
+    ("\n\n", r"bad.csv': is empty"),
+])
+def test_bad_csv_names_row_and_column(tmp_path, content, pattern):
+    with pytest.raises(DataError, match=pattern):
+        load_data(write(tmp_path, "bad.csv", content))
+
+
+def test_text_targets_need_one_target_column(tmp_path):
+    path = write(tmp_path, "d.csv", "1,2,a,b\n3,4,c,d\n")
+    with pytest.raises(DataError, match=r"row 2, column 3 \('a'\): expected a number, got 'c' \(text labels need a "
+                                        r"single target column"):
+        load_data(path, target_cols=2)
+
+
+def test_float64_file_keeps_a_value_too_large_for_float32(tmp_path):
+    np.savez(tmp_path / "big.npz", x=np.array([[1e39, 1.0]] * 10), y=np.arange(10.0) / 3)
+    data = load_data(tmp_path / "big.npz")
+    assert data.x.dtype == torch.float64 and data.x[0, 0].item() == 1e39 and data.task == "regress"
+
+
+def test_csv_without_targets_for_a_model_of_that_width(tmp_path):
+    data = load_data(write(tmp_path, "f.csv", "a,b,c\n1,2,3\n4,5,6\n"), need_y=False, features=3)
+    assert data.y is None and data.task is None and data.x.shape == (2, 3) and data.feature_names == ["a", "b", "c"]
+
+
+def test_csv_numbers_are_not_held_as_python_floats(tmp_path):
+    rows, cols = 20000, 10
+    table = np.arange(rows * cols, dtype=np.float64).reshape(rows, cols) / 7
+    path = tmp_path / "big.csv"
+    np.savetxt(path, table, delimiter=",", fmt="%.6f")
+    tracemalloc.start()
+    try:
+        data = load_data(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data.x.shape == (rows, cols - 1) and data.task == "regress"
+    # float64 cells (1.6 MB) and their float32 copy: a list of Python floats alone would be 6.4 MB more
+    assert peak < 5e6, f"peak {peak / 1e6:.1f} MB"
+
+
+# ---------------------------------------------------------------------------------------------
+# The task rule
+
+
+def test_diabetes_like_whole_numbers_are_values(tmp_path):
+    gen = np.random.default_rng(0)
+    targets = np.concatenate([np.arange(25, 347, 1.5).round()[:214], gen.integers(25, 347, 228)])[:442]
+    assert len(np.unique(targets)) >= 150 and targets.min() >= 25 and (targets == targets.round()).all()
+    np.savez(tmp_path / "d.npz", x=gen.normal(size=(442, 10)), y=targets)
+    data = load_data(tmp_path / "d.npz")
+    assert data.task == "regress" and data.classes is None and data.y.shape == (442, 1)
+    assert "distinct whole numbers" in data.task_reason and "--task classify" in data.task_reason
+    forced = load_data(tmp_path / "d.npz", task="classify")
+    assert forced.classes == len(np.unique(targets)) and forced.class_names[0] == int(targets.min())
+
+
+def test_scikit_learn_diabetes_is_values_and_iris_is_classes(tmp_path):
+    datasets = pytest.importorskip("sklearn.datasets")
+    d = datasets.load_diabetes(scaled=False)
+    np.savez(tmp_path / "diabetes.npz", x=d.data, y=d.target)
+    diabetes = load_data(tmp_path / "diabetes.npz")
+    assert diabetes.task == "regress" and "214 distinct whole numbers (more than 100" in diabetes.task_reason
+    iris = datasets.load_iris()
+    np.savetxt(tmp_path / "iris.csv", np.c_[iris.data, iris.target], delimiter=",", fmt="%g")   # the README's
+    data = load_data(tmp_path / "iris.csv")
+    assert data.task == "classify" and data.class_names == [0, 1, 2] and data.y.tolist() == iris.target.tolist()
+    assert data.task_reason.startswith("target column holds 3 whole-number values 0..2 in 150 rows")
+    assert load_data(tmp_path / "iris.csv", task="regress").y.dtype == torch.float32
+
+
+@pytest.mark.parametrize("labels,why", [
+    ([0, 1, 2, 3] * 4, "only 16 rows"),                       # 4 classes need 20 rows
+    ([3, 4, 5] * 10, "not starting at 0 or 1"),
+    ([0, 1, 3] * 10, "with gaps"),
+    ([2] * 10, "a single value 2"),
+    (list(range(101)) * 6, "101 distinct whole numbers (more than 100"),
+])
+def test_whole_numbers_that_do_not_look_like_classes_are_values(tmp_path, labels, why):
+    np.savez(tmp_path / "d.npz", x=np.ones((len(labels), 2), dtype=np.float32), y=np.array(labels))
+    data = load_data(tmp_path / "d.npz")
+    assert data.task == "regress" and why in data.task_reason and data.y.dtype == torch.float32
+    assert load_data(tmp_path / "d.npz", task="classify").classes == len(set(labels))
+
+
+def test_other_targets(tmp_path):
+    x = np.ones((10, 2), dtype=np.float32)
+    np.savez(tmp_path / "s.npz", x=x, y=np.array(["dog", "cat"] * 5))
+    text = load_data(tmp_path / "s.npz")
+    assert text.class_names == ["cat", "dog"] and text.y.tolist() == [1, 0] * 5
+    with pytest.raises(DataError, match=r"s.npz': task 'regress' needs numbers"):
+        load_data(tmp_path / "s.npz", task="regress")
+    np.savez(tmp_path / "b.npz", x=x, y=np.array([True, False] * 5))
+    assert load_data(tmp_path / "b.npz").class_names == [False, True]
+    np.savez(tmp_path / "f.npz", x=x, y=np.arange(10) / 4)
+    assert load_data(tmp_path / "f.npz").task == "regress"
+    with pytest.raises(DataError, match=r"needs whole-number or text labels, but the target column holds 0.25 in y\[1\]"):
+        load_data(tmp_path / "f.npz", task="classify")
+    np.savez(tmp_path / "m.npz", x=x, y=np.zeros((10, 3), dtype=np.int64))
+    assert load_data(tmp_path / "m.npz").out == 3
+    with pytest.raises(ValueError, match="task: expected one of"):
+        load_data(tmp_path / "m.npz", task="guess")
+
+
+def test_class_names_from_a_model_encode_a_test_file(tmp_path):
+    known = ["setosa", "versicolor", "virginica"]
+    path = write(tmp_path, "test.csv", "a,b,species\n1,2,virginica\n3,4,setosa\n")   # only some classes
+    data = load_data(path, class_names=known)
+    assert data.y.tolist() == [2, 0] and data.class_names == known and data.classes == 3 and data.task == "classify"
+    write(tmp_path, "test.csv", "a,b,species\n1,2,virginica\n3,4,rose\n")
+    with pytest.raises(DataError, match=r"test.csv': label 'rose' \(row 3\) is not one of the model's 3 classes: "
+                                        r"'setosa', 'versicolor', 'virginica'"):
+        load_data(path, class_names=known)
+    numbers = write(tmp_path, "n.csv", "1,2,3\n3,4,1\n")
+    assert load_data(numbers, class_names=[1, 2, 3]).y.tolist() == [2, 0]
+    with pytest.raises(DataError, match=r"label 3 \(row 1\) is not one of the model's 2 classes: 0, 1"):
+        load_data(numbers, class_names=[0, 1])
+    with pytest.raises(ValueError, match="class_names"):
+        load_data(numbers, class_names=[1, 2, 3], task="regress")
+
+
+def test_digits_and_the_old_imports():
+    assert manualnn.data.load_data is load_data and manualnn.data.Dataset is Dataset
+    assert manualnn.data.DataError is DataError and manualnn.data.TASKS == ("auto", "classify", "regress")
+    assert ".tsv" in manualnn.data.FORMATS
+    pytest.importorskip("sklearn")
+    data = load_data("digits")
+    assert data.class_names == list(range(10)) and data.task == "classify" and data.x.shape == (1797, 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile files
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "f.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match=r"f.csv': is a FIFO \(named pipe\), not a regular file"):
+        load_promptly(fifo)
+
+
+def test_dev_zero_behind_a_symlink_is_refused(tmp_path):
+    if not os.path.exists("/dev/zero"):
+        pytest.skip("no /dev/zero")
+    os.symlink("/dev/zero", tmp_path / "x.csv")
+    with pytest.raises(DataError, match=r"x.csv': is a character device, not a regular file"):
+        load_promptly(tmp_path / "x.csv")
+
+
+def test_a_symlink_to_a_regular_file_is_fine(tmp_path):
+    os.symlink(write(tmp_path, "real.csv", iris_text()), tmp_path / "link.csv")
+    check_iris(load_data(tmp_path / "link.csv"))
+
+
+def test_a_folder_is_refused(tmp_path):
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(DataError, match=r"d.npz': is a folder"):
+        load_data(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("content,pattern", [
+    (random.Random(0).randbytes(4096), r"not a readable CSV text file: line \d+ (holds NUL bytes|is not UTF-8)"),
+    (None, r"not a readable CSV text file: it is a zip archive"),
+    ("a,b,y\n1,2,caf\u00e9\n".encode("latin-1"), r"not a readable CSV text file: line 2 is not UTF-8 \(byte 0xe9\)"),
+    ("a,b\n1,2\n".encode("utf-16"), r"not a readable CSV text file: it is UTF-16 text; save it as UTF-8"),
+])
+def test_binary_and_non_utf8_files_named_csv(tmp_path, content, pattern):
+    if content is None:
+        np.savez(tmp_path / "real.npz", x=np.ones((3, 2)))
+        content = (tmp_path / "real.npz").read_bytes()
+    with pytest.raises(DataError, match=r"x.csv': " + pattern):
+        load_data(write(tmp_path, "x.csv", content))
+
+
+def test_a_csv_larger_than_the_memory_budget_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(safeio, "memory_budget", lambda: 10_000)
+    with pytest.raises(DataError, match=r"d.csv': a 4.0 KB CSV \(up to 2001 numbers\) needs 16.0 KB, more than the "
+                                        r"10.0 KB of memory available"):
+        load_data(write(tmp_path, "d.csv", "1,2\n" * 1000))
+
+
+def npy_header(shape, descr="<f8"):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def write_member(path, name, header, zeros, compression=zipfile.ZIP_DEFLATED):
+    """A zip with one .npy member: ``header`` then ``zeros`` zero bytes, streamed (never all in memory)."""
+    with zipfile.ZipFile(path, "w", compression=compression) as zf, zf.open(name, "w", force_zip64=True) as m:
+        m.write(header)
+        chunk = bytes(1 << 20)
+        while zeros > 0:
+            m.write(chunk[:zeros])
+            zeros -= len(chunk)
+    return path
+
+
+@pytest.fixture
+def no_inflating(monkeypatch):
+    """Fail if any array is read: a bomb must be refused from the zip directory and the .npy header."""
+    def read_array(*args, **kwargs):
+        raise AssertionError("an array was inflated")
+    monkeypatch.setattr(np.lib.format, "read_array", read_array)
+
+
+def test_a_deflate_bomb_is_refused_before_inflating(tmp_path, monkeypatch, no_inflating):
+    # 16.8 MB of zeros deflate to about 16 KB: refused by its ratio (zlib reaches ~1030:1 on zeros; another
+    # deflate library may stop short of 1000:1), else by the memory budget
+    path = write_member(tmp_path / "bomb.npz", "x.npy", npy_header((2048, 1024)), 2048 * 1024 * 8)
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(safeio, "memory_budget", lambda: 8_000_000)
+    with pytest.raises(DataError, match=r"bomb.npz': (member 'x.npy' inflates .* refused as a zip bomb|'x' .* needs "
+                                        r"16.8 MB, more than the 8.0 MB of memory available)"):
+        load_data(path)
+
+
+def test_an_array_larger_than_the_memory_budget_is_never_read(tmp_path, monkeypatch, no_inflating):
+    path = write_member(tmp_path / "big.npz", "x.npy", npy_header((2048, 1024)), 2048 * 1024 * 8, zipfile.ZIP_STORED)
+    monkeypatch.setattr(safeio, "memory_budget", lambda: 8_000_000)
+    with pytest.raises(DataError, match=r"big.npz': 'x' \(declared shape \(2048, 1024\), float64\) needs 16.8 MB, "
+                                        r"more than the 8.0 MB of memory available"):
+        load_data(path)
+
+
+def test_a_bzip2_bomb_is_refused_by_its_ratio(tmp_path, no_inflating):
+    path = write_member(tmp_path / "bomb.npz", "x.npy", npy_header((2048, 1024)), 2048 * 1024 * 8, zipfile.ZIP_BZIP2)
+    with pytest.raises(DataError, match=r"bomb.npz': member 'x.npy' inflates .* to 16.8 MB \(more than 1000:1\): "
+                                        r"refused as a zip bomb"):
+        load_data(path)
+
+
+def test_npy_headers_that_lie(tmp_path, no_inflating):
+    huge = write_member(tmp_path / "huge.npz", "x.npy", npy_header((1_000_000, 1_000_000)), 80)
+    with pytest.raises(DataError, match=r"huge.npz': 'x' \(declared shape \(1000000, 1000000\), float64\) needs "
+                                        r"8.0 TB, more than the .* of memory available"):
+        load_data(huge)
+    short = write_member(tmp_path / "short.npz", "x.npy", npy_header((1000, 100)), 80)
+    with pytest.raises(DataError, match=r"short.npz': member 'x.npy' declares 208 B but its array \(1000, 100\) "
+                                        r"float64 needs 800.1 KB: the archive is damaged"):
+        load_data(short)
+    long = write_member(tmp_path / "long.npz", "x.npy", npy_header((10, 2)), 3 << 20)
+    with pytest.raises(DataError, match=r"long.npz': member 'x.npy' declares 3.1 MB for an array of 160 B: refused"):
+        load_data(long)
+
+
+def test_damaged_archives(tmp_path):
+    x = np.random.default_rng(0).normal(size=(200, 20))
+    np.savez_compressed(tmp_path / "ok.npz", x=x, y=np.arange(200.0))
+    raw = bytearray((tmp_path / "ok.npz").read_bytes())
+    with zipfile.ZipFile(tmp_path / "ok.npz") as zf:
+        info = zf.getinfo("x.npy")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + 200:start + 400] = bytes(range(200))             # garbage inside the deflate stream
+    write(tmp_path, "corrupt.npz", bytes(raw))
+    with pytest.raises(DataError, match=r"corrupt.npz': .*(damaged|not a readable)"):
+        load_data(tmp_path / "corrupt.npz")
+    write(tmp_path, "cut.npz", (tmp_path / "ok.npz").read_bytes()[:3000])
+    with pytest.raises(DataError, match=r"cut.npz': not a readable .npz file"):
+        load_data(tmp_path / "cut.npz")
+    np.savez(tmp_path / "stored.npz", x=x, y=np.arange(200.0))     # stored, not deflated: only the CRC can tell
+    raw = bytearray((tmp_path / "stored.npz").read_bytes())
+    raw[1000] ^= 0xFF                                             # one byte inside x's numbers
+    write(tmp_path, "crc.npz", bytes(raw))
+    with pytest.raises(DataError, match=r"crc.npz': not a readable .npz file: 'x' is damaged \(Bad CRC-32"):
+        load_data(tmp_path / "crc.npz")
+
+
+class Payload:
+    """Unpickling this would create the marker file: a stand-in for running any code."""
+    marker = None
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_pickles_are_refused_and_never_run(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setattr(Payload, "marker", marker)
+    np.savez(tmp_path / "obj.npz", x=np.ones((4, 2)), y=np.array([Payload()] * 4, dtype=object))
+    with pytest.raises(DataError, match=r"obj.npz': 'y' is an array of Python objects \(it would need pickle"):
+        load_data(tmp_path / "obj.npz")
+    torch.save({"x": torch.ones(4, 2), "y": Payload()}, tmp_path / "obj.pt")
+    with pytest.raises(DataError, match=r"obj.pt': not a readable .pt file \(it holds Python objects other than"):
+        load_data(tmp_path / "obj.pt")
+    assert not marker.exists()
+
+
+def test_a_legacy_pt_is_refused(tmp_path):
+    torch.save({"x": torch.ones(4, 2), "y": torch.zeros(4)}, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(DataError, match=r"old.pt': not a readable .pt file: not a zip-format .pt"):
+        load_data(tmp_path / "old.pt")
+
+
+def test_the_cli_reports_hostile_files_without_a_traceback(tmp_path, capsys):
+    from manualnn.cli import main
+    os.mkfifo(tmp_path / "f.csv")
+    np.savez(tmp_path / "obj.npz", x=np.ones((4, 2)), y=np.array([object()] * 4, dtype=object))
+    for path in (tmp_path / "f.csv", tmp_path / "obj.npz"):
+        code = main(["train", "--data", str(path), "--device", "cpu"])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert err.startswith("manualnn train: error: --data: data file") and len(err.splitlines()) == 1
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/meminfo")
+def test_the_memory_budget_is_what_linux_says_is_available():
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    assert 0 < safeio.memory_budget() <= available * 1.5
+    assert safeio.human(11.8e9) == "11.8 GB" and safeio.human(512) == "512 B" and datafiles.MAX_AUTO_CLASSES == 100
