@@ -93,7 +93,7 @@ def as_targets(y, out, name="y"):
                              f"got labels from {int(y.min())} to {int(y.max())}")
         return torch.nn.functional.one_hot(y.long(), out), y.long()
     if isinstance(y, torch.Tensor) and y.dim() == 2 and y.shape[1] >= 2 and y.is_floating_point() \
-            and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(1) == 1).all()):
+            and y.device.type in ("cpu", "cuda") and bool(((y == 0) | (y == 1)).all()) and bool((y.sum(1) == 1).all()):
         return y, y.argmax(1)
     return y, None
 

@@ -43,6 +43,7 @@ def check_number(name, value, *, low=None, high=None, low_open=False, high_open=
     """A finite real number within [low, high] (or the open ends asked for); returns it as a float."""
     ends = {(False, False): "[{}, {}]", (True, False): "({}, {}]", (False, True): "[{}, {})", (True, True): "({}, {})"}
     what = "a finite number" if low is None and high is None else (
+        "a positive finite number" if low == 0 and low_open and high is None else
         f"a number > {low}" if high is None and low_open else f"a number >= {low}" if high is None
         else "a number in " + ends[low_open, high_open].format(low, high))
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

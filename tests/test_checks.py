@@ -50,6 +50,20 @@ CASES = [
     (dict(backend="cuda"), ValueError, r"backend: expected one of 'auto', 'torch', 'triton', 'native', got 'cuda'"),
     (dict(precision="fp8"), ValueError, r"precision: expected one of 'ieee', 'tf32', 'bf16', got 'fp8'"),
     (dict(precision="tf32"), ValueError, r"precision: the torch backend .* only 'ieee', got 'tf32'"),
+    (dict(loss="mse"), ValueError, r"loss: expected one of 'sse', 'ce', got 'mse'"),
+    (dict(reduction="avg"), ValueError, r"reduction: expected one of 'sum', 'mean', got 'avg'"),
+    (dict(optimizer="rmsprop"), ValueError, r"optimizer: expected one of 'sgd', 'momentum', 'adam', got 'rmsprop'"),
+    (dict(momentum=1.0), ValueError, r"momentum: expected a number in \[0, 1\), got 1.0"),
+    (dict(betas=(0.9,)), TypeError, r"betas: expected a pair \(beta1, beta2\), got \(0.9,\)"),
+    (dict(betas=(0.9, -0.1)), ValueError, r"betas\[1\]: expected a number in \[0, 1\), got -0.1"),
+    (dict(eps=0), ValueError, r"eps: expected a positive finite number, got 0.0"),
+    (dict(weight_decay=-1), ValueError, r"weight_decay: expected a number >= 0, got -1.0"),
+    (dict(weight_decay="a"), TypeError, r"weight_decay: expected a number >= 0, got str 'a'"),
+    (dict(biases=[torch.zeros(5)]), ValueError, r"biases: expected 2 tensors \(one per weight\), got 1"),
+    (dict(biases=[torch.zeros(5), torch.zeros(4)]), ValueError,
+     r"biases\[1\]: expected shape \(3,\) \(the columns of weights\[1\]\), got shape \(4,\)"),
+    (dict(biases=[torch.zeros(5), torch.full((3,), math.inf)]), ValueError, r"biases\[1\]: expected finite values"),
+    (dict(patience=0), ValueError, r"patience: expected a positive integer, got 0"),
 ]
 
 
@@ -100,15 +114,17 @@ def test_triton_backend_on_cpu_without_interpreter_is_a_clear_error(monkeypatch)
 
 
 def test_triton_backend_without_triton_is_a_clear_error(monkeypatch):
-    import manualnn.backends as backends
-    monkeypatch.setattr(backends, "triton_installed", lambda: False)
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
     x, y, weights = good()
     with pytest.raises(BackendUnavailableError, match=r"backend: 'triton' cannot run on device cpu: Triton is not installed"):
         Trainer(x, y, weights, backend="triton")
 
 
 def test_auto_picks_triton_only_for_float32_cuda():
-    from manualnn.backends import resolve, triton_installed
+    import importlib.util
+    from manualnn.backends import resolve
     assert resolve("auto", "cpu", torch.float32) == "torch"
     assert resolve("auto", "cuda", torch.float64) == "torch"
-    assert resolve("auto", "cuda", torch.float32) == ("triton" if triton_installed() else "torch")
+    assert resolve("auto", "cuda", torch.float32) == ("triton" if importlib.util.find_spec("triton") else "torch")

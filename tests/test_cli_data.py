@@ -14,7 +14,7 @@ import torch
 
 import manualnn
 from manualnn.cli import main
-from manualnn.trainer import batch_order
+from manualnn.training import batch_order
 
 from test_cli import LINE, SMALL, cli_env, losses_of, run
 

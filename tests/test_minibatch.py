@@ -6,7 +6,7 @@ import torch
 import manualnn
 from manualnn import Trainer, evaluate, minibatch_reference_loop, seed_data, train
 from manualnn.testing import judge
-from manualnn.trainer import batch_order
+from manualnn.training import batch_order
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

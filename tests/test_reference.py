@@ -1,7 +1,10 @@
-"""The judges themselves: the tutorial loop reproduces the seed, the relu loop equals autograd."""
+"""The judges themselves: the tutorial loop reproduces the seed; the relu loop and the general reference
+run (biases, losses, reductions, optimizers, mini-batches) equal torch.autograd and torch.optim."""
+import pytest
 import torch
 
-from manualnn import relu_loop, seed_data, tutorial_loop
+from manualnn import StepSpec, reference_run, relu_loop, seed_data, tutorial_loop
+from manualnn.training import batch_order
 from seed_script import run_seed_script
 
 
@@ -58,3 +61,67 @@ def test_tutorial_and_relu_modes_differ():
     x, y, weights = seed_data(3, batch=8, features=12, hidden=(10,), out=3, dtype=torch.float64)
     a, b = relu_loop(x, y, weights, 3, 1e-3), tutorial_loop(x, y, weights, 3, 1e-3)
     assert not torch.allclose(a.weights[0], b.weights[0])
+
+
+def autograd_general(x, y, weights, biases, *, epochs, batch_size, order, spec, decay_biases=False):
+    """nn.Linear layers (with biases when given) + ReLU, the loss as torch writes it, torch.optim: the
+    way a PyTorch user trains; weight decay only on the weights (a second param group)."""
+    layers = []
+    for i, w in enumerate(weights):
+        lin = torch.nn.Linear(w.shape[0], w.shape[1], bias=biases is not None, dtype=w.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(w.t())
+            if biases is not None:
+                lin.bias.copy_(biases[i])
+        layers.append(lin)
+        if i < len(weights) - 1:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+    groups = [{"params": [m.weight for m in linears], "weight_decay": spec.weight_decay}]
+    if biases is not None:
+        groups.append({"params": [m.bias for m in linears], "weight_decay": spec.weight_decay if decay_biases else 0.0})
+    if spec.optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=spec.lr, betas=spec.betas, eps=spec.eps)
+    else:
+        opt = torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum if spec.optimizer == "momentum" else 0)
+    reduction = spec.reduction
+    losses = []
+    n = x.shape[0]
+    for epoch in range(epochs):
+        rows, total = order(epoch), 0.0
+        for start in range(0, n, batch_size):
+            idx = rows[start:start + batch_size]
+            opt.zero_grad()
+            z = model(x[idx])
+            if spec.loss == "sse":
+                loss = torch.nn.functional.mse_loss(z, y[idx], reduction="sum")
+            else:
+                loss = torch.nn.functional.cross_entropy(z, y[idx].argmax(1), reduction="sum")
+            total += loss.item()
+            (loss / len(idx) if reduction == "mean" else loss).backward()
+            opt.step()
+        losses.append(total / n if reduction == "mean" else total)
+    return losses, [m.weight.detach().t() for m in linears], [m.bias.detach() for m in linears] if biases else None
+
+
+@pytest.mark.parametrize("loss", ["sse", "ce"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_reference_run_equals_autograd_and_torch_optim(loss, reduction, optimizer):
+    # float64, biases, weight decay on the weights only, mini-batches in a shuffled order with an uneven last one
+    x, y, weights = seed_data(4, batch=23, features=11, hidden=(9, 6), out=3, init="kaiming", dtype=torch.float64)
+    y = torch.nn.functional.one_hot(y.argmax(1), 3).double() if loss == "ce" else y
+    biases = [torch.randn(w.shape[1], dtype=torch.float64) * 0.1 for w in weights]
+    spec = StepSpec(lr=1e-2 if optimizer == "adam" or reduction == "mean" else 1e-3, loss=loss, reduction=reduction,
+                    optimizer=optimizer, weight_decay=0.05, momentum=0.8, betas=(0.85, 0.99), eps=1e-6)
+    order = lambda e: batch_order(23, e, seed=1)  # noqa: E731
+    want_losses, want_w, want_b = autograd_general(x, y, weights, biases, epochs=4, batch_size=5, order=order, spec=spec)
+    got = reference_run(x, y, weights, biases, epochs=4, spec=spec, batch_size=5, order=order)
+    assert got.losses == pytest.approx(want_losses, rel=1e-12)
+    for a, b in zip(got.weights + got.biases, want_w + want_b):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-12)
+    # and the comparison can fail: decaying the biases too is another run
+    _, _, decayed = autograd_general(x, y, weights, biases, epochs=4, batch_size=5, order=order, spec=spec,
+                                     decay_biases=True)
+    assert not torch.allclose(got.biases[0], decayed[0], rtol=1e-9, atol=1e-12)

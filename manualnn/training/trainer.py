@@ -178,6 +178,9 @@ class Trainer:
         xv, yv = val_data
         out = weights[-1].shape[1]
         yv, labels = targets_for("val_data[1]", xv, yv, out)
+        if isinstance(xv, torch.Tensor) and (xv.dim() != 2 or xv.shape[1] != self.x.shape[1]):
+            raise ValueError(f"val_data[0]: expected a 2-D tensor with {self.x.shape[1]} columns (like x), got shape "
+                             f"{tuple(xv.shape)}")
         if isinstance(xv, torch.Tensor) and (xv.dtype != self.x.dtype or xv.device != self.x.device):
             raise ValueError(f"val_data: expected {self.x.dtype} tensors on {self.x.device} (like x), "
                              f"got {xv.dtype} on {xv.device}")
