@@ -4,6 +4,7 @@ Ranks are started the way torchrun starts them (RANK, WORLD_SIZE, MASTER_ADDR...
 environment) as plain subprocesses with a timeout, so a test can kill or stop one; one test goes
 through torchrun itself.
 """
+import json
 import os
 import re
 import signal
@@ -16,7 +17,9 @@ import pytest
 
 from manualnn.checkpoint import load_checkpoint
 from manualnn.cli import main
-from manualnn.distributed import shard_bounds
+from manualnn.training.batches import shard_bounds
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 LINE = re.compile(r"^Epoch:(\d+), Loss:(-?\d+\.\d{4})$")
 SMALL = ["--batch", "64", "--features", "50", "--hidden", "20", "--out", "4", "--lr", "1e-4", "--device", "cpu"]
@@ -135,37 +138,46 @@ def test_torchrun_2_ranks_print_the_seed_run(capsys, tmp_path):
     assert_same_losses(got, expected)
 
 
-@pytest.mark.parametrize("grad,options", [
-    ("tutorial", ["--seed", "0"]),                                          # the seed: full batch, 100 rows
-    ("relu", ["--seed", "0"]),
-    ("relu", ["--seed", "3", "--batch-size", "30"]),                        # shuffled mini-batches 30,30,30,10
-    ("tutorial", ["--seed", "3", "--batch-size", "30"]),
-    ("relu", ["--seed", "5", "--batch", "99", "--epochs", "8"]),           # full batch, shards of 50 and 49
-    ("relu", [*SMALL, "--seed", "1", "--batch-size", "21", "--no-shuffle", "--epochs", "8"]),  # last batch 1 row:
-])                                                                          # rank 1 has none of it
-def test_two_ranks_equal_one_process(capsys, tmp_path, grad, options):
-    argv = ["--grad", grad, "--device", "cpu", *options]
-    expected = one_process(capsys, argv)
-    (rc0, out0, err0), (rc1, out1, err1) = run_ranks(argv, tmp_path)
+def launch_cases(tmp_path, backend="torch"):
+    """Every case of tests/distributed_cases.py on 2 ranks, in one launch: rank 0's records by case."""
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "distributed_cases.py"), backend], cwd=tmp_path,
+                              text=True, env=rank_env(r, 2, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for r in range(2)]
+    (rc0, out0, err0), (rc1, out1, err1) = finish(procs, timeout=3 * TIMEOUT)
     assert rc0 == 0 and rc1 == 0, err0 + err1
-    assert out1 == "" and err0 == "" and err1 == ""   # rank 0 alone prints
-    assert_same_losses(losses_of(out0), expected)
+    assert out1 == ""   # rank 0 alone prints
+    return {r["case"]: r for r in map(json.loads, out0.splitlines())}
 
 
-@pytest.mark.parametrize("grad,options", [
-    ("relu", ["--batch-size", "21", "--no-shuffle"]),    # a last batch of one row: rank 1 launches nothing
-    ("tutorial", []),
-])
-def test_two_ranks_on_the_triton_kernels_equal_one_process(capsys, tmp_path, grad, options):
-    """The Triton step with its weight-gradient kernel in gradient-only mode (CPU: the interpreter)."""
+def test_two_ranks_equal_one_process_in_every_case(tmp_path):
+    import torch
+
+    import distributed_cases
+    got = launch_cases(tmp_path)
+    assert sorted(got) == sorted(distributed_cases.CASES)
+    torch.set_num_threads(1)
+    for name in distributed_cases.CASES:
+        want = distributed_cases.run(name, False)
+        print(name, end=": ")
+        assert_same_losses(got[name]["losses"], want["losses"])
+        for a, b in zip(got[name]["params"], want["params"]):
+            assert torch.allclose(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-6), name
+
+
+def test_two_ranks_on_the_triton_kernels_equal_one_process(tmp_path):
+    """The Triton step in gradient mode, all-reduced (CPU: the interpreter)."""
     pytest.importorskip("triton")
     if os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("the ranks run on the CPU here: needs TRITON_INTERPRET=1")
-    argv = [*SMALL, "--backend", "triton", "--grad", grad, "--seed", "1", "--epochs", "4", *options]
-    expected = one_process(capsys, argv)
-    (rc0, out0, err0), (rc1, out1, err1) = run_ranks(argv, tmp_path)
-    assert rc0 == 0 and rc1 == 0, err0 + err1
-    assert_same_losses(losses_of(out0), expected)
+    import torch
+
+    import distributed_cases
+    got = launch_cases(tmp_path, "triton")
+    for name in distributed_cases.CASES:
+        want = distributed_cases.run(name, False, "torch")
+        print(name, end=": ")
+        assert_same_losses(got[name]["losses"], want["losses"], rel=1e-4)
 
 
 def test_resume_on_another_number_of_ranks_continues_the_run(capsys, tmp_path):
@@ -191,7 +203,7 @@ def _stop_a_rank_mid_run(tmp_path, victim, stop_with):
     (returncode, stderr, seconds it took to exit after the stop) and the checkpoint path."""
     ck = tmp_path / "run.pt"
     argv = [*SMALL, "--seed", "0", "--epochs", "1000000", "--save", str(ck), "--save-every", "200",
-            "--timeout", "8"]
+            "--timeout", "4"]
     procs = start_ranks([argv, argv], tmp_path)
     first = procs[0].stdout.readline()   # rank 0 is training
     assert LINE.match(first.strip()), first + procs[0].stderr.read()
@@ -223,16 +235,15 @@ def test_a_rank_that_dies_or_hangs_stops_the_others_with_its_number(tmp_path, vi
     assert rc == 3, err
     assert expected in err, err
     assert "Traceback" not in err and "frame #" not in err, err   # one line, no stack dumps
-    assert seconds < 8 + 3 + 15   # --timeout, the grace for naming the rank, and start-up slack
+    assert seconds < 4 + 3 + 15   # --timeout, the grace for naming the rank, and start-up slack
     if ck.exists():   # a checkpoint, if one was written, is whole
         assert load_checkpoint(ck).epoch % 200 == 0
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("rank1,expected", [
-    (["--lr", "2e-4"], "lr: rank 0 has 0.0001, rank 1 has 0.0002"),
-    (["--seed", "8"], "seed: rank 0 has 7, rank 1 has 8"),
-    (["--hidden", "21"], "hidden: rank 0 has [20], rank 1 has [21]"),
+    (["--lr", "2e-4", "--hidden", "21"], "hidden: rank 0 has [20], rank 1 has [21]; lr: rank 0 has 0.0001, rank 1 "
+                                         "has 0.0002"),
     (["--data", "other.csv"], "checksum: rank 0 has"),            # same shape, other contents
     (["--data", "missing.csv"], "rank 1: --data: "),             # one rank cannot even start
 ])
@@ -244,19 +255,19 @@ def test_ranks_started_differently_are_refused(tmp_path, rank1, expected):
         base += ["--data", "mine.csv"]
     else:
         base += ["--batch", "16", "--features", "5", "--out", "2"]
-    results = finish(start_ranks([base, base + rank1], tmp_path))
-    for rc, out, err in results:
-        assert rc == 2 and out == "", err
-        assert expected in err and "Traceback" not in err, err
+    (rc0, out0, err0), (rc1, out1, err1) = finish(start_ranks([base, base + rank1], tmp_path))
+    assert rc0 == rc1 == 2 and out0 == out1 == "", err0 + err1
+    assert expected in err0 and "Traceback" not in err0, err0
+    assert err1 == "" and err0.count("error:") == 1   # said once, by rank 0, for every rank
 
 
 def test_more_ranks_than_rows_is_an_error(tmp_path):
-    results = run_ranks([*SMALL[2:], "--batch", "1", "--seed", "0"], tmp_path)
-    for rc, out, err in results:
-        assert rc == 2 and out == "", err
-        assert "1 rows cannot be shared by 2 ranks" in err and "Traceback" not in err, err
+    (rc0, out0, err0), (rc1, out1, err1) = run_ranks([*SMALL[2:], "--batch", "1", "--seed", "0"], tmp_path)
+    assert rc0 == rc1 == 2 and out0 == out1 == err1 == "", err0 + err1
+    assert "1 rows cannot be shared by 2 ranks" in err0 and "Traceback" not in err0, err0
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_at_a_tiny_shape_and_writes_its_numbers(tmp_path):
     import json
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -49,6 +49,8 @@ def number(low=None, high=None, low_open=False, high_open=False):
             value = math.nan
         ok = math.isfinite(value) and (low is None or (value > low if low_open else value >= low)) \
             and (high is None or (value < high if high_open else value <= high))
+        if not ok and low == 0 and low_open and high is None:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
         if not ok:
             lo = "-inf" if low is None else f"{low:g}"
             hi = "inf" if high is None else f"{high:g}"
