@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.9",
     # kernels/ is installed as manualnn.kernels: a top-level name "kernels" would collide with
     # an unrelated package of that name.
-    packages=["manualnn", "manualnn.backends", "manualnn.kernels"],
+    packages=["manualnn", "manualnn.backends", "manualnn.cli", "manualnn.training", "manualnn.kernels"],
     package_dir={"manualnn.kernels": "kernels"},
     # the native runner's C++ sources are compiled on first use (manualnn.native), so they ship as data
     package_data={"manualnn.kernels": ["native/*.cpp", "native/*.h", "native/*.cu"]},

@@ -19,6 +19,19 @@ import tempfile  # noqa: E402
 os.environ["MANUALNN_NATIVE_CACHE"] = tempfile.mkdtemp(prefix="manualnn-native-empty-")
 
 
+def pytest_configure(config):
+    """Refuse to test code this checkout does not hold: an editable install made from another checkout
+    maps manualnn.kernels (installed from kernels/) to that checkout's files."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ("manualnn", "manualnn.kernels"):
+        spec = importlib.util.find_spec(name)
+        where = os.path.realpath(spec.origin) if spec and spec.origin else None
+        if where is None or not where.startswith(os.path.realpath(root) + os.sep):
+            pytest.exit(f"{name} resolves to {where}, outside this checkout ({root}); install this checkout "
+                        f"(pip install -e .) in the environment that runs its tests", returncode=4)
+
+
 def pytest_report_header(config):
     mode = "CUDA" if HAS_CUDA else f"CPU, TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET')}"
     return f"manualnn tests on {mode}"

@@ -327,12 +327,6 @@ def test_the_cli_waits_for_the_device_per_chunk_not_per_epoch(capsys, monkeypatc
     assert sum(calls) == 400 and len(calls) <= 12, calls    # chunks grow: 1, 4, 16, ...
 
 
-def test_numpy_is_a_dependency():
-    from importlib.metadata import requires
-    plain = [r for r in requires("manualnn") if "extra ==" not in r]
-    assert any(r.split(";")[0].strip().startswith("numpy") for r in plain), plain
-
-
 def regression_csv(path, n=40, seed=0, zero_targets=False):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g)
