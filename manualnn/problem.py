@@ -50,12 +50,30 @@ def unstandardize_targets(outputs, config):
     return outputs * std + mean
 
 
-def build_problem(config, device):
+def footprint(sizes, rows, batch_rows, *, element=4, optimizer="sgd", data_columns=0):
+    """Bytes a run will hold, roughly: {"parameters": ..., "activations": ..., "data": ...}.
+
+    Parameters with biases, counted ~6 times (the trainer's copy, the caller's, up to two optimizer
+    buffers, a gradient, a snapshot per chunk); activations of a batch ~3 times per layer (values,
+    gradients, the output error) plus the validation pass; the data twice (as given, and with its column
+    of ones)."""
+    params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    copies = 4 + {"sgd": 0, "momentum": 1, "adam": 2}.get(optimizer, 2)
+    return {"parameters": params * copies * element,
+            "activations": 3 * max(batch_rows, min(rows, 4096)) * sum(sizes[1:]) * element,
+            "data": 2 * rows * (data_columns or sizes[0] + sizes[-1]) * element}
+
+
+def build_problem(config, device, check=None):
     """(Problem) for the seed's random problem or for config["data"]; fills the config with what the
-    data decided: features, out, task_used, classes, class_names, loss, statistics. Raises DataError."""
+    data decided: features, out, task_used, classes, class_names, loss, statistics. Raises DataError.
+    ``check(sizes, rows)`` is called before the network's tensors are made (the CLI refuses there a
+    run that cannot fit in memory)."""
     dtype = DTYPES[config["dtype"]]
     bias = config.get("bias", False)
+    check = check or (lambda sizes, rows: None)
     if config["data"] is None:
+        check([config["features"], *config["hidden"], config["out"]], config["batch"])
         x, y, weights = seed_data(config["seed"], batch=config["batch"], features=config["features"],
                                   hidden=config["hidden"], out=config["out"], device=device, dtype=dtype,
                                   init=config["init"])
@@ -66,6 +84,7 @@ def build_problem(config, device):
         return Problem(x, y, weights, biases, x_val, y_val, data_checksum(x, y))
     dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"])
     x, y = dataset.x, dataset.y
+    check([x.shape[1], *config["hidden"], dataset.out], x.shape[0])
     checksum = data_checksum(x, y)
     config["features"], config["out"] = x.shape[1], dataset.out
     config["classes"], config["class_names"] = dataset.classes, dataset.class_names

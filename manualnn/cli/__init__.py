@@ -9,6 +9,8 @@ import os
 import sys
 
 from .config import UsageError
+
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "not enough memory", "failed to allocate")
 from .options import build_parser
 
 
@@ -31,8 +33,12 @@ def main(argv=None):
     except UsageError as e:
         print(f"manualnn {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except MemoryError as e:
-        print(f"manualnn {args.command}: error: out of memory{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+    except (MemoryError, RuntimeError) as e:   # torch.OutOfMemoryError is a RuntimeError
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if not isinstance(e, MemoryError) and not any(s in text.lower() for s in OUT_OF_MEMORY):
+            raise
+        print(f"manualnn {args.command}: error: out of memory ({text[:300] or type(e).__name__}); try a smaller "
+              f"--hidden, --batch-size or data set", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (e.g. '| head'): stop quietly, as Unix tools do

@@ -20,7 +20,8 @@ from ..backends import BackendUnavailableError
 from ..checkpoint import save_checkpoint
 from ..data import DataError
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
-from ..problem import build_problem
+from ..problem import build_problem, footprint
+from ..safeio import human, memory_budget
 from ..training import NonFiniteLossError, Trainer
 from .config import STEP_KEYS, UsageError, resolve_device, run_config
 from .report import Progress, epoch_line, val_figures, write_json
@@ -156,7 +157,7 @@ def prepare_run(args, device=None, rank=0):
     device = device or resolve_device(args.device)
     check_paths(args, rank)
     try:
-        problem = build_problem(config, device)
+        problem = build_problem(config, device, check=lambda sizes, rows: check_memory(config, device, sizes, rows))
     except DataError as e:
         raise UsageError(f"--data: {e}") from None
     if problem.note and rank == 0:
@@ -184,6 +185,25 @@ def prepare_run(args, device=None, rank=0):
                          f"got {config['epochs']}")
     rows = {"train": problem.x.shape[0], "val": 0 if problem.x_val is None else problem.x_val.shape[0]}
     return PreparedRun(config, checkpoint, trainer, rows)
+
+
+def check_memory(config, device, sizes, rows):
+    """Refuse, before allocating, a run whose tensors cannot fit in the device's free memory."""
+    element = 8 if config["dtype"] == "float64" else 4
+    need = footprint(sizes, rows, config["batch_size"] or rows, element=element, optimizer=config["optimizer"])
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = memory_budget()
+    total = sum(need.values())
+    if total <= free:
+        return
+    biggest = max(need, key=need.get)
+    option = {"parameters": "--hidden", "activations": "--batch-size" if config["data"] else "--batch",
+              "data": "--data" if config["data"] else "--batch"}[biggest]
+    detail = ", ".join(f"{name} {human(n)}" for name, n in need.items())
+    raise UsageError(f"{option}: this run needs about {human(total)} of memory ({detail}); {device} has "
+                     f"{human(free)} free")
 
 
 def resume(trainer, checkpoint, config, args, problem):
