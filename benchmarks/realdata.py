@@ -138,6 +138,10 @@ def report(args):
     m["seconds"] = round(time.perf_counter() - started, 1)
     notes = ["PyTorch autograd (nn.Module + torch.optim, same settings): planned; see the HOOK in "
              "benchmarks/realdata.py.", ""]
+    sk_failed = [f"{ds} ({s['failed']}/{s['runs']})" for ds, s in sk_summary.items() if s["failed"]]
+    if sk_failed:   # the peer itself at chance: a gap to it says little there
+        notes += [f"scikit-learn's defaults themselves fail (score at chance or below) on: {', '.join(sk_failed)}.",
+                  ""]
     markdown = tables.report_markdown(m, tasks, sk_summary, contenders, notes)
     markdown += "\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds)
     record = {"meta": m, "summary": {"sklearn": sk_summary, **contenders},
