@@ -203,7 +203,7 @@ def judge(record, entry):
 
 def describe(record):
     score = record["score"]
-    text = "none" if score is None else f"{score:.4f}"
+    text = "none" if score is None else f"{score:.4f}" if abs(score) < 1000 else f"{score:.3e}"
     state = "FAILED (" + ", ".join(record["reasons"]) + ")" if record["failed"] else "ok"
     return (f"manualnn {record['dataset']} seed {record['seed']} [{record['mode']}]: {record['metric']} {text}, "
             f"train {record['train_wall_s']:.2f} s, {state}")

@@ -199,7 +199,7 @@ def build_parser(command):
                    help="cli: python -m manualnn per command; inprocess: manualnn.cli.main here "
                         "(default: %(default)s)")
     p.add_argument("--extra", default="", help="options added to every train command, e.g. --extra '--lr 1e-3'")
-    p.add_argument("--timeout", type=float, default=900, help="seconds per command before it counts as failed")
+    p.add_argument("--timeout", type=float, default=900, help="cli mode: seconds per command before it is killed and the run counts as failed")
     if command == "sweep":
         p.add_argument("--grid", required=True, help="e.g. 'lr=1e-3,3e-3;batch-size=32,200'")
     return p

@@ -17,6 +17,20 @@ def _mean(values):
     return statistics.fmean(values) if values else None
 
 
+def _median(values):
+    values = _finite(values)
+    return statistics.median(values) if values else None
+
+
+def _seconds(runs, key):
+    """Mean and median of ``key`` over the runs whose train command finished (exit 0): a run that
+    diverged at epoch 0 took no time worth comparing. Over all runs when none finished."""
+    finished = [r for r in runs if r.get("train_rc") == 0] or runs
+    values = [r.get(key) for r in finished]
+    return {"mean": _mean(values), "median": _median(values), "over": "finished" if finished is not runs or
+            all(r.get("train_rc") == 0 for r in runs) else "all (none finished)"}
+
+
 def summarize(runs, sklearn, task):
     """Per data set figures for one contender's runs (records with score, failed, seed, timings)."""
     scale = 100.0 if task == "classify" else 1.0
@@ -31,8 +45,7 @@ def summarize(runs, sklearn, task):
             "mean": statistics.fmean(finite) if finite else None, "min": min(finite) if finite else None,
             "mean_gap": statistics.fmean(gaps) if gaps else None, "worst_gap": min(gaps) if gaps else None,
             "gaps_over": len(gaps), "gap_unit": "points" if task == "classify" else "R2",
-            "train_wall_s": _mean([r.get("train_wall_s") for r in runs]),
-            "train_loop_s": _mean([r.get("train_loop_s") for r in runs]),
+            "train_wall_s": _seconds(runs, "train_wall_s"), "train_loop_s": _seconds(runs, "train_loop_s"),
             "failures": {str(r["seed"]): r["reasons"] for r in runs if r["failed"]}}
 
 
@@ -45,8 +58,10 @@ def summarize_sklearn(records, task, chance):
             "stdev": statistics.stdev(finite) if len(finite) > 1 else None, "failed": len(failed),
             "not_converged": sum(not r["converged"] for r in records),
             "threads_differ": sum(r["score"] != r["score_default_threads"] for r in records),
-            "fit_s_1_thread": _mean([r["fit_s_1_thread"] for r in records]),
-            "fit_s_default_threads": _mean([r["fit_s_default_threads"] for r in records]),
+            "fit_s_1_thread": {"mean": _mean([r["fit_s_1_thread"] for r in records]),
+                               "median": _median([r["fit_s_1_thread"] for r in records])},
+            "fit_s_default_threads": {"mean": _mean([r["fit_s_default_threads"] for r in records]),
+                                      "median": _median([r["fit_s_default_threads"] for r in records])},
             "mean_epochs": _mean([r["n_iter"] for r in records])}
 
 
@@ -55,13 +70,17 @@ def fmt_score(value, task):
         return "—"
     if not math.isfinite(value):
         return str(value)
-    return f"{value * 100:.1f}" if task == "classify" else f"{value:.3f}"
+    if task == "classify":
+        return f"{value * 100:.1f}"
+    return f"{value:.3f}" if abs(value) < 1000 else f"{value:.2e}"   # a diverged regression: short
 
 
 def fmt_gap(value, task):
     if value is None:
         return "—"
-    return f"{value:+.1f} pt" if task == "classify" else f"{value:+.3f}"
+    if task == "classify":
+        return f"{value:+.1f} pt"
+    return f"{value:+.3f}" if abs(value) < 1000 else f"{value:+.2e}"
 
 
 def fmt_s(value):
@@ -97,8 +116,10 @@ def report_markdown(meta, tasks, sk_summary, contenders, notes=()):
               f"accuracy in %, R² for regression. manualnn: `{meta['mode']}` mode, extra options: {extra}. "
               f"sklearn: MLPClassifier/MLPRegressor defaults on StandardScaler'd features (fitted on the training "
               f"rows), times from {meta['sklearn_timed_on']}. Gap = manualnn − sklearn on the same seed (accuracy in "
-              f"points). s/fit: manualnn's train command wall time (Python start and torch import included in cli "
-              f"mode) / its training loop alone; sklearn's fit() with 1 BLAS thread / default threads.", ""]
+              f"points). s/fit, the median over seeds: manualnn's train command wall time (Python start and torch "
+              f"import included in cli mode) / its training loop alone, over the runs that finished; sklearn's "
+              f"fit() with 1 BLAS thread / default threads (on a shared machine the default threads' times jump "
+              f"when another process holds a core; the JSON has every run).", ""]
     cols = ["data set", "metric", "sklearn mean", "sklearn min"]
     for name in contenders:
         cols += [f"{name} mean", f"{name} min", f"{name} failed", "mean gap", "worst gap", f"{name} s/fit"]
@@ -112,10 +133,14 @@ def report_markdown(meta, tasks, sk_summary, contenders, notes=()):
             failed = f"{s['failed']}/{s['runs']}"
             if s["scored"] < s["runs"]:
                 failed += f" ({s['runs'] - s['scored']} unscored)"
-            seconds = fmt_s(s["train_wall_s"]) + (f" / {fmt_s(s['train_loop_s'])}" if s["train_loop_s"] else "")
+            seconds = fmt_s(s["train_wall_s"]["median"])
+            if s["train_loop_s"]["median"] is not None:
+                seconds += f" / {fmt_s(s['train_loop_s']['median'])}"
+            if s["train_wall_s"]["over"] != "finished":
+                seconds += " (none finished)"
             cells += [fmt_score(s["mean"], task), fmt_score(s["min"], task), failed,
                       fmt_gap(s["mean_gap"], task), fmt_gap(s["worst_gap"], task), seconds]
-        cells += [f"{fmt_s(sk['fit_s_1_thread'])} / {fmt_s(sk['fit_s_default_threads'])}"]
+        cells += [f"{fmt_s(sk['fit_s_1_thread']['median'])} / {fmt_s(sk['fit_s_default_threads']['median'])}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     for name, per_dataset in contenders.items():
@@ -128,14 +153,14 @@ def sklearn_markdown(sk_summary, tasks, seeds_text):
     """scikit-learn alone, over all its cached seeds: spread, convergence, times."""
     lines = [f"scikit-learn MLP defaults alone (seeds {seeds_text}):", "",
              "| data set | metric | mean | min | max | stdev | failed | stopped at max_iter | mean epochs | "
-             "s/fit 1 thread | s/fit default threads |", "|" + "---|" * 11]
+             "median s/fit 1 thread | median s/fit default threads |", "|" + "---|" * 11]
     for ds, task in tasks.items():
         s = sk_summary[ds]
         stdev = "—" if s["stdev"] is None else (f"{s['stdev'] * 100:.1f}" if task == "classify" else f"{s['stdev']:.3f}")
         lines.append(f"| {ds} | {'accuracy' if task == 'classify' else 'R²'} | {fmt_score(s['mean'], task)} | "
                      f"{fmt_score(s['min'], task)} | {fmt_score(s['max'], task)} | {stdev} | {s['failed']}/{s['runs']} | "
-                     f"{s['not_converged']}/{s['runs']} | {s['mean_epochs']:.0f} | {fmt_s(s['fit_s_1_thread'])} | "
-                     f"{fmt_s(s['fit_s_default_threads'])} |")
+                     f"{s['not_converged']}/{s['runs']} | {s['mean_epochs']:.0f} | {fmt_s(s['fit_s_1_thread']['median'])} | "
+                     f"{fmt_s(s['fit_s_default_threads']['median'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +170,7 @@ def sweep_markdown(meta, tasks, combos, sk_summary):
     extra = " ".join(meta["extra"]) or "none"
     lines += [f"Grid `{meta['grid']}`; seeds {meta['seeds_text']}; `{meta['mode']}` mode; options on every run: "
               f"{extra}. Gap = manualnn − sklearn on the same seed (accuracy in points, R² as is); s/train: the "
-              f"train command's time.", "",
+              f"train command's mean time over the runs that finished (— : none did).", "",
               "| options | data set | mean | min | failed | s/train | mean gap | worst gap | sklearn mean |",
               "|" + "---|" * 9]
     ranking = []
@@ -157,8 +182,9 @@ def sweep_markdown(meta, tasks, combos, sk_summary):
             failed, runs = failed + s["failed"], runs + s["runs"]
             if s["worst_gap"] is not None:
                 (acc_gaps if task == "classify" else r2_gaps).append(s["worst_gap"])
+            train_s = fmt_s(s["train_wall_s"]["mean"]) if s["train_wall_s"]["over"] == "finished" else "—"
             lines.append(f"| `{opts}` | {ds} | {fmt_score(s['mean'], task)} | {fmt_score(s['min'], task)} | "
-                         f"{s['failed']}/{s['runs']} | {fmt_s(s['train_wall_s'])} | {fmt_gap(s['mean_gap'], task)} | "
+                         f"{s['failed']}/{s['runs']} | {train_s} | {fmt_gap(s['mean_gap'], task)} | "
                          f"{fmt_gap(s['worst_gap'], task)} | {fmt_score(sk_summary[ds]['mean'], task)} |")
         ranking.append((failed, -min(acc_gaps + [0.0]), -min(r2_gaps + [0.0]), opts, runs,
                         min(acc_gaps) if acc_gaps else None, min(r2_gaps) if r2_gaps else None))
