@@ -131,6 +131,19 @@ def score_from_predictions(path, entry):
     return float(1.0 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
 
 
+def _read_json(path, record):
+    """train's --json record, or None (with a note when it exists but cannot be read)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            run = json.load(f)
+        return run if isinstance(run, dict) else None
+    except (OSError, ValueError) as e:
+        record["notes"].append(f"could not read train's --json: {e}")
+        return None
+
+
 def _tail(text, n=600):
     text = (text or "").strip()
     return text if len(text) <= n else "…" + text[-n:]
@@ -151,9 +164,8 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
                   "diverged": printed_nonfinite_loss(train.stdout) or diverged_message(train.stderr),
                   "predict_rc": None, "score": None, "score_printed": None, "score_from_predictions": None,
                   "notes": []}
-        if os.path.exists(info):
-            with open(info) as f:
-                run = json.load(f)
+        run = _read_json(info, record)
+        if run is not None:
             record["train_loop_s"] = (run.get("timing") or {}).get("seconds")
             record["epochs_run"] = run.get("epochs_run")
             losses = run.get("losses") or []
@@ -165,7 +177,10 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
             predict = runner(["predict", "--model", model, "--data", entry.test, "--output", preds], timeout)
             record["predict_rc"] = predict.rc
             record["score_printed"] = parse_score(predict.stdout, entry.metric)
-            record["score_from_predictions"] = score_from_predictions(preds, entry)
+            try:
+                record["score_from_predictions"] = score_from_predictions(preds, entry)
+            except (OSError, ValueError, KeyError) as e:   # a predictions file in a format this harness misreads
+                record["notes"].append(f"could not score {os.path.basename(preds)}: {type(e).__name__}: {e}")
             if predict.rc != 0:
                 record["predict_stderr"] = _tail(predict.stderr)
         if train.rc != 0:

@@ -3,7 +3,7 @@
     python -m benchmarks.realdata                          # the report: all 10 data sets, seeds 0-9, cli mode
     python -m benchmarks.realdata --seeds 0-2 --name realdata-before
     python -m benchmarks.realdata sweep --grid 'lr=1e-3,3e-3;batch-size=32,200' --seeds 0-4
-    python -m benchmarks.realdata sklearn                  # only fill the scikit-learn cache
+    python -m benchmarks.realdata sklearn                  # only scikit-learn: fill its cache, write its table
 
 The suite (benchmarks/suite.py) is ten classification and regression sets saved as a user saves
 them: raw features, one .npz train file and one test file per (data set, seed). scikit-learn's
@@ -53,11 +53,12 @@ EXTRA_CONTENDERS = {}   # e.g. {"PyTorch autograd": run_autograd}
 
 
 def meta(args, seeds, datasets, sk):
-    timed_on = sorted({r.get("machine", "?") for r in sk.values()})
+    dates = sorted(r.get("date", "?") for r in sk.values())
+    timed_on = [f"{m} ({dates[0]} to {dates[-1]})" for m in sorted({r.get("machine", "?") for r in sk.values()})]
     return {"machine": machine_name(), "platform": platform.platform(), "loadavg": loadavg(),
             "versions": versions(), "blas": blas_info(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "git_commit": git_commit(), "command": ["python", "-m", "benchmarks.realdata", *sys.argv[1:]],
-            "mode": args.mode, "extra": shlex.split(args.extra or ""), "seeds": seeds,
+            "mode": getattr(args, "mode", None), "extra": shlex.split(getattr(args, "extra", "") or ""), "seeds": seeds,
             "seeds_text": args.seeds, "datasets": datasets, "sklearn_timed_on": "; ".join(timed_on)}
 
 
@@ -177,8 +178,14 @@ def sweep(args):
 
 def sklearn_only(args):
     seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
-    print(tables.sklearn_markdown(sk_summary, tasks, args.seeds))
-    print(f"cached in {args.sklearn_cache}", file=sys.stderr)
+    m = meta(args, seeds, datasets, sk)
+    markdown = "\n".join(tables.header_lines(m, "scikit-learn's MLP defaults on the real-data suite")) + "\n"
+    markdown += (f"MLPClassifier/MLPRegressor(random_state=seed), features StandardScaler'd on the training rows, "
+                 f"targets raw; test rows 25%. Times from {m['sklearn_timed_on']}, when each result was first "
+                 f"fitted.\n\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds))
+    print(markdown)
+    paths = write_outputs(args.out, args.name or "sklearn-baseline", {"meta": m, "summary": sk_summary}, markdown)
+    print(f"cached in {args.sklearn_cache}; wrote {', '.join(paths)}", file=sys.stderr)
     return 0
 
 

@@ -46,7 +46,8 @@ def summarize(runs, sklearn, task):
             "mean_gap": statistics.fmean(gaps) if gaps else None, "worst_gap": min(gaps) if gaps else None,
             "gaps_over": len(gaps), "gap_unit": "points" if task == "classify" else "R2",
             "train_wall_s": _seconds(runs, "train_wall_s"), "train_loop_s": _seconds(runs, "train_loop_s"),
-            "failures": {str(r["seed"]): r["reasons"] for r in runs if r["failed"]}}
+            "failures": {str(r["seed"]): r["reasons"] for r in runs if r["failed"]},
+            "notes": sorted({note for r in runs for note in r.get("notes", [])})}
 
 
 def summarize_sklearn(records, task, chance):
@@ -145,6 +146,12 @@ def report_markdown(meta, tasks, sk_summary, contenders, notes=()):
     lines.append("")
     for name, per_dataset in contenders.items():
         lines += failure_lines(per_dataset, name)
+        notes_seen = {}
+        for ds, s in per_dataset.items():
+            for note in s["notes"]:
+                notes_seen.setdefault(note, []).append(ds)
+        if notes_seen:
+            lines += [f"{name} notes:", ""] + [f"- {note} ({', '.join(ds)})" for note, ds in notes_seen.items()] + [""]
     lines += list(notes)
     return "\n".join(lines).rstrip() + "\n"
 
