@@ -1,0 +1,238 @@
+"""Real data: ``manualnn train --data FILE`` with its defaults beside scikit-learn's MLP defaults.
+
+    python -m benchmarks.realdata                          # the report: all 10 data sets, seeds 0-9, cli mode
+    python -m benchmarks.realdata --seeds 0-2 --name realdata-before
+    python -m benchmarks.realdata sweep --grid 'lr=1e-3,3e-3;batch-size=32,200' --seeds 0-4
+    python -m benchmarks.realdata sklearn                  # only scikit-learn: fill its cache, write its table
+
+The suite (benchmarks/suite.py) is ten classification and regression sets saved as a user saves
+them: raw features, one .npz train file and one test file per (data set, seed). scikit-learn's
+side (benchmarks/sklearn_mlp.py) is cached in --sklearn-cache, keyed by data set, seed and
+scikit-learn version; manualnn's side (benchmarks/manualnn_runs.py) runs the two CLI commands,
+in child processes (cli) or in this process (inprocess, for sweeps).
+
+- report (default): manualnn with no options beyond --data/--seed (and --extra if given) per data
+  set and seed; mean and min score for both, manualnn's failed runs, the mean and worst gap per
+  seed, seconds per fit. Writes <name>.json and <name>.md under --out.
+- sweep: every combination of --grid ('key=v1,v2;key2=...': --key v; a value 'on' is the bare flag
+  --key, 'off' leaves it out; a value with spaces gives several words, e.g. 'hidden=64,128 128'),
+  in-process by default; per combination and data set the mean/min score, failed runs, seconds
+  and the gap to scikit-learn. Writes <name>.json and <name>.md (default name: sweep), rewritten
+  after each combination so an interrupted sweep keeps what it measured.
+
+--extra takes options as one string; write it --extra='--no-shuffle' when it is a single word
+starting with a dash. Every record names the machine, versions, date and git commit.
+"""
+import argparse
+import itertools
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+from . import realdata_tables as tables
+from .manualnn_runs import MODES, describe, run_one
+from .provenance import blas_info, git_commit, loadavg, machine_name, versions
+from .sklearn_mlp import sklearn_results
+from .suite import DEFAULT_CACHE, parse_datasets, parse_seeds, specs, write_suite
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_OUT = os.path.join(HERE, "results", "realdata")
+DEFAULT_SKLEARN_CACHE = os.path.join(DEFAULT_OUT, "sklearn-cache.json")
+
+# ---- HOOK (planned, not written yet): the "PyTorch autograd" column ---------------------------------
+# A plain nn.Module (Linear + ReLU + Linear) trained by a torch.optim loop with the same settings as
+# manualnn's --data defaults (same split of the train file, standardization, loss, optimizer, epochs,
+# batch size), per (data set, seed). To add it: write `run_autograd(entry, extra) -> record` (the keys of
+# manualnn_runs.run_one's record: score, failed, reasons, train_wall_s, train_loop_s, seed, dataset)
+# and register it here; report() then runs it beside manualnn and the table gets its column group.
+EXTRA_CONTENDERS = {}   # e.g. {"PyTorch autograd": run_autograd}
+# -----------------------------------------------------------------------------------------------------
+
+
+def meta(args, seeds, datasets, sk):
+    dates = sorted(r.get("date", "?") for r in sk.values())
+    timed_on = [f"{m} ({dates[0]} to {dates[-1]})" for m in sorted({r.get("machine", "?") for r in sk.values()})]
+    return {"machine": machine_name(), "platform": platform.platform(), "loadavg": loadavg(),
+            "versions": versions(), "blas": blas_info(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git_commit": git_commit(), "command": ["python", "-m", "benchmarks.realdata", *sys.argv[1:]],
+            "mode": getattr(args, "mode", None), "extra": shlex.split(getattr(args, "extra", "") or ""), "seeds": seeds,
+            "seeds_text": args.seeds, "datasets": datasets, "sklearn_timed_on": "; ".join(timed_on)}
+
+
+def parse_grid(text):
+    """'lr=1e-3,3e-3;batch-size=32,200' -> [[('lr', '1e-3'), ('lr', '3e-3')], [...]]."""
+    axes = []
+    for part in (text or "").split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, values = part.partition("=")
+        key = key.strip().lstrip("-")
+        if not sep or not key or not values.strip():
+            raise SystemExit(f"--grid: expected 'option=v1,v2;option2=...', got {part!r}")
+        axes.append([(key, v.strip()) for v in values.split(",")])
+    if not axes:
+        raise SystemExit("--grid: expected at least one 'option=v1,v2'")
+    return axes
+
+
+def combo_argv(combo):
+    argv = []
+    for key, value in combo:
+        if value == "off":
+            continue
+        argv.append(f"--{key}")
+        if value != "on":
+            argv += value.split()
+    return argv
+
+
+def write_outputs(out, name, record, markdown):
+    os.makedirs(out, exist_ok=True)
+    for ext, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown)):
+        path = os.path.join(out, f"{name}.{ext}")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return [os.path.join(out, f"{name}.{ext}") for ext in ("json", "md")]
+
+
+def prepare(args):
+    seeds = parse_seeds(args.seeds)
+    datasets = parse_datasets(args.datasets)
+    entries = write_suite(args.cache, datasets, seeds)
+    sk = sklearn_results(entries, args.sklearn_cache, refit=args.refit_sklearn)
+    tasks = {name: spec.task for name, spec in specs(datasets).items()}
+    chances = {e.dataset: e.chance for e in entries}
+    sk_summary = {ds: tables.summarize_sklearn([sk[(ds, s)] for s in seeds], tasks[ds], chances[ds])
+                  for ds in datasets}
+    return seeds, datasets, entries, sk, tasks, sk_summary
+
+
+def run_all(entries, extra, mode, timeout, log=sys.stderr):
+    runs = []
+    for entry in entries:
+        record = run_one(entry, extra, mode=mode, timeout=timeout)
+        print(describe(record), file=log, flush=True)
+        runs.append(record)
+    return runs
+
+
+def by_dataset(runs, sk, tasks):
+    return {ds: tables.summarize([r for r in runs if r["dataset"] == ds], sk, task) for ds, task in tasks.items()}
+
+
+def report(args):
+    seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
+    m = meta(args, seeds, datasets, sk)   # date and load average as the runs start
+    started = time.perf_counter()
+    extra = shlex.split(args.extra or "")
+    contenders, runs = {}, {"manualnn": run_all(entries, extra, args.mode, args.timeout)}
+    for name, run_fn in EXTRA_CONTENDERS.items():   # the autograd hook (empty today)
+        runs[name] = [run_fn(entry, extra) for entry in entries]
+    for name, rs in runs.items():
+        contenders[name] = by_dataset(rs, sk, tasks)
+    m["seconds"] = round(time.perf_counter() - started, 1)
+    notes = ["PyTorch autograd (nn.Module + torch.optim, same settings): planned; see the HOOK in "
+             "benchmarks/realdata.py.", ""]
+    sk_failed = [f"{ds} ({s['failed']}/{s['runs']})" for ds, s in sk_summary.items() if s["failed"]]
+    if sk_failed:   # the peer itself at chance: a gap to it says little there
+        notes += [f"scikit-learn's defaults themselves fail (score at chance or below) on: {', '.join(sk_failed)}.",
+                  ""]
+    markdown = tables.report_markdown(m, tasks, sk_summary, contenders, notes)
+    markdown += "\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds)
+    record = {"meta": m, "summary": {"sklearn": sk_summary, **contenders},
+              "runs": runs, "sklearn_runs": [sk[(e.dataset, e.seed)] for e in entries]}
+    print(markdown)
+    paths = write_outputs(args.out, args.name or "realdata", record, markdown)
+    print(f"wrote {', '.join(paths)}", file=sys.stderr)
+    return 0
+
+
+def sweep(args):
+    axes = parse_grid(args.grid)
+    seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
+    base = shlex.split(args.extra or "")
+    m = meta(args, seeds, datasets, sk)
+    m["grid"] = args.grid
+    combos, started = [], time.perf_counter()
+    name = args.name or "sweep"
+    for combo in itertools.product(*axes):
+        options = combo_argv(combo)
+        print(f"sweep: {' '.join(options) or '(no options)'}", file=sys.stderr, flush=True)
+        runs = run_all(entries, base + options, args.mode, args.timeout)
+        combos.append({"options": options, "options_text": " ".join(options), "grid_point": dict(combo),
+                       "summary": by_dataset(runs, sk, tasks), "runs": runs})
+        m["seconds"] = round(time.perf_counter() - started, 1)
+        markdown = tables.sweep_markdown(m, tasks, combos, sk_summary)
+        record = {"meta": m, "sklearn": sk_summary, "combinations": combos}
+        paths = write_outputs(args.out, name, record, markdown)
+    print(markdown)
+    print(f"wrote {', '.join(paths)}", file=sys.stderr)
+    return 0
+
+
+def sklearn_only(args):
+    seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
+    m = meta(args, seeds, datasets, sk)
+    markdown = "\n".join(tables.header_lines(m, "scikit-learn's MLP defaults on the real-data suite")) + "\n"
+    markdown += (f"MLPClassifier/MLPRegressor(random_state=seed), features StandardScaler'd on the training rows, "
+                 f"targets raw; test rows 25%. Times from {m['sklearn_timed_on']}, when each result was first "
+                 f"fitted.\n\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds))
+    print(markdown)
+    paths = write_outputs(args.out, args.name or "sklearn-baseline", {"meta": m, "summary": sk_summary}, markdown)
+    print(f"cached in {args.sklearn_cache}; wrote {', '.join(paths)}", file=sys.stderr)
+    return 0
+
+
+def build_parser(command):
+    p = argparse.ArgumentParser(prog=f"python -m benchmarks.realdata{'' if command == 'report' else ' ' + command}",
+                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="all", help="comma-separated names, or all (default)")
+    p.add_argument("--seeds", default="0-9", help="e.g. 0-9 (default), 0,3,5 or 0-2,7")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="folder for the data files (default %(default)s)")
+    p.add_argument("--sklearn-cache", default=DEFAULT_SKLEARN_CACHE,
+                   help="JSON file of scikit-learn results (default: the committed %(default)s)")
+    p.add_argument("--refit-sklearn", action="store_true", help="refit scikit-learn even where the cache has it")
+    p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default %(default)s)")
+    p.add_argument("--name", help="output file stem (default: realdata for the report, sweep for a sweep)")
+    if command == "sklearn":
+        return p
+    p.add_argument("--mode", choices=MODES, default="inprocess" if command == "sweep" else "cli",
+                   help="cli: python -m manualnn per command; inprocess: manualnn.cli.main here "
+                        "(default: %(default)s)")
+    p.add_argument("--extra", default="", help="options added to every train command, e.g. --extra '--lr 1e-3'")
+    p.add_argument("--timeout", type=float, default=900, help="cli mode: seconds per command before it is killed and the run counts as failed")
+    if command == "sweep":
+        p.add_argument("--grid", required=True, help="e.g. 'lr=1e-3,3e-3;batch-size=32,200'")
+    return p
+
+
+COMMANDS = {"report": report, "sweep": sweep, "sklearn": sklearn_only}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else "report"
+    if argv and argv[0] == command:
+        argv = argv[1:]
+    args = build_parser(command).parse_args(argv)
+    try:
+        parse_seeds(args.seeds)
+        parse_datasets(args.datasets)
+    except ValueError as e:
+        print(f"python -m benchmarks.realdata: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](args)
+    except KeyboardInterrupt:
+        print("python -m benchmarks.realdata: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

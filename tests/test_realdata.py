@@ -1,0 +1,113 @@
+"""The real-data harness (benchmarks/realdata.py) on one tiny data set, one seed, in-process.
+
+Checks that the report and a sweep write their tables, and that a run that diverges is recorded as
+a failed run, not a crash. Nothing here asserts a time or a score against scikit-learn.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import manualnn_runs, realdata, suite  # noqa: E402
+
+# an lr that overflows float32 within a step or two, whatever the loss and optimizer
+DIVERGING_LR = "1e30"
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("realdata")
+    return {"out": str(root / "out"), "cache": str(root / "data"), "sk": str(root / "sklearn.json")}
+
+
+def common(paths):
+    return ["--datasets", "iris", "--seeds", "0", "--out", paths["out"], "--cache", paths["cache"],
+            "--sklearn-cache", paths["sk"]]
+
+
+def test_suite_files_are_raw_and_split_as_specified(paths):
+    (entry,) = suite.write_suite(paths["cache"], ["iris"], [0])
+    x_train, y_train = suite.load_train(entry)
+    x_test, y_test = suite.load_test(entry)
+    assert y_train.dtype == np.int64 and x_train.dtype == np.float64
+    assert (x_train.shape, x_test.shape) == ((112, 4), (38, 4))
+    assert x_train.max() > 7   # raw sepal lengths in cm, not standardized
+    assert np.bincount(y_test).tolist() == [13, 13, 12]   # stratified
+    assert entry.classes == 3 and entry.chance == pytest.approx(1 / 3 + 0.05)
+
+
+def test_sweep_writes_a_table_and_records_a_diverging_run_as_failed(paths):
+    rc = realdata.main(["sweep", "--grid", f"lr=1e-6,{DIVERGING_LR}", "--extra", "--epochs 3", *common(paths)])
+    assert rc == 0
+    table = open(os.path.join(paths["out"], "sweep.md")).read()
+    assert "| `--lr 1e-6` | iris |" in table and f"| `--lr {DIVERGING_LR}` | iris |" in table
+    record = json.load(open(os.path.join(paths["out"], "sweep.json")))
+    for key in ("machine", "versions", "date", "git_commit"):
+        assert record["meta"][key]
+    calm, wild = record["combinations"]
+    assert calm["options"] == ["--lr", "1e-6"] and wild["options"] == ["--lr", DIVERGING_LR]
+    (run,) = wild["runs"]
+    assert run["failed"] and "diverged" in run["reasons"], run
+    assert wild["summary"]["iris"]["failed"] == 1
+    (run,) = calm["runs"]
+    assert run["train_rc"] == 0 and not run["diverged"] and run["score"] is not None, run
+    # scikit-learn's result was cached: a second harness run reads it instead of refitting
+    cached = json.load(open(paths["sk"]))["results"]
+    assert list(cached) == [f"iris/seed0/sklearn-{record['meta']['versions']['sklearn']}"]
+
+
+def test_report_writes_both_files_with_provenance(paths):
+    rc = realdata.main(["--mode", "inprocess", "--extra", "--epochs 2 --lr 1e-6", "--name", "tiny", *common(paths)])
+    assert rc == 0
+    md = open(os.path.join(paths["out"], "tiny.md")).read()
+    assert "| iris | accuracy |" in md and "PyTorch autograd" in md
+    record = json.load(open(os.path.join(paths["out"], "tiny.json")))
+    assert record["meta"]["git_commit"] and record["meta"]["versions"]["torch"]
+    assert record["summary"]["manualnn"]["iris"]["runs"] == 1
+    assert record["meta"]["versions"]["manualnn"] in md
+
+
+def test_grid_and_seeds_parsing():
+    axes = realdata.parse_grid("lr=1e-3,3e-3; --batch-size=32,200;hidden=64,128 128;no-shuffle=on,off")
+    assert [len(a) for a in axes] == [2, 2, 2, 2]
+    assert realdata.combo_argv([("hidden", "128 128"), ("no-shuffle", "on")]) == ["--hidden", "128", "128",
+                                                                                  "--no-shuffle"]
+    assert realdata.combo_argv([("no-shuffle", "off"), ("lr", "1e-3")]) == ["--lr", "1e-3"]
+    assert suite.parse_seeds("0-2,7") == [0, 1, 2, 7]
+    with pytest.raises(ValueError):
+        suite.parse_seeds("3-1")
+
+
+def test_score_and_divergence_parsing():
+    assert manualnn_runs.parse_score("Loss:0.12, Accuracy:0.9667 (38 samples)\n", "accuracy") == 0.9667
+    assert manualnn_runs.parse_score("Loss:3.1, RMSE:55.2, R2:0.4321 (111 samples)\n", "R2") == 0.4321
+    assert manualnn_runs.parse_score("Loss:3.1 (111 samples)\n", "R2") is None
+    assert manualnn_runs.printed_nonfinite_loss("Epoch:0, Loss:1.0\nEpoch:1, Loss:nan, Val loss:inf\n")
+    assert not manualnn_runs.printed_nonfinite_loss("Epoch:0, Loss:1.0, Val loss:2.0, Val accuracy:0.5\n")
+
+
+def test_judge_names_every_reason():
+    entry = suite.Entry("x", 0, "classify", 2, "a", "b", 1, 1, 1)
+    failed, reasons = manualnn_runs.judge({"diverged": True, "train_rc": 1, "predict_rc": None, "score": 0.5,
+                                           "task_used": "regress"}, entry)
+    assert failed and reasons == ["diverged", "train exit 1", "trained as regress", "at chance"]
+    assert manualnn_runs.judge({"train_rc": 0, "predict_rc": 0, "score": 0.9}, entry) == (False, [])
+    assert manualnn_runs.judge({"train_rc": 0, "predict_rc": 0, "score": None}, entry) == (True, ["no score"])
+
+
+@pytest.mark.slow
+def test_cli_and_inprocess_modes_give_the_same_numbers(paths):
+    (entry,) = suite.write_suite(paths["cache"], ["moons"], [0])
+    extra = ["--epochs", "20"]
+    cli = manualnn_runs.run_one(entry, extra, mode="cli")
+    here = manualnn_runs.run_one(entry, extra, mode="inprocess")
+    for key in ("train_rc", "predict_rc", "epochs_run", "final_loss", "score_printed", "score_from_predictions",
+                "task_used", "failed"):
+        assert cli[key] == here[key], (key, cli[key], here[key])
+    assert cli["score"] is not None and cli["epochs_run"] == 20
