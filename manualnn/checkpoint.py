@@ -1,6 +1,7 @@
 """Checkpoints: weights, biases, optimizer state, config, epoch and histories, written atomically and
 checked field by field when read (a file from anywhere is untrusted: no pickle, every field's type,
 dtype, shape and finiteness is checked before anything uses it)."""
+import io
 import math
 import numbers
 import os
@@ -58,8 +59,10 @@ def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None
         "config": dict(config or {}),
         **{name: [float(v) for v in histories.get(name, ())] for name in HISTORIES},
     }
+    buffer = io.BytesIO()   # serialised first: a failed write is then the OS's OSError (disk full), not torch's
+    torch.save(state, buffer)
     with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+        f.write(buffer.getbuffer())
     return os.fspath(path)
 
 

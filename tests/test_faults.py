@@ -101,10 +101,10 @@ def test_a_really_full_disk(tmp_path):
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here")
     try:
-        (disk / "filler").write_bytes(b"\0" * 40000)   # a checkpoint of this network (~30 KB) no longer fits
+        (disk / "filler").write_bytes(b"\0" * 40000)   # a checkpoint of this network (~36 KB) no longer fits
         spare = tmp_path / "spare"
         spare.mkdir()
-        proc = subprocess.run([SCRIPT, "train", *SMALL[:-4], "--hidden", "60", "--lr", "1e-3", "--device", "cpu",
+        proc = subprocess.run([SCRIPT, "train", *SMALL[:-4], "--hidden", "600", "--lr", "1e-4", "--device", "cpu",
                                "--epochs", "3", "--save", str(disk / "run.pt"), "--json", str(disk / "r.json")],
                               capture_output=True, text=True, env={**cli_env(), "TMPDIR": str(spare)}, timeout=120)
         assert proc.returncode == 4, proc.stderr
@@ -128,12 +128,13 @@ def test_a_signal_saves_the_last_finished_epoch(capsys, tmp_path, sig, code, nam
     proc = start(tmp_path, "--save", str(ck), "--json", str(js))
     printed = [proc.stdout.readline() for _ in range(30)]
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.stdout.read(), proc.stderr.read()   # (communicate would skip what readline buffered)
+    proc.wait(timeout=60)
     assert proc.returncode == code, err
     saved = load_checkpoint(ck)
     assert f"interrupted ({name}) after {saved.epoch} epochs; saved them to {ck}" in err, err
     assert "Traceback" not in err and json.loads(js.read_text())["status"] == "interrupted"
-    lines = [l for l in printed + out.splitlines() if l.strip()]
+    lines = [line.strip() for line in printed + out.splitlines() if line.strip()]
     assert len(lines) == saved.epoch and losses_of("\n".join(lines)) == pytest.approx(saved.losses, abs=1e-4)
     # the saved run is whole: resuming it gives the uninterrupted run's losses
     total = saved.epoch + 3

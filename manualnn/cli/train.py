@@ -4,6 +4,7 @@ Before any epoch everything that can be known is checked (options, paths, data, 
 training, the weights are never lost: a failed --save keeps the old file and writes the run to a
 fallback path, and Ctrl-C or SIGTERM with --save write the last finished epoch before exiting.
 """
+import contextlib
 import os
 import secrets
 import signal
@@ -34,8 +35,42 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (exit 143 instead of 130)."""
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+class Signals:
+    """SIGINT and SIGTERM become KeyboardInterrupt / Terminated, except inside ``held()``: there the
+    signal waits until the block ends (an epoch's lines and a save are finished first)."""
+
+    def __init__(self):
+        self.depth, self.pending, self.previous = 0, None, {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        if self.depth:
+            self.pending = signum
+        else:
+            self._raise(signum)
+
+    @staticmethod
+    def _raise(signum):
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    @contextlib.contextmanager
+    def held(self):
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if not self.depth and self.pending is not None:
+                signum, self.pending = self.pending, None
+                self._raise(signum)
 
 
 @dataclass
@@ -233,6 +268,10 @@ def train_loop(args, run, rank=0):
     outcome = Outcome()
 
     def on_chunk(first, losses):
+        with signals.held():   # the chunk's lines and its checkpoint are written whole, then a signal counts
+            report(first, losses)
+
+    def report(first, losses):
         if args.save_every and trainer.epoch % args.save_every == 0:
             save(trainer, args.save, config, outcome)
         if rank != 0:
@@ -247,9 +286,8 @@ def train_loop(args, run, rank=0):
             progress.show(first + len(losses), losses[-1])
 
     started, start_epoch = time.perf_counter(), trainer.epoch
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     code = 0
-    try:
+    with Signals() as signals:
         try:
             trainer.run(config["epochs"] - trainer.epoch, every="auto", align=args.save_every, callback=on_chunk)
         except NonFiniteLossError as e:
@@ -257,15 +295,13 @@ def train_loop(args, run, rank=0):
         except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: the last finished epoch's state is in the trainer
             outcome.status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
             outcome.message = f"interrupted ({'SIGTERM' if code == 143 else 'Ctrl-C'}) after {trainer.epoch} epochs"
-        if progress:
-            progress.clear()
-        if outcome.status == "ok":
-            outcome.warning = trainer.diagnose()
-            if trainer.stopped_early:
-                outcome.best_epoch = trainer.best[0]
-        return finish(args, run, rank, outcome, time.perf_counter() - started, start_epoch, code)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    if progress:
+        progress.clear()
+    if outcome.status == "ok":
+        outcome.warning = trainer.diagnose()
+        if trainer.stopped_early:
+            outcome.best_epoch = trainer.best[0]
+    return finish(args, run, rank, outcome, time.perf_counter() - started, start_epoch, code)
 
 
 def finish(args, run, rank, outcome, seconds, start_epoch, code):
