@@ -15,7 +15,7 @@ the predictions file, which checks the printed figure and stands in for it while
 no R2 for regression. ``--json`` is output only: it adds the training loop's own seconds and the
 task manualnn chose. A run fails when train diverges (NaN/Inf loss), a command exits non-zero or
 crashes, the task manualnn chose is not the data set's, there is no score, or the score is at
-chance (accuracy <= 1/K + 0.05, R^2 <= 0.05).
+chance (accuracy <= max(1/K, the largest class's share) + 0.05, R^2 <= 0.05).
 """
 import contextlib
 import io

@@ -123,11 +123,13 @@ class Entry:
     train_rows: int
     test_rows: int
     features: int
+    majority: float = 0.0   # the largest class's share of the test rows (what a constant guess scores)
 
     @property
     def chance(self):
-        """The score at or below which a run counts as failed: 1/K + 0.05 (accuracy), 0.05 (R^2)."""
-        return 1.0 / self.classes + 0.05 if self.task == "classify" else 0.05
+        """The score at or below which a run counts as failed: the better of 1/K and always guessing the
+        largest class, plus 0.05 (accuracy); 0.05 (R^2)."""
+        return max(1.0 / self.classes, self.majority) + 0.05 if self.task == "classify" else 0.05
 
     @property
     def metric(self):
@@ -170,8 +172,9 @@ def write_suite(cache=DEFAULT_CACHE, datasets=None, seeds=range(10)):
             with np.load(train) as a, np.load(test) as b:
                 y_all = np.concatenate([a["y"], b["y"]])
                 classes = int(y_all.max()) + 1 if spec.task == "classify" else 0
+                majority = float(np.bincount(b["y"].astype(np.int64)).max() / len(b["y"])) if classes else 0.0
                 entries.append(Entry(name, seed, spec.task, classes, train, test, a["x"].shape[0], b["x"].shape[0],
-                                     a["x"].shape[1]))
+                                     a["x"].shape[1], majority))
     return entries
 
 

@@ -19,18 +19,18 @@ class ReferenceRun(NamedTuple):
     biases: Optional[List[torch.Tensor]] = None
 
 
-def tutorial_loop(x, y, weights, epochs=20, learning_rate=1e-6):
+def tutorial_loop(x, y, weights, epochs=20, lr=1e-6):
     """The seed's loop, verbatim but generalised to any number of hidden layers.
 
     Its backward clamps the gradient's *values* (``grad_h.clamp_(min=0)``) instead of masking
     by the forward activation: that is the seed's flaw, reproduced on purpose.
     """
-    return _loop(x, y, weights, epochs, learning_rate, relu_backward=False)
+    return _loop(x, y, weights, epochs, lr, relu_backward=False)
 
 
-def relu_loop(x, y, weights, epochs=20, learning_rate=1e-6):
+def relu_loop(x, y, weights, epochs=20, lr=1e-6):
     """The same loop with the correct ReLU backward: ``grad_h[h_pre <= 0] = 0``."""
-    return _loop(x, y, weights, epochs, learning_rate, relu_backward=True)
+    return _loop(x, y, weights, epochs, lr, relu_backward=True)
 
 
 def reference_loop(x, y, weights, *, epochs=20, lr=1e-6, grad="relu"):
@@ -42,13 +42,13 @@ def reference_loop(x, y, weights, *, epochs=20, lr=1e-6, grad="relu"):
     raise ValueError(f"grad: expected 'relu' or 'tutorial', got {grad!r}")
 
 
-def _loop(x, y, weights, epoch_n, learning_rate, relu_backward):
+def _loop(x, y, weights, epoch_n, lr, relu_backward):
     ws = [w.clone() for w in weights]
-    losses = [_seed_step(x, y, ws, learning_rate, relu_backward) for _ in range(epoch_n)]
+    losses = [_seed_step(x, y, ws, lr, relu_backward) for _ in range(epoch_n)]
     return ReferenceRun(losses, ws)
 
 
-def _seed_step(x, y, ws, learning_rate, relu_backward):
+def _seed_step(x, y, ws, lr, relu_backward):
     """One step of the seed's loop on (x, y): updates ``ws`` in place, returns the loss before the update."""
     # forward: h = clamp(h_prev @ w, min=0) for every hidden layer, then the output layer
     hs, h_pres = [x], [None]
@@ -77,7 +77,7 @@ def _seed_step(x, y, ws, learning_rate, relu_backward):
             grad = grad_h
 
     for w, g in zip(ws, grads):
-        w -= learning_rate * g
+        w -= lr * g
     return loss.item()
 
 

@@ -195,6 +195,8 @@ def prepare_run(args, device=None, rank=0):
         problem = build_problem(config, device, check=lambda sizes, rows: check_memory(config, device, sizes, rows))
     except DataError as e:
         raise UsageError(f"--data: {e}") from None
+    except ValueError as e:   # a split that leaves a part empty
+        raise UsageError(as_option(str(e))) from None
     if problem.note and rank == 0:
         print(f"manualnn train: {problem.note}", file=sys.stderr)
     step = {key: config[key] for key in STEP_KEYS if key != "bias"}

@@ -82,6 +82,37 @@ class Scorer:
         return Evaluation(loss, None, rmse, sum(r2s) / len(r2s), self.rows)
 
 
+def validation_scorer(val_data, x, weights, biases, spec):
+    """The Scorer of ``val_data=(x_val, y_val)``, checked against the training x and the network."""
+    from .. import checks
+    if not isinstance(val_data, (list, tuple)) or len(val_data) != 2:
+        raise TypeError(f"val_data: expected a pair (x_val, y_val), got {type(val_data).__name__}")
+    xv, yv = val_data
+    out = weights[-1].shape[1]
+    yv, labels = targets_for("val_data[1]", xv, yv, out)
+    if isinstance(xv, torch.Tensor) and (xv.dim() != 2 or xv.shape[1] != x.shape[1]):
+        raise ValueError(f"val_data[0]: expected a 2-D tensor with {x.shape[1]} columns (like x), got shape "
+                         f"{tuple(xv.shape)}")
+    if isinstance(xv, torch.Tensor) and (xv.dtype != x.dtype or xv.device != x.device):
+        raise ValueError(f"val_data: expected {x.dtype} tensors on {x.device} (like x), got {xv.dtype} on {xv.device}")
+    checks.check_tensors(xv, yv, weights, names=("val_data[0]", "val_data[1]"), biases=biases)
+    if labels is None and yv.shape[1] >= 2:   # one-hot float targets are scored for accuracy too
+        labels = targets_for("val_data[1]", xv, yv, out)[1]
+    if spec.loss == "ce":
+        check_probabilities("val_data[1]", yv, labels)
+    return Scorer(xv.detach(), yv.detach(), labels, spec.loss, spec.reduction)
+
+
+def check_probabilities(name, y, labels):
+    """Cross-entropy needs class labels, or target rows of probabilities (>= 0, summing to 1)."""
+    if labels is not None:
+        return
+    sums = y.double().sum(1)
+    if bool((y < 0).any()) or not bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-5)):
+        raise ValueError(f"{name}: loss 'ce' needs class labels [N] or rows of probabilities (>= 0, summing to 1); "
+                         f"got values (use loss 'sse' for regression)")
+
+
 @torch.no_grad()
 def evaluate(model, x, y, *, loss=None, reduction=None, target_scale=None) -> Evaluation:
     """Score a model (an ``MLP``, or a list of weights) on ``x`` and targets or class labels ``y``.
@@ -103,3 +134,23 @@ def evaluate(model, x, y, *, loss=None, reduction=None, target_scale=None) -> Ev
     checks.check_tensors(x, y, weights, biases=biases)
     scorer = Scorer(x, y, labels, loss, reduction)
     return scorer.read(scorer.row(weights, biases).tolist(), target_scale)
+
+
+@torch.no_grad()
+def dead_network(x, params):
+    """A warning when a trained network is dead: a hidden layer that is 0 on every row of ``x``, or
+    outputs that are the same for every row (with no biases a dead ReLU network outputs exactly 0,
+    and so trains no further, silently). None when it is alive."""
+    h = x
+    advice = "try a smaller lr, bias=True, optimizer='adam' or reduction='mean'"
+    for i in range(len(params.tensors)):
+        b = params.bias_of(i)
+        z = h @ params.weight(i) if b is None else torch.addmm(b, h, params.weight(i))
+        if i == len(params.tensors) - 1:
+            if h.shape[0] > 1 and bool((z == z[:1]).all()):
+                return f"the outputs are the same for every training row (the network ignores its input); {advice}"
+            return None
+        h = z.clamp_(min=0)
+        if not bool(h.any()):
+            return (f"every unit of hidden layer {i + 1} is 0 on every training row (the network is dead: its output "
+                    f"no longer depends on the input); {advice}")

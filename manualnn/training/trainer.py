@@ -10,7 +10,6 @@ import math
 import numbers
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import torch
@@ -21,51 +20,13 @@ from ..spec import Params, StepSpec, with_ones
 from .batches import batch_order
 from .epoch import EpochRunner
 from .graphs import ChunkGraph, graph_length
-from .metrics import Scorer, targets_for
+from .metrics import check_probabilities, dead_network, targets_for, validation_scorer
+from .result import NonFiniteLossError, TrainResult
 
 # Below this many FLOPs per step, a CPU run uses one thread: waking a second thread for GEMMs this
 # small costs more than it saves (on a busy 2-core machine, twenty times more; see the README).
 ONE_THREAD_FLOPS = 4e6
 CHUNK_SECONDS = 0.25   # with every="auto", the host waits for the device about this often
-
-
-class NonFiniteLossError(RuntimeError):
-    """A run's loss became NaN or Inf. ``.result`` holds the last finite weights and the finite losses."""
-
-    def __init__(self, message, epoch, loss, result):
-        super().__init__(message)
-        self.epoch, self.loss, self.result = epoch, loss, result
-
-
-@dataclass
-class TrainResult:
-    """What a run returns: one loss per epoch, the trained weights and biases (a snapshot: later
-    training does not change them) and, with validation data, the validation figures after each
-    epoch. ``best_epoch``: with ``patience``, the epoch whose weights were kept."""
-    losses: List[float]
-    weights: List[torch.Tensor]
-    backend: str
-    seconds: float = 0.0
-    start_epoch: int = 0
-    biases: Optional[List[torch.Tensor]] = None
-    val_losses: List[float] = field(default_factory=list)
-    val_accuracies: List[float] = field(default_factory=list)
-    val_rmse: List[float] = field(default_factory=list)
-    val_r2: List[float] = field(default_factory=list)
-    best_epoch: Optional[int] = None
-    stopped_early: bool = False
-    warning: Optional[str] = None
-
-    @property
-    def epochs(self):
-        return len(self.losses)
-
-    def __repr__(self):
-        last = f"{self.losses[-1]:.4f}" if self.losses else "-"
-        extra = "".join(f", last_{name}={values[-1]:.4f}" for name, values in (
-            ("val_loss", self.val_losses), ("val_accuracy", self.val_accuracies), ("val_r2", self.val_r2)) if values)
-        return (f"TrainResult(epochs={self.epochs}, last_loss={last}{extra}, backend={self.backend!r}, "
-                f"seconds={self.seconds:.4f}, shapes={[tuple(w.shape) for w in self.weights]})")
 
 
 @contextlib.contextmanager
@@ -143,7 +104,8 @@ class Trainer:
                                  f"rank (start at most {n} ranks)")
         self.backend_name = resolve(backend, x.device, x.dtype)
         self.x, self.y, self.rows = x.detach(), y.detach(), n
-        self.scorer = None if val_data is None else self._validation(val_data, weights, biases if bias else None)
+        self.scorer = None if val_data is None else validation_scorer(val_data, self.x, weights,
+                                                                         biases if bias else None, spec)
         if self.patience and self.scorer is None:
             raise ValueError("patience: stops on the validation loss; expected val_data=(x_val, y_val)")
         self.target_scale = target_scale
@@ -171,25 +133,6 @@ class Trainer:
         self._pending = []   # rows from step(), still on the device
         self.best = None     # with patience: (epoch, val loss, snapshot)
         self.stopped_early = False
-
-    def _validation(self, val_data, weights, biases):
-        if not isinstance(val_data, (list, tuple)) or len(val_data) != 2:
-            raise TypeError(f"val_data: expected a pair (x_val, y_val), got {type(val_data).__name__}")
-        xv, yv = val_data
-        out = weights[-1].shape[1]
-        yv, labels = targets_for("val_data[1]", xv, yv, out)
-        if isinstance(xv, torch.Tensor) and (xv.dim() != 2 or xv.shape[1] != self.x.shape[1]):
-            raise ValueError(f"val_data[0]: expected a 2-D tensor with {self.x.shape[1]} columns (like x), got shape "
-                             f"{tuple(xv.shape)}")
-        if isinstance(xv, torch.Tensor) and (xv.dtype != self.x.dtype or xv.device != self.x.device):
-            raise ValueError(f"val_data: expected {self.x.dtype} tensors on {self.x.device} (like x), "
-                             f"got {xv.dtype} on {xv.device}")
-        checks.check_tensors(xv, yv, weights, names=("val_data[0]", "val_data[1]"), biases=biases)
-        if labels is None and yv.shape[1] >= 2:   # one-hot float targets are scored for accuracy too
-            labels = targets_for("val_data[1]", xv, yv, out)[1]
-        if self.spec.loss == "ce":
-            check_probabilities("val_data[1]", yv, labels)
-        return Scorer(xv.detach(), yv.detach(), labels, self.spec.loss, self.spec.reduction)
 
     @property
     def device(self):
@@ -401,24 +344,9 @@ class Trainer:
             b.copy_(self.params.bias_of(i))
 
     def diagnose(self) -> Optional[str]:
-        """A warning when the trained network is dead: a hidden layer zero on every training row, or
-        outputs that do not change from row to row. None when it is alive."""
-        with torch.no_grad(), cpu_threads(self.threads):
-            h = self.x[:4096]
-            for i in range(len(self.params.tensors) - 1):
-                b = self.params.bias_of(i)
-                z = h @ self.params.weight(i)
-                h = (z if b is None else z + b).clamp_(min=0)
-                if not bool(h.any()):
-                    return (f"every unit of hidden layer {i + 1} is 0 on every training row (the network is dead: "
-                            f"its output no longer depends on the input); try a smaller lr, bias=True, "
-                            f"optimizer='adam' or reduction='mean'")
-            b = self.params.bias_of(len(self.params.tensors) - 1)
-            z = h @ self.params.weight(-1) if b is None else h @ self.params.weight(-1) + b
-            if h.shape[0] > 1 and bool((z == z[:1]).all()):
-                return ("the outputs are the same for every training row (the network ignores its input); "
-                        "try a smaller lr, bias=True, optimizer='adam' or reduction='mean'")
-        return None
+        """A warning when the trained network is dead (see metrics.dead_network), else None."""
+        with cpu_threads(self.threads):
+            return dead_network(self.x[:4096], self.params)
 
     def _result(self, start_epoch, seconds):
         h = self.history
@@ -465,16 +393,6 @@ class Trainer:
             self.history[key] = [float(v) for v in state.get(key, [])]
         self.epoch = int(state["epoch"])
         self._copy_to_callers()
-
-
-def check_probabilities(name, y, labels):
-    """Cross-entropy needs class labels, or target rows of probabilities (>= 0, summing to 1)."""
-    if labels is not None:
-        return
-    sums = y.double().sum(1)
-    if bool((y < 0).any()) or not bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-5)):
-        raise ValueError(f"{name}: loss 'ce' needs class labels [N] or rows of probabilities (>= 0, summing to 1); "
-                         f"got values (use loss 'sse' for regression)")
 
 
 def train(x, y, weights, *, epochs=20, every=None, callback=None, **options) -> TrainResult:
