@@ -21,7 +21,9 @@ import torch
 from . import BackendUnavailableError
 
 CACHE_ENV = "MANUALNN_NATIVE_CACHE"
-EXTRA_CFLAGS = ["-O3"]
+# -ffp-contract=off: no multiply-add is fused unless the source says so (std::fma), so the numbers do
+# not depend on which CPU clone of a loop runs, and match torch's separately rounded ops
+EXTRA_CFLAGS = ["-O3", "-ffp-contract=off"]
 _loaded = {}   # library path -> module, so a process imports each build once
 
 
