@@ -38,7 +38,7 @@ def source_dir():
 
 
 def cpu_sources(src=None):
-    """The C++ files that make the CPU extension (.cu files are for a future CUDA variant)."""
+    """The C++ files that make the CPU extension."""
     return sorted(glob.glob(os.path.join(src or source_dir(), "*.cpp")))
 
 
@@ -50,7 +50,8 @@ def cache_root():
 
 
 def build_key(src=None):
-    """A hash of everything the shared library depends on: sources, headers, flags, torch and Python."""
+    """A hash of everything the shared library depends on: the sources and any headers beside them
+    (``*.cpp``, ``*.h``), the flags, torch and Python."""
     src = src or source_dir()
     h = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(src, "*.cpp")) + glob.glob(os.path.join(src, "*.h"))):
