@@ -12,8 +12,8 @@ setup(
     # an unrelated package of that name.
     packages=["manualnn", "manualnn.backends", "manualnn.cli", "manualnn.training", "manualnn.kernels"],
     package_dir={"manualnn.kernels": "kernels"},
-    # the native runner's C++ sources are compiled on first use (manualnn.native), so they ship as data
-    package_data={"manualnn.kernels": ["native/*.cpp", "native/*.h", "native/*.cu"]},
+    # the native runner's C++ sources are compiled on first use (manualnn.backends.native_build), so they ship as data
+    package_data={"manualnn.kernels": ["native/*.cpp", "native/*.h"]},
     install_requires=[
         "torch>=2.4,<3",
         "triton>=3.0; sys_platform == 'linux'",

@@ -21,7 +21,9 @@ import torch
 from . import BackendUnavailableError
 
 CACHE_ENV = "MANUALNN_NATIVE_CACHE"
-EXTRA_CFLAGS = ["-O3"]
+# -ffp-contract=off: no multiply-add is fused unless the source says so (std::fma), so the numbers do
+# not depend on which CPU clone of a loop runs, and match torch's separately rounded ops
+EXTRA_CFLAGS = ["-O3", "-ffp-contract=off"]
 _loaded = {}   # library path -> module, so a process imports each build once
 
 
@@ -36,7 +38,7 @@ def source_dir():
 
 
 def cpu_sources(src=None):
-    """The C++ files that make the CPU extension (.cu files are for a future CUDA variant)."""
+    """The C++ files that make the CPU extension."""
     return sorted(glob.glob(os.path.join(src or source_dir(), "*.cpp")))
 
 
@@ -48,7 +50,8 @@ def cache_root():
 
 
 def build_key(src=None):
-    """A hash of everything the shared library depends on: sources, headers, flags, torch and Python."""
+    """A hash of everything the shared library depends on: the sources and any headers beside them
+    (``*.cpp``, ``*.h``), the flags, torch and Python."""
     src = src or source_dir()
     h = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(src, "*.cpp")) + glob.glob(os.path.join(src, "*.h"))):
