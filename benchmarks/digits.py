@@ -1,20 +1,21 @@
-"""The digits workload: mini-batch training on a real data set, manualnn beside PyTorch autograd.
+"""The digits workload: ``manualnn train --data digits`` as it trains by default, beside PyTorch autograd.
 
-    python -m benchmarks.digits                  # CPU: 64 -> 256 -> 10, batch 32, lr 5e-4 (< 1 min)
+    python -m benchmarks.digits                  # CPU (< 1 min)
     python -m benchmarks.digits --device cuda    # adds manualnn's Triton backend
 
 scikit-learn's digits (1,797 8x8 images; 1,438 training rows after the default 20% validation
-split, 45 steps per epoch), the network and settings `manualnn train --data digits` uses. Every
-contender walks the same batches (manualnn's seeded order) from the same initial weights:
+split), the network and step ``manualnn train --data digits`` uses by default (manualnn.cli.options
+DATA_DEFAULTS: biases, softmax cross-entropy averaged over the batch, Adam). Every contender walks
+the same batches (manualnn's seeded order) from the same initial weights and biases:
 
-- manualnn (torch backend, and triton on CUDA): ``manualnn.Trainer(batch_size=32)``;
-- autograd: ``nn.Sequential(Linear, ReLU, Linear)`` (no bias) + ``torch.optim.SGD`` (foreach), the
-  loss ``((model(x) - y)**2).sum()``, the batch gathered by indexing, as a PyTorch user writes it;
-  on the CPU also with torch's threads set to 1, as manualnn sets them for steps this small.
+- manualnn: ``manualnn.Trainer`` on the torch backend (and native when built; triton on CUDA);
+- autograd: ``nn.Sequential(Linear, ReLU, Linear)`` + ``nn.CrossEntropyLoss`` + ``torch.optim.Adam``
+  (foreach), the batch gathered by indexing, as a PyTorch user writes it; on the CPU also with torch's
+  threads set to 1, as manualnn sets them for steps this small.
 
-Each is first judged against the float64 mini-batch reference loop (``manualnn.testing.judge``);
-then timed round-robin (one run of --epochs epochs each, --repeats rounds) so drift hits all alike.
-Prints a table and writes digits.json and digits.md under --out.
+Each is first judged against the float64 reference run with the same settings
+(``manualnn.testing.judge``); then timed round-robin (one run of --epochs epochs each, --repeats
+rounds) so drift hits all alike. Prints a table and writes digits.json and digits.md under --out.
 """
 import argparse
 import json
@@ -27,13 +28,16 @@ import torch
 from torch import nn
 
 import manualnn
+from manualnn.cli.options import DATA_DEFAULTS
 from manualnn.data import init_weights, load_data, split
 from manualnn.testing import judge
-from manualnn.trainer import _cpu_threads, batch_order
+from manualnn.training import batch_order, cpu_threads
 
 from .run import device_name, git_commit, slug, sync, versions
 
-HIDDEN, BATCH, LR, SEED = 256, 32, 5e-4, 0
+HIDDEN, BATCH, LR, SEED = DATA_DEFAULTS["hidden"][0], DATA_DEFAULTS["batch_size"], DATA_DEFAULTS["lr"], 0
+STEP = dict(loss="ce", reduction=DATA_DEFAULTS["reduction"], optimizer=DATA_DEFAULTS["optimizer"],
+            betas=tuple(DATA_DEFAULTS["betas"]), eps=DATA_DEFAULTS["eps"], weight_decay=DATA_DEFAULTS["weight_decay"])
 
 
 class Workload:
@@ -44,29 +48,29 @@ class Workload:
         self.targets = torch.nn.functional.one_hot(labels, 10).float().to(device)
         self.w0 = [w.to(device) for w in
                    init_weights([64, HIDDEN, 10], "kaiming", generator=torch.Generator().manual_seed(SEED))]
+        self.b0 = [torch.zeros(w.shape[1], device=device) for w in self.w0]
         self.device = device
-        self.epoch = 0
 
 
 def manualnn_contender(backend):
     def make(work):
-        trainer = manualnn.Trainer(work.x, work.labels, work.w0, lr=LR, batch_size=BATCH, shuffle_seed=SEED,
-                                   backend=backend)
+        trainer = manualnn.Trainer(work.x, work.labels, work.w0, biases=work.b0, lr=LR, batch_size=BATCH,
+                                   shuffle_seed=SEED, backend=backend, **STEP)
 
         def run(epochs):
             trainer.run(epochs)
-            return trainer
-        return run, lambda: (trainer.losses, trainer.weights)
+        return run, lambda: (trainer.losses, trainer.weights, trainer.biases)
     return make
 
 
 def autograd_contender(work):
-    model = nn.Sequential(nn.Linear(64, HIDDEN, bias=False), nn.ReLU(), nn.Linear(HIDDEN, 10, bias=False))
-    model.to(work.device)
+    model = nn.Sequential(nn.Linear(64, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 10)).to(work.device)
     with torch.no_grad():  # nn.Linear stores out x in: the transpose of the seed's layout
-        model[0].weight.copy_(work.w0[0].t())
-        model[2].weight.copy_(work.w0[1].t())
-    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
+        for layer, w, b in zip((model[0], model[2]), work.w0, work.b0):
+            layer.weight.copy_(w.t())
+            layer.bias.copy_(b)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, betas=STEP["betas"], eps=STEP["eps"], foreach=True)
+    loss_fn = nn.CrossEntropyLoss()
     n = work.x.shape[0]
     state = {"epoch": 0, "losses": []}
 
@@ -76,17 +80,18 @@ def autograd_contender(work):
             total = torch.zeros((), device=work.device)
             for start in range(0, n, BATCH):
                 rows = order[start:start + BATCH]
-                loss = (model(work.x[rows]) - work.targets[rows]).pow(2).sum()
+                loss = loss_fn(model(work.x[rows]), work.labels[rows])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += loss.detach()
-            state["losses"].append(total)
+                total += loss.detach() * len(rows)
+            state["losses"].append(total / n)
             state["epoch"] += 1
 
     def result():
         losses = [float(v) for v in state["losses"]]
-        return losses, [model[0].weight.detach().t(), model[2].weight.detach().t()]
+        return (losses, [model[0].weight.detach().t(), model[2].weight.detach().t()],
+                [model[0].bias.detach(), model[2].bias.detach()])
     return run, result
 
 
@@ -96,20 +101,10 @@ def one_thread(make):
         run, result = make(work)
 
         def run_1(epochs):
-            with _cpu_threads(1):
+            with cpu_threads(1):
                 run(epochs)
         return run_1, result
     return made
-
-
-def references(work, epochs):
-    out = []
-    n = work.x.shape[0]
-    for dt in (torch.float64, torch.float32):
-        out.append(manualnn.minibatch_reference_loop(
-            work.x.cpu().to(dt), work.targets.cpu().to(dt), [w.cpu().to(dt) for w in work.w0], epochs=epochs, lr=LR,
-            batch_size=BATCH, order=lambda e: batch_order(n, e, seed=SEED)))
-    return tuple(out)
 
 
 def main(argv=None):
@@ -123,23 +118,28 @@ def main(argv=None):
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device: cuda was asked for but no CUDA device is available")
-    contenders = {"manualnn (torch backend)": manualnn_contender("torch"), "autograd + SGD (foreach)": autograd_contender}
+    autograd = "autograd + Adam + CrossEntropyLoss (foreach)"
+    contenders = {"manualnn (torch backend)": manualnn_contender("torch"), autograd: autograd_contender}
     if device.type == "cuda":
         contenders["manualnn (triton backend)"] = manualnn_contender("triton")
     else:
-        contenders["autograd + SGD (foreach), 1 thread"] = one_thread(autograd_contender)
+        from manualnn.backends import native_build
+        if native_build.is_built():
+            contenders["manualnn (native backend)"] = manualnn_contender("native")
+        contenders[autograd + ", 1 thread"] = one_thread(autograd_contender)
 
-    # judged first, on a fresh instance each: 3 epochs against the float64 mini-batch loop
+    # judged first, on a fresh instance each: 3 epochs against the float64 reference run
     check_epochs = 3
     work = Workload(device)
-    refs = references(work, check_epochs)
+    n = work.x.shape[0]
     verdicts = {}
     for name, make in contenders.items():
         run, result = make(Workload(device))
         run(check_epochs)
-        losses, weights = result()
-        verdict = judge(losses, weights, work.x, work.targets, work.w0, epochs=check_epochs, lr=LR, grad="relu",
-                        refs=refs)
+        losses, weights, biases = result()
+        verdict = judge(losses, weights, work.x.cpu(), work.targets.cpu(), [w.cpu() for w in work.w0], epochs=check_epochs,
+                        lr=LR, grad="relu", biases=biases, biases0=[b.cpu() for b in work.b0], batch_size=BATCH,
+                        order=lambda e: batch_order(n, e, seed=SEED), **STEP)
         verdicts[name] = verdict
         print(f"{name}: {verdict.summary()}", file=sys.stderr)
 
@@ -156,7 +156,7 @@ def main(argv=None):
             sync(device)
             times[name].append(time.perf_counter() - started)
     steps = args.epochs * -(-work.x.shape[0] // BATCH)
-    base = statistics.median(times["autograd + SGD (foreach)"]) if "autograd + SGD (foreach)" in times else None
+    base = statistics.median(times[autograd]) if autograd in times else None
     rows = []
     for name in contenders:
         if name not in times:
@@ -168,7 +168,8 @@ def main(argv=None):
                      "verdict": verdicts[name].summary()})
     record = {"meta": {"device": device_name(device), "versions": versions(), "commit": git_commit(),
                        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": torch.get_num_threads(),
-                       "workload": f"digits 1438 rows, 64 -> {HIDDEN} -> 10, batch {BATCH}, lr {LR}",
+                       "workload": f"digits 1438 rows, 64 -> {HIDDEN} -> 10 with biases, batch {BATCH}, "
+                                   f"cross-entropy ({STEP['reduction']}), {STEP['optimizer']} lr {LR}",
                        "epochs_per_run": args.epochs, "steps_per_run": steps, "repeats": args.repeats},
               "rows": rows}
     lines = [f"digits workload on {record['meta']['device']}: {record['meta']['workload']}, "

@@ -170,6 +170,7 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
             record["epochs_run"] = run.get("epochs_run")
             losses = run.get("losses") or []
             record["final_loss"] = losses[-1] if losses else None
+            record["losses"] = losses
             record["task_used"] = (run.get("config") or {}).get("task_used")
             record["diverged"] = record["diverged"] or run.get("status") == "diverged" or \
                 any(not math.isfinite(v) for v in losses if isinstance(v, (int, float)))

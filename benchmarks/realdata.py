@@ -33,6 +33,7 @@ import sys
 import time
 
 from . import realdata_tables as tables
+from .autograd_runs import COMPARED_EPOCHS, run_autograd
 from .manualnn_runs import MODES, describe, run_one
 from .provenance import blas_info, git_commit, loadavg, machine_name, versions
 from .sklearn_mlp import sklearn_results
@@ -42,14 +43,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_OUT = os.path.join(HERE, "results", "realdata")
 DEFAULT_SKLEARN_CACHE = os.path.join(DEFAULT_OUT, "sklearn-cache.json")
 
-# ---- HOOK (planned, not written yet): the "PyTorch autograd" column ---------------------------------
-# A plain nn.Module (Linear + ReLU + Linear) trained by a torch.optim loop with the same settings as
-# manualnn's --data defaults (same split of the train file, standardization, loss, optimizer, epochs,
-# batch size), per (data set, seed). To add it: write `run_autograd(entry, extra) -> record` (the keys of
-# manualnn_runs.run_one's record: score, failed, reasons, train_wall_s, train_loop_s, seed, dataset)
-# and register it here; report() then runs it beside manualnn and the table gets its column group.
-EXTRA_CONTENDERS = {}   # e.g. {"PyTorch autograd": run_autograd}
-# -----------------------------------------------------------------------------------------------------
+# Contenders beside manualnn, each trained on manualnn's own inputs: run(entry, extra, manualnn_record).
+EXTRA_CONTENDERS = {"PyTorch autograd": run_autograd}
 
 
 def meta(args, seeds, datasets, sk):
@@ -132,13 +127,18 @@ def report(args):
     started = time.perf_counter()
     extra = shlex.split(args.extra or "")
     contenders, runs = {}, {"manualnn": run_all(entries, extra, args.mode, args.timeout)}
-    for name, run_fn in EXTRA_CONTENDERS.items():   # the autograd hook (empty today)
-        runs[name] = [run_fn(entry, extra) for entry in entries]
+    for name, run_fn in EXTRA_CONTENDERS.items():
+        runs[name] = [run_fn(entry, extra, mine) for entry, mine in zip(entries, runs["manualnn"])]
     for name, rs in runs.items():
         contenders[name] = by_dataset(rs, sk, tasks)
     m["seconds"] = round(time.perf_counter() - started, 1)
-    notes = ["PyTorch autograd (nn.Module + torch.optim, same settings): planned; see the HOOK in "
-             "benchmarks/realdata.py.", ""]
+    notes = []
+    for name in EXTRA_CONTENDERS:
+        diffs = [r["loss_rel_diff"] for r in runs[name] if r.get("loss_rel_diff") is not None]
+        if diffs:
+            notes += [f"{name}: trained on manualnn's own inputs (split, standardization, initial weights, batch "
+                      f"order); its per-epoch losses over the first {COMPARED_EPOCHS} epochs differ from manualnn's "
+                      f"by at most {max(diffs):.1e} (relative), over {len(diffs)} runs.", ""]
     sk_failed = [f"{ds} ({s['failed']}/{s['runs']})" for ds, s in sk_summary.items() if s["failed"]]
     if sk_failed:   # the peer itself at chance: a gap to it says little there
         notes += [f"scikit-learn's defaults themselves fail (score at chance or below) on: {', '.join(sk_failed)}.",

@@ -39,7 +39,8 @@ def test_suite_files_are_raw_and_split_as_specified(paths):
     assert (x_train.shape, x_test.shape) == ((112, 4), (38, 4))
     assert x_train.max() > 7   # raw sepal lengths in cm, not standardized
     assert np.bincount(y_test).tolist() == [13, 13, 12]   # stratified
-    assert entry.classes == 3 and entry.chance == pytest.approx(1 / 3 + 0.05)
+    assert entry.classes == 3 and entry.chance == pytest.approx(max(1 / 3, entry.majority) + 0.05)
+    assert entry.majority == pytest.approx(13 / 38)   # the largest class of the 38 test rows
 
 
 def test_sweep_writes_a_table_and_records_a_diverging_run_as_failed(paths):

@@ -124,7 +124,7 @@ class TorchStep:
         grad_hs = [new(n) for n in widths]                # dL/dh_l, up to the constant in alpha
         self.error = new(tensors[-1].shape[1])            # e = z - y, or softmax(z) - y
         inputs = [x] + acts                               # layer i reads inputs[i]
-        scale = spec.grad_scale(rows or batch)
+        scale = spec.grad_scale(rows or batch or 1)   # (a 0-row batch: any scale, its gradient is 0)
         fold = spec.optimizer == "sgd" and not (spec.weight_decay and params.bias)
         if grads is None and not fold:
             grads = [torch.empty_like(p) for p in tensors]
