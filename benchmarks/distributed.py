@@ -69,6 +69,7 @@ def worker(args):
 
     import manualnn
     from manualnn import distributed
+    from manualnn.training.batches import shard_bounds
     torch.set_num_threads(1)
     x, y, weights = problem(args.rows, args.features, args.hidden, args.out)
     result = {}
@@ -78,13 +79,14 @@ def worker(args):
     else:
         distributed.init("cpu", timeout=120)
         trainer = manualnn.Trainer(x, y, weights, lr=LR, distributed=True)
+        step = trainer.steps[0]   # the full batch: one data-parallel step (training/parallel.py)
         for overlap in (True, False):
-            trainer.backend.overlap = overlap
+            step.overlap = overlap
             dist.barrier()
             result[f"2 ranks, {'overlap' if overlap else 'no overlap'}"] = timed(trainer.run, args.steps)
-        flat = trainer.backend.flat
+        flat = step.flat
         # the machine's own ceiling: both ranks at once on their half of the rows, with no communication
-        lo, hi = distributed.shard_bounds(args.rows, dist.get_rank(), dist.get_world_size())
+        lo, hi = shard_bounds(args.rows, dist.get_rank(), dist.get_world_size())
         alone = manualnn.Trainer(x[lo:hi], y[lo:hi], weights, lr=LR, backend="torch")
         dist.barrier()
         result["2 ranks, compute only (no all-reduce)"] = timed(alone.run, args.steps)
@@ -94,7 +96,7 @@ def worker(args):
                 dist.all_reduce(flat)
         dist.barrier()
         result["2 ranks, all-reduce only"] = timed(allreduce, args.steps)
-        result["bytes"] = trainer.backend.bytes_per_step
+        result["bytes"] = step.bytes_per_step
         if dist.get_rank() != 0:
             result = None
         distributed.shutdown()

@@ -171,6 +171,8 @@ class TorchStep:
         if not fold:
             self.backward_plan.insert(0, self.optimizer.begin)
         self.on_ready = None
+        if not self.guard_tf32:
+            self.step = self._step   # no TF32 to guard against: one Python frame less per step
 
     def _ready(self, i):
         if self.on_ready is not None:

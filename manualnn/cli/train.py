@@ -318,9 +318,10 @@ def finish(args, run, rank, outcome, seconds, start_epoch, code):
             return code
         say = lambda text: print(f"manualnn train: {text}", file=sys.stderr)  # noqa: E731
         if trainer.stopped_early:
+            kept = ", ".join(f"{name[4:]} {value:.4f}"
+                             for name, value in val_figures(trainer, outcome.best_epoch).items() if value is not None)
             say(f"stopped at epoch {trainer.epoch - 1}: the validation loss has not improved for {trainer.patience} "
-                f"epochs; kept the weights of epoch {outcome.best_epoch} (its validation loss "
-                f"{trainer.best[1]:.4f})")
+                f"epochs; kept the weights of epoch {outcome.best_epoch} (validation {kept})")
         if outcome.warning:
             say(f"warning: {outcome.warning}")
         if args.json:
