@@ -1,4 +1,4 @@
-"""Pieces every kernel shares: the masked matmul tile, program-id grouping, block choice, checks, launch.
+"""Pieces every kernel shares: the matmul tile, program-id grouping, block choice, checks, launch.
 
 Every tl.dot names its input precision: "ieee" fp32 (the default, equal to the reference),
 "tf32", or "bf16" (operands rounded to bf16 in registers, fp32 accumulation, fp32 master data).
@@ -22,7 +22,7 @@ AUTOTUNE = not INTERPRET and os.environ.get("MANUALNN_AUTOTUNE", "1") != "0"
 PRECISIONS = ("ieee", "tf32", "bf16")
 
 
-def triton_device_problem(device):
+def device_problem(device):
     """Why these kernels cannot run on ``device`` in this process, or None if they can.
 
     The one answer to "can Triton run here" once Triton is importable: CUDA always; CPU tensors
@@ -69,34 +69,19 @@ def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
 
 @triton.jit
 def matmul_tile(a_ptr, stride_am, stride_ak, b_ptr, stride_bk, stride_bn, M, N, K, offs_m, offs_n,
-                am_ptr, stride_amm, stride_amk, bm_ptr, stride_bmk, stride_bmn,
-                A_MASK: tl.constexpr, B_MASK: tl.constexpr, PRECISION: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """fp32 tile of A[M, K] @ B[K, N] at rows offs_m, columns offs_n (int64); any strides (transposes too).
-
-    Out-of-range elements load as 0, so they add nothing. With A_MASK (B_MASK) an operand element
-    counts only where the same element of am (bm) is > 0: the ReLU mask applied while loading.
-    """
+    Out-of-range elements load as 0, so they add nothing."""
     rows_in = offs_m[:, None] < M          # the row and column masks do not change along K
     cols_in = offs_n[None, :] < N
     a_rows = offs_m[:, None] * stride_am
     b_cols = offs_n[None, :] * stride_bn
-    am_rows = offs_m[:, None] * stride_amm
-    bm_cols = offs_n[None, :] * stride_bmn
     offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
-        in_a = rows_in & (kk[None, :] < K)
-        in_b = (kk[:, None] < K) & cols_in
-        a = tl.load(a_ptr + a_rows + kk[None, :] * stride_ak, mask=in_a, other=0.0)
-        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=in_b, other=0.0)
-        if A_MASK:
-            am = tl.load(am_ptr + am_rows + kk[None, :] * stride_amk, mask=in_a, other=0.0)
-            a = tl.where(am > 0, a, 0.0)
-        if B_MASK:
-            bm = tl.load(bm_ptr + kk[:, None] * stride_bmk + bm_cols, mask=in_b, other=0.0)
-            b = tl.where(bm > 0, b, 0.0)
+        a = tl.load(a_ptr + a_rows + kk[None, :] * stride_ak, mask=rows_in & (kk[None, :] < K), other=0.0)
+        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=(kk[:, None] < K) & cols_in, other=0.0)
         acc = mma(a, b, acc, PRECISION)
     return acc
 
@@ -146,7 +131,7 @@ def check_matrix(name, t, device=None):
         raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    problem = triton_device_problem(t.device)
+    problem = device_problem(t.device)
     if problem is not None:
         raise ValueError(f"{name}: {problem}")
     return t

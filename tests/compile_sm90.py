@@ -23,21 +23,23 @@ def variants():
     m = lambda name: importlib.import_module(f"manualnn.kernels.{name}")  # noqa: E731
     fused = m("fused_mlp")
     for p in ("ieee", "tf32", "bf16"):
-        yield m("linear_relu").linear_relu_kernel, dict(RELU=True, PRECISION=p, **BIG), OPTS_BIG
-        yield m("output_loss").output_loss_kernel, dict(PRECISION=p, BLOCK_M=64, BLOCK_N=16, BLOCK_K=32), \
-            dict(num_warps=4, num_stages=3)
-        for mode, in_mask in (("relu", False), ("tutorial", False), ("none", True)):
-            yield m("input_grad").input_grad_kernel, dict(MODE=mode, IN_MASK=in_mask, PRECISION=p, **BIG), OPTS_BIG
-        for update, store, in_mask in ((True, False, False), (False, True, True), (True, True, False)):
-            yield m("weight_grad").weight_grad_kernel, dict(UPDATE=update, STORE_GRAD=store, IN_MASK=in_mask,
-                                                            PRECISION=p, **BIG), OPTS_BIG
+        yield m("linear_relu").linear_relu_kernel, dict(PRECISION=p, **BIG), OPTS_BIG
+        for loss in ("sse", "ce"):
+            yield m("output_loss").output_loss_kernel, dict(LOSS=loss, ADVANCE=loss == "ce", PRECISION=p, BLOCK_M=64,
+                                                            BLOCK_N=16, BLOCK_K=32), dict(num_warps=4, num_stages=3)
+        for mode in ("relu", "tutorial"):
+            yield m("input_grad").input_grad_kernel, dict(MODE=mode, PRECISION=p, **BIG), OPTS_BIG
+        for opt in ("grad", "sgd", "momentum", "adam"):
+            yield m("weight_grad").weight_grad_kernel, dict(OPTIMIZER=opt, DECAY=opt != "grad", PRECISION=p, **BIG), \
+                OPTS_BIG
         # the two-launch step, with the blocks its launcher uses on the GPU, at the widest tile
-        config = fused.default_config(100, 1000, fused.MAX_WIDTH, p)
+        config = fused.default_config(100, 1000, p)
         for mode in fused.MODES:
-            yield fused.mlp_rows_kernel, dict(MODE=mode, PRECISION=p, WIDTH=fused.MAX_WIDTH, **blocks(config["rows"])), \
-                options(config["rows"])
-        yield fused.mlp_update_kernel, dict(PRECISION=p, WIDTH=fused.MAX_WIDTH, PARTIALS_BLOCK=8,
-                                            **blocks(config["update"])), options(config["update"])
+            yield fused.mlp_rows_kernel, dict(MODE=mode, LOSS="sse", ADVANCE=False, PRECISION=p, WIDTH=fused.MAX_WIDTH,
+                                              **blocks(config["rows"])), options(config["rows"])
+        for opt in ("sgd", "adam"):
+            yield fused.mlp_update_kernel, dict(OPTIMIZER=opt, DECAY=True, PRECISION=p, WIDTH=fused.MAX_WIDTH,
+                                                PARTIALS_BLOCK=8, **blocks(config["update"])), options(config["update"])
     yield m("output_loss").sum_partials_kernel, dict(BLOCK=1024), dict(num_warps=4)
 
 
@@ -54,11 +56,13 @@ def signature(fn, constexprs):
     for name in fn.arg_names:
         if name in constexprs:
             sig[name] = "constexpr"
-        elif name in ("table_ptr", "tile_ptr"):
+        elif name in ("table_ptr", "tile_ptr", "step_ptr"):
             sig[name] = "*i64"
+        elif name in ("hyper_ptr", "powers_ptr"):
+            sig[name] = "*fp64"
         elif name.endswith("_ptr"):
             sig[name] = "*fp32"
-        elif name == "lr":
+        elif name in ("lr", "scale"):
             sig[name] = "fp32"
         else:
             sig[name] = "i32"
