@@ -9,14 +9,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, grouped_tile, \
-    matmul_tile, prepare_launch
+from ._common import autotuned, batch_bucket, check_matrix, check_precision, check_shape, check_writable, \
+    grouped_tile, matmul_tile, prepare_launch
 
 MODES = ("relu", "tutorial")
 
 
-@triton.jit
-def input_grad_kernel(g_ptr, w_ptr, h_ptr, out_ptr, M, N, K,
+@triton.jit(do_not_specialize=["batch_bucket"])   # only the autotuner's key reads it
+def input_grad_kernel(g_ptr, w_ptr, h_ptr, out_ptr, M, N, K, batch_bucket,
                       stride_gm, stride_gk, stride_wn, stride_wk, stride_hm, stride_hn, stride_om, stride_on,
                       MODE: tl.constexpr, PRECISION: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -34,7 +34,8 @@ def input_grad_kernel(g_ptr, w_ptr, h_ptr, out_ptr, M, N, K,
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on, acc, mask=inside)
 
 
-input_grad_autotuned = autotuned(input_grad_kernel, key=["M", "N", "K", "MODE", "PRECISION"])
+input_grad_autotuned = autotuned(input_grad_kernel, "matmul",
+                                 key=["batch_bucket", "N", "K", "MODE", "PRECISION"])
 
 
 def input_grad(g, w, out=None, *, mode="relu", h=None, precision="ieee", config=None):
@@ -78,8 +79,8 @@ def input_grad_launcher(g, w, out, *, mode="relu", h=None, precision="ieee", con
     h_ = h if h is not None else out          # unread unless mode "relu"
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     return prepare_launch(
-        input_grad_kernel, input_grad_autotuned, grid, config, (M, N, K),
-        g_ptr=g, w_ptr=w, h_ptr=h_, out_ptr=out, M=M, N=N, K=K,
+        input_grad_kernel, input_grad_autotuned, grid, config, (M, N, K, "matmul", precision),
+        g_ptr=g, w_ptr=w, h_ptr=h_, out_ptr=out, M=M, N=N, K=K, batch_bucket=batch_bucket(M),
         stride_gm=g.stride(0), stride_gk=g.stride(1), stride_wn=w.stride(0), stride_wk=w.stride(1),
         stride_hm=h_.stride(0), stride_hn=h_.stride(1), stride_om=out.stride(0), stride_on=out.stride(1),
         MODE=mode, PRECISION=precision)

@@ -8,12 +8,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_matrix, check_precision, check_shape, check_writable, \
+from ._common import autotuned, batch_bucket, check_matrix, check_precision, check_shape, check_writable, \
     grouped_tile, matmul_tile, prepare_launch
 
 
-@triton.jit
-def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K,
+@triton.jit(do_not_specialize=["batch_bucket"])   # only the autotuner's key reads it
+def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K, batch_bucket,
                        stride_am, stride_ak, stride_wk, stride_wn, stride_hm, stride_hn,
                        PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -26,7 +26,7 @@ def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K,
     tl.store(h_ptr + offs_m[:, None] * stride_hm + offs_n[None, :] * stride_hn, acc, mask=inside)
 
 
-linear_relu_autotuned = autotuned(linear_relu_kernel, key=["M", "N", "K", "PRECISION"])
+linear_relu_autotuned = autotuned(linear_relu_kernel, "matmul", key=["batch_bucket", "N", "K", "PRECISION"])
 
 
 def linear_relu(a, w, out=None, *, precision="ieee", config=None):
@@ -58,7 +58,8 @@ def linear_relu_launcher(a, w, out, *, precision="ieee", config=None):
     check_shape("out", out, (M, N))
     check_writable("out", out, reads=[("a", a), ("w", w)])
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
-    return prepare_launch(linear_relu_kernel, linear_relu_autotuned, grid, config, (M, N, K),
-                          a_ptr=a, w_ptr=w, h_ptr=out, M=M, N=N, K=K,
+    return prepare_launch(linear_relu_kernel, linear_relu_autotuned, grid, config,
+                          (M, N, K, "matmul", precision), a_ptr=a, w_ptr=w, h_ptr=out, M=M, N=N, K=K,
+                          batch_bucket=batch_bucket(M),
                           stride_am=a.stride(0), stride_ak=a.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
                           stride_hm=out.stride(0), stride_hn=out.stride(1), PRECISION=precision)

@@ -48,16 +48,16 @@ def advance_adam(step_ptr, powers_ptr, hyper_ptr):
 
 @triton.jit
 def apply_optimizer(g, offs, inside, decay, p_ptr, grad_ptr, m_ptr, v_ptr, hyper_ptr, powers_ptr,
-                    OPTIMIZER: tl.constexpr, DECAY: tl.constexpr):
+                    OPTIMIZER: tl.constexpr):
     """Apply the update for gradient tile ``g`` (fp32) at element offsets ``offs`` of the contiguous
     parameter (and of its gradient and state buffers, laid out alike). ``inside``: the tile's elements
-    that exist; ``decay``: those that are weights (weight decay applies, with DECAY)."""
+    that exist; ``decay``: those that weight decay applies to (none without weight decay: a runtime
+    mask, not a constexpr, so one compiled kernel serves both)."""
     if OPTIMIZER == "grad":
         tl.store(grad_ptr + offs, g, mask=inside)
     else:
         p = tl.load(p_ptr + offs, mask=inside, other=0.0)
-        if DECAY:
-            g = tl.where(decay, g + tl.load(hyper_ptr + WEIGHT_DECAY).to(tl.float32) * p, g)
+        g = tl.where(decay, g + tl.load(hyper_ptr + WEIGHT_DECAY).to(tl.float32) * p, g)
         if OPTIMIZER == "sgd":
             p = p - tl.load(hyper_ptr + LR).to(tl.float32) * g
         elif OPTIMIZER == "momentum":
@@ -84,7 +84,7 @@ def apply_optimizer(g, offs, inside, decay, p_ptr, grad_ptr, m_ptr, v_ptr, hyper
 
 def optimizer_args(optimizer, p, *, hyper=None, state=(), powers=None, grad_out=None, decay_rows=0, reads=()):
     """Check the tensors an update needs; return the kernel arguments of ``apply_optimizer`` (pointers,
-    ``decay_rows`` and the OPTIMIZER/DECAY constexprs). ``p``: the contiguous parameter [rows, cols]
+    ``decay_rows`` and the OPTIMIZER constexpr). ``p``: the contiguous parameter [rows, cols]
     (updated in place; with "grad" only its shape counts), ``grad_out`` (for "grad"), ``state``: its
     optimizer buffers (momentum: (m,), adam: (m, v)), ``powers``: Adam's float64 (beta1^t, beta2^t),
     ``decay_rows``: the leading rows that are weights and decay (0: no weight decay)."""
@@ -98,7 +98,7 @@ def optimizer_args(optimizer, p, *, hyper=None, state=(), powers=None, grad_out=
         _check_like("grad_out", grad_out, p)
         check_writable("grad_out", grad_out, reads=reads)
         return dict(p_ptr=grad_out, grad_ptr=grad_out, m_ptr=grad_out, v_ptr=grad_out, hyper_ptr=grad_out,
-                    powers_ptr=grad_out, decay_rows=0, OPTIMIZER=optimizer, DECAY=False)
+                    powers_ptr=grad_out, decay_rows=0, OPTIMIZER=optimizer)
     _check_like("p", p, p)
     check_writable("p", p, reads=reads)
     if not isinstance(hyper, torch.Tensor) or hyper.dtype != torch.float64 or hyper.numel() != 6 \
@@ -118,8 +118,7 @@ def optimizer_args(optimizer, p, *, hyper=None, state=(), powers=None, grad_out=
     m = state[0] if state else p
     v = state[1] if len(state) > 1 else p
     return dict(p_ptr=p, grad_ptr=p, m_ptr=m, v_ptr=v, hyper_ptr=hyper,
-                powers_ptr=powers if powers is not None else hyper, decay_rows=int(decay_rows),
-                OPTIMIZER=optimizer, DECAY=int(decay_rows) > 0)
+                powers_ptr=powers if powers is not None else hyper, decay_rows=int(decay_rows), OPTIMIZER=optimizer)
 
 
 def _check_like(name, t, p):
@@ -146,8 +145,7 @@ def adam_advance_kernel(step_ptr, powers_ptr, hyper_ptr):
 
 
 @triton.jit
-def update_kernel(table_ptr, tile_ptr, hyper_ptr, powers_ptr,
-                  OPTIMIZER: tl.constexpr, DECAY: tl.constexpr, BLOCK: tl.constexpr):
+def update_kernel(table_ptr, tile_ptr, hyper_ptr, powers_ptr, OPTIMIZER: tl.constexpr, BLOCK: tl.constexpr):
     """One program per BLOCK elements of one parameter (a row of the tile table: layer, first element)."""
     pid = tl.program_id(0)
     layer = tl.load(tile_ptr + 2 * pid)
@@ -159,11 +157,14 @@ def update_kernel(table_ptr, tile_ptr, hyper_ptr, powers_ptr,
     g = tl.load(grad_ptr + offs, mask=inside, other=0.0)
     apply_optimizer(g, offs, inside, offs < tl.load(row + DECAY_NUMEL), tl.load(row + P_ADDR).to(f32), grad_ptr,
                     tl.load(row + M_ADDR).to(f32), tl.load(row + V_ADDR).to(f32), hyper_ptr, powers_ptr,
-                    OPTIMIZER=OPTIMIZER, DECAY=DECAY)
+                    OPTIMIZER=OPTIMIZER)
+
+
+UPDATE_BLOCK = 1024     # elements per program of update_kernel
 
 
 def update_launcher(params, grads, *, optimizer, hyper, state=None, powers=None, step=None, decay_rows=None,
-                    block=1024):
+                    block=UPDATE_BLOCK):
     """Check once, then return a callable applying ``optimizer`` to every parameter from its gradient:
     one launch (two for Adam: its step count and beta^t are advanced first, by one program).
 
@@ -191,7 +192,6 @@ def update_launcher(params, grads, *, optimizer, hyper, state=None, powers=None,
         table.append([ptr("p_ptr"), g.data_ptr(), ptr("m_ptr"), ptr("v_ptr"), p.numel(), decay_rows[i] * p.shape[1]])
         tiles += [(i, start) for start in range(0, p.numel(), block)]
     device = params[0].device
-    decay = any(decay_rows)
     table = torch.tensor(table, dtype=torch.int64, device=device)
     tiles = torch.tensor(tiles, dtype=torch.int64, device=device)
     if optimizer == "adam":
@@ -203,8 +203,7 @@ def update_launcher(params, grads, *, optimizer, hyper, state=None, powers=None,
         if optimizer == "adam":
             adam_advance_kernel[(1,)](step, powers, hyper)
         if tiles.shape[0]:
-            update_kernel[(tiles.shape[0],)](table, tiles, hyper, powers_, OPTIMIZER=optimizer, DECAY=decay,
-                                             BLOCK=block)
+            update_kernel[(tiles.shape[0],)](table, tiles, hyper, powers_, OPTIMIZER=optimizer, BLOCK=block)
     run.table, run.tiles = table, tiles     # kept alive with the callable (the kernel reads their addresses)
     return run
 

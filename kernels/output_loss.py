@@ -10,29 +10,36 @@ reduces the loss into one partial per program:
 
 The partials are summed in a fixed order by one program (no float atomics), so the loss is
 deterministic; it stays on the device. When one program covers the whole output, it writes the
-loss slot directly. With ADVANCE, program 0 also advances Adam's step count and beta^t (this kernel
+loss slot directly. With ``advance``, program 0 also advances Adam's step count and beta^t (this kernel
 runs before every update kernel of a step: see optim.py).
+
+Whether a pointer is 16-byte aligned is part of what Triton compiles a kernel for. The loss slot is
+a different pointer each step (a slot of the epoch's loss buffer, a captured CUDA graph's own), so
+the pointers that may be a loss slot are compiled without that assumption
+(do_not_specialize_on_alignment): no slot can call for a new compile, during a graph capture least of
+all. ``advance`` is a runtime flag, not a constexpr: a step and a gradient-only pass share one kernel.
 """
 import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, check_matrix, check_precision, check_scalar_out, check_shape, check_writable, \
-    fixed_config, matmul_tile, pow2_block, prepare_launch
+from ._common import INTERPRET, block_k, check_matrix, check_precision, check_scalar_out, check_shape, \
+    check_writable, fixed_config, matmul_tile, pow2_block, prepare_launch
 from .optim import advance_adam
 
 LOSSES = ("sse", "ce")
 CE_MAX_WIDTH = 256   # classes one program's tile holds
+PARTIALS_BLOCK = 256   # sum_partials_kernel's block: one value, so one compiled variant for any count
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["advance"], do_not_specialize_on_alignment=["partial_ptr"])
 def output_loss_kernel(h_ptr, w_ptr, y_ptr, g_ptr, partial_ptr, step_ptr, powers_ptr, hyper_ptr, scale, M, N, K,
-                       stride_hm, stride_hk, stride_wk, stride_wn, stride_ym, stride_yn, stride_gm, stride_gn,
-                       LOSS: tl.constexpr, ADVANCE: tl.constexpr, PRECISION: tl.constexpr,
+                       advance, stride_hm, stride_hk, stride_wk, stride_wn, stride_ym, stride_yn, stride_gm, stride_gn,
+                       LOSS: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    if ADVANCE:
+    if advance != 0:
         if (pid_m == 0) & (pid_n == 0):
             advance_adam(step_ptr, powers_ptr, hyper_ptr)
     offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -63,7 +70,7 @@ def output_error(z, y, inside, cols_in, LOSS: tl.constexpr):
         return e, tl.where(inside, y * (lse[:, None] - z), 0.0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize_on_alignment=["out_ptr"])
 def sum_partials_kernel(partial_ptr, n, out_ptr, BLOCK: tl.constexpr):
     """out = the partials summed in a fixed order, by one program."""
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -73,16 +80,27 @@ def sum_partials_kernel(partial_ptr, n, out_ptr, BLOCK: tl.constexpr):
     tl.store(out_ptr, tl.sum(acc, axis=0))
 
 
-def output_config(M, N, K, loss="sse"):
+def output_config(M, N, K, loss="sse", precision="ieee"):
     """Fixed blocks, never autotuned: the host must know how many partials the grid writes. For "ce" the
-    tile holds the whole row of classes (fewer rows when it is wide)."""
-    config = fixed_config(M, N, K)
-    config.pop("GROUP_M")
-    if loss == "ce":
-        config["BLOCK_N"] = pow2_block(N, hi=CE_MAX_WIDTH)
-        if not INTERPRET:
-            config["BLOCK_M"] = max(16, min(64, 4096 // config["BLOCK_N"]))
-    return config
+    tile holds the whole row of classes (fewer rows when it is wide). On the GPU BLOCK_N takes few
+    values (16, 64, and 256 for "ce"), so few variants exist to compile (and to check for spills)."""
+    if INTERPRET:
+        config = fixed_config(M, N, K)
+        config.pop("GROUP_M")
+        if loss == "ce":
+            config["BLOCK_N"] = pow2_block(N, hi=CE_MAX_WIDTH)
+        return config
+    block_n = 16 if N <= 16 else 64 if N <= 64 or loss == "sse" else CE_MAX_WIDTH
+    block_m = 64 if block_n <= 64 else 16
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k(precision),
+                num_warps=8 if block_m * block_n >= 4096 else 4, num_stages=3)
+
+
+def unused_adam(device):
+    """Stand-ins for (step, powers, hyper) where nothing advances Adam: never read, but typed like the
+    real ones (int64, float64), so that both uses share one compiled kernel."""
+    return (torch.zeros((), dtype=torch.int64, device=device), torch.ones(2, dtype=torch.float64, device=device),
+            torch.zeros(6, dtype=torch.float64, device=device))
 
 
 def num_partials(M, N, config):
@@ -130,11 +148,11 @@ def output_loss_launcher(h, w, y, g, loss_out, *, loss="sse", scale=2.0, partial
     if loss == "ce" and N > CE_MAX_WIDTH:
         raise ValueError(f"w: loss 'ce' takes each row's softmax in one program, which covers at most "
                          f"{CE_MAX_WIDTH} classes; got {N} (shape {tuple(w.shape)})")
-    config = dict(config or output_config(M, N, K, loss))
+    config = dict(config or output_config(M, N, K, loss, precision))
     if loss == "ce" and config["BLOCK_N"] < N:
         raise ValueError(f"config: loss 'ce' needs BLOCK_N >= the {N} classes (one program per row), "
                          f"got {config['BLOCK_N']}")
-    step, powers, hyper = adam if adam is not None else (g, g, g)    # unread without ADVANCE
+    step, powers, hyper = adam if adam is not None else unused_adam(h.device)
     n = num_partials(M, N, config)
     if n == 1:
         target = loss_out
@@ -151,12 +169,12 @@ def output_loss_launcher(h, w, y, g, loss_out, *, loss="sse", scale=2.0, partial
     output = prepare_launch(
         output_loss_kernel, None, grid, config, (M, N, K),
         h_ptr=h, w_ptr=w, y_ptr=y, g_ptr=g, partial_ptr=target, step_ptr=step, powers_ptr=powers, hyper_ptr=hyper,
-        scale=float(scale), M=M, N=N, K=K,
+        scale=float(scale), M=M, N=N, K=K, advance=int(adam is not None),
         stride_hm=h.stride(0), stride_hk=h.stride(1), stride_wk=w.stride(0), stride_wn=w.stride(1),
         stride_ym=y.stride(0), stride_yn=y.stride(1), stride_gm=g.stride(0), stride_gn=g.stride(1),
-        LOSS=loss, ADVANCE=adam is not None, PRECISION=precision)
+        LOSS=loss, PRECISION=precision)
     total = None if n == 1 else prepare_launch(
-        sum_partials_kernel, None, (1,), dict(BLOCK=min(1024, triton.next_power_of_2(n))), None,
+        sum_partials_kernel, None, (1,), dict(BLOCK=PARTIALS_BLOCK), None,
         partial_ptr=partials, n=n, out_ptr=loss_out)
     device = h.device
 

@@ -9,15 +9,16 @@ and ``decay_rows`` (the weight rows) keeps weight decay off it.
 import triton
 import triton.language as tl
 
-from ._common import autotuned, check_matrix, check_precision, check_shape, grouped_tile, matmul_tile, \
-    prepare_launch
+from ._common import autotuned, batch_bucket, check_matrix, check_precision, check_shape, grouped_tile, \
+    matmul_tile, prepare_launch
 from .optim import apply_optimizer, optimizer_args
 
 
-@triton.jit
-def weight_grad_kernel(a_ptr, g_ptr, p_ptr, grad_ptr, m_ptr, v_ptr, hyper_ptr, powers_ptr, M, N, K, decay_rows,
+@triton.jit(do_not_specialize=["batch_bucket"])   # only the autotuner's key reads it
+def weight_grad_kernel(a_ptr, g_ptr, p_ptr, grad_ptr, m_ptr, v_ptr, hyper_ptr, powers_ptr, M, N, K, batch_bucket,
+                       decay_rows,
                        stride_ak, stride_am, stride_gk, stride_gn,
-                       OPTIMIZER: tl.constexpr, DECAY: tl.constexpr, PRECISION: tl.constexpr,
+                       OPTIMIZER: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
     # grad[M, N] = a[K, M]^T @ g[K, N]: a^T is read through swapped strides; K is the batch
@@ -26,12 +27,13 @@ def weight_grad_kernel(a_ptr, g_ptr, p_ptr, grad_ptr, m_ptr, v_ptr, hyper_ptr, p
                       PRECISION=PRECISION, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
     inside = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     apply_optimizer(acc, offs_m[:, None] * N + offs_n[None, :], inside, offs_m[:, None] < decay_rows,
-                    p_ptr, grad_ptr, m_ptr, v_ptr, hyper_ptr, powers_ptr, OPTIMIZER=OPTIMIZER, DECAY=DECAY)
+                    p_ptr, grad_ptr, m_ptr, v_ptr, hyper_ptr, powers_ptr, OPTIMIZER=OPTIMIZER)
 
 
 # in place: restore_value makes autotuning's trial runs leave p and its state as they were, so the
 # update happens once
-weight_grad_autotuned = autotuned(weight_grad_kernel, key=["M", "N", "K", "OPTIMIZER", "DECAY", "PRECISION"],
+weight_grad_autotuned = autotuned(weight_grad_kernel, "update",
+                                  key=["M", "N", "batch_bucket", "OPTIMIZER", "PRECISION"],
                                   restore_value=["p_ptr", "m_ptr", "v_ptr"])
 
 
@@ -67,6 +69,6 @@ def weight_grad_launcher(a, g, p, *, optimizer="grad", hyper=None, state=(), pow
                             decay_rows=decay_rows, reads=[("a", a), ("g", g)])
     grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)  # noqa: E731
     return prepare_launch(
-        weight_grad_kernel, weight_grad_autotuned, grid, config, (M, N, K),
-        a_ptr=a, g_ptr=g, M=M, N=N, K=K, stride_ak=a.stride(0), stride_am=a.stride(1), stride_gk=g.stride(0),
-        stride_gn=g.stride(1), PRECISION=precision, **update)
+        weight_grad_kernel, weight_grad_autotuned, grid, config, (M, N, K, "update", precision),
+        a_ptr=a, g_ptr=g, M=M, N=N, K=K, batch_bucket=batch_bucket(K), stride_ak=a.stride(0), stride_am=a.stride(1),
+        stride_gk=g.stride(0), stride_gn=g.stride(1), PRECISION=precision, **update)

@@ -16,7 +16,9 @@ from manualnn.spec import Params, StepSpec
 from manualnn.testing import rel_err
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-SMALL = dict(rows=dict(BLOCK_M=16, BLOCK_K=16), update=dict(BLOCK_R=16, BLOCK_B=16))
+SMALL = dict(rows=dict(BLOCK_M=16, BLOCK_K=16, SPLIT=1), update=dict(BLOCK_R=16, BLOCK_C=16, BLOCK_B=16))
+# layer 0's K split between 3 programs per row block: the parts, the atomic count, the fixed-order sum
+SPLIT = dict(rows=dict(BLOCK_M=16, BLOCK_K=16, SPLIT=3), update=dict(BLOCK_R=16, BLOCK_C=16, BLOCK_B=16))
 # name: (batch, features, hidden, out, lr)
 SHAPES = {
     "seed": (100, 1000, (100,), 10, 1e-6),
@@ -96,10 +98,12 @@ def make(x, y, params, spec, bias, config=None, grads=None):
     return step, pp
 
 
+CONFIGS = {"default": None, "small": SMALL, "split": SPLIT}
 CASES = [(shape, mode, blocks, VARIANTS[i % len(VARIANTS)])
          for i, (shape, mode, blocks) in enumerate((s, m, b) for s in SHAPES for m in ("relu", "tutorial")
-                                                   for b in ("default", "small"))
-         if not (DEVICE == "cpu" and shape == "seed" and blocks == "small")]
+                                                   for b in ("default", "small", "split"))
+         if not (DEVICE == "cpu" and shape == "seed" and blocks != "default")
+         and not (blocks == "split" and shape in ("w10", "w128"))]
 
 
 @pytest.mark.parametrize("shape,mode,blocks,variant", CASES)
@@ -114,9 +118,12 @@ def test_one_sgd_step_piece_by_piece(shape, mode, blocks, variant):
     # an lr that moves every parameter by about 1%: a wrong gradient then shows in the updated values
     lr = 0.01 * min(float(p.norm() / g.norm()) for p, g in zip(p0, grads64) if g.norm() > 0)
     spec = StepSpec(lr=lr, grad=mode, loss=loss, reduction=reduction)
-    step, _ = make(x, y, params, spec, bias, SMALL if blocks == "small" else None)
+    step, _ = make(x, y, params, spec, bias, CONFIGS[blocks])
+    if blocks == "split":
+        step.zsplit.fill_(float("nan"))
     total = torch.full((), float("nan"), device=DEVICE)
     step.step(total)
+    assert int(step.counts.abs().sum()) == 0, "a row block's count of K parts was left non-zero"
     for i, (h, r, t) in enumerate(zip(step.acts, hs64, hs32)):
         check(f"h_{i + 1}", h, r, t)
     for i, (g, r, t) in enumerate(zip(step.outs, outs64, outs32)):
@@ -177,18 +184,22 @@ def test_gradients_only_store_every_gradient(shape):
     assert abs(total.item() - loss32.item()) <= 1e-5 * loss32.item()
 
 
-def test_the_loss_is_deterministic_and_partials_are_summed_in_order():
+@pytest.mark.parametrize("config", ["small", "split"])
+def test_the_loss_is_deterministic_and_partials_are_summed_in_order(config):
     x, y, params, _ = problem("w33", False, "sse")
-    losses = []
+    losses, results = [], []
     for _ in range(2):
         ps = [p.clone() for p in params]
-        step, _ = make(x, y, ps, StepSpec(lr=1e-4), False, SMALL)
-        total = torch.full((), float("nan"), device=DEVICE)
-        step.step(total)
+        step, _ = make(x, y, ps, StepSpec(lr=1e-4), False, CONFIGS[config])
+        assert step.split == (3 if config == "split" else 1)
+        for _ in range(2):     # the second step finds the counts reset by the first
+            total = torch.full((), float("nan"), device=DEVICE)
+            step.step(total)
         assert step.partials.numel() == 3
         assert abs(total.item() - step.partials.double().sum().item()) <= 4 * 2.0 ** -24 * total.item()
         losses.append(total.item())
-    assert losses[0] == losses[1]
+        results.append(ps)
+    assert losses[0] == losses[1] and all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_a_layer_wider_than_one_tile_is_refused():

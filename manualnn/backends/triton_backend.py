@@ -83,7 +83,7 @@ class TritonStep:
         self.grad_hs = [new(n) for n in hidden]               # dL/dh_l, masked
         self.grad_z = new(widths[-1])                         # scale * e
         inputs = [x] + acts
-        config = kernels.output_config(batch, widths[-1], inputs[-1].shape[1], spec.loss)
+        config = kernels.output_config(batch, widths[-1], inputs[-1].shape[1], spec.loss, p)
         self.partials = torch.empty(kernels.num_partials(batch, widths[-1], config), dtype=torch.float32,
                                     device=x.device)
 
