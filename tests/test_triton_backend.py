@@ -87,7 +87,7 @@ def test_seed_shape(path, grad):
     assert verdict.ok, verdict.summary()
 
 
-def steps_for(x, y, weights, spec, *, bias=False, grads=False, **options):
+def steps_for(x, y, weights, spec, *, bias=False, grads=False, rows=None, **options):
     """(params, x with its ones column if bias, a TritonStep and a TorchStep on copies of the same params)."""
     biases = [0.1 * torch.ones(w.shape[1], device=DEVICE) for w in weights] if bias else None
     xin = x
@@ -98,8 +98,8 @@ def steps_for(x, y, weights, spec, *, bias=False, grads=False, **options):
     for backend in ("triton", "torch"):
         params = Params.from_weights(weights, biases, spec)
         g = [torch.full_like(p, float("nan")) for p in params.tensors] if grads else None
-        made.append((params, make_step(backend, xin, y, params, spec, grads=g, **(options if backend == "triton"
-                                                                                   else {}))))
+        made.append((params, make_step(backend, xin, y, params, spec, rows=rows, grads=g,
+                                       **(options if backend == "triton" else {}))))
     return made
 
 
@@ -122,6 +122,17 @@ def test_gradients_then_update_equals_the_torch_step(path, optimizer):
     for a, b in zip(tp.tensors, rp.tensors):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert int(tp.step) == int(rp.step) and tp.powers.tolist() == rp.powers.tolist()
+
+
+def test_a_mean_divides_by_the_rows_over_every_rank(path):
+    # a rank's shard of 6 rows of a 15-row batch: its gradients are 1/15 of its rows' sum, as the torch step's
+    x, y, weights = seed_data(63, batch=6, features=7, hidden=(9,), out=3, device=DEVICE)
+    spec = StepSpec(lr=1e-2, reduction="mean")
+    (_, ts), (_, rs) = steps_for(x, y, weights, spec, bias=True, grads=True, rows=15)
+    ts.gradients(torch.zeros((), device=DEVICE))
+    rs.gradients(torch.zeros((), device=DEVICE))
+    for g, r in zip(ts.grads, rs.grads):
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6 * float(r.abs().max()))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
