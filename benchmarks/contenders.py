@@ -256,14 +256,16 @@ class TritonSteps(Contender):
         if graph and p.device.type != "cuda":
             raise Unsupported("CUDA graphs need CUDA")
         from manualnn import kernels
-        from manualnn.backends.triton_backend import TritonBackend
+        from manualnn.backends import make_step
+        from manualnn.spec import Params, StepSpec
         fused = path == "2launch"
-        if fused and not kernels.fits(p.w0):
+        if fused and not kernels.fits([w.shape[1] for w in p.w0]):
             raise Unsupported(f"layers wider than {kernels.MAX_WIDTH}: the per-layer kernels run instead")
         self.name = f"manualnn-triton-{path}" + ("-graph" if graph else "")
-        self.weights = [w.clone() for w in p.w0]
-        self.backend = TritonBackend(p.x, p.y, self.weights, lr=p.lr, grad="relu",
-                                     precision={"fp32": "ieee"}.get(precision, precision), fused=fused)
+        spec = StepSpec(lr=p.lr, grad="relu", precision={"fp32": "ieee"}.get(precision, precision))
+        self.params = Params.from_weights(p.w0, None, spec)
+        self.weights = self.params.tensors
+        self.backend = make_step("triton", p.x, p.y, self.params, spec, fused=fused)
         self.graph, self.graphs = graph, {}
 
     def steps(self, epochs):

@@ -1,4 +1,4 @@
-"""Pieces every kernel shares: the masked matmul tile, program-id grouping, block choice, checks, launch.
+"""Pieces every kernel shares: the matmul tile, program-id grouping, block choice, checks, launch.
 
 Every tl.dot names its input precision: "ieee" fp32 (the default, equal to the reference),
 "tf32", or "bf16" (operands rounded to bf16 in registers, fp32 accumulation, fp32 master data).
@@ -17,12 +17,13 @@ import triton.language as tl
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # On the GPU, launchers autotune over gpu_configs() by default; MANUALNN_AUTOTUNE=0 makes one fixed
 # config the default instead (test runs: fewer compiles). config="autotune" always autotunes (on the
-# GPU). The interpreter always uses one fixed config.
+# GPU). The interpreter uses one fixed config (a test turns AUTOTUNE on there, with a stand-in for
+# the benchmark, to count the tuner's runs).
 AUTOTUNE = not INTERPRET and os.environ.get("MANUALNN_AUTOTUNE", "1") != "0"
 PRECISIONS = ("ieee", "tf32", "bf16")
 
 
-def triton_device_problem(device):
+def device_problem(device):
     """Why these kernels cannot run on ``device`` in this process, or None if they can.
 
     The one answer to "can Triton run here" once Triton is importable: CUDA always; CPU tensors
@@ -69,34 +70,19 @@ def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
 
 @triton.jit
 def matmul_tile(a_ptr, stride_am, stride_ak, b_ptr, stride_bk, stride_bn, M, N, K, offs_m, offs_n,
-                am_ptr, stride_amm, stride_amk, bm_ptr, stride_bmk, stride_bmn,
-                A_MASK: tl.constexpr, B_MASK: tl.constexpr, PRECISION: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """fp32 tile of A[M, K] @ B[K, N] at rows offs_m, columns offs_n (int64); any strides (transposes too).
-
-    Out-of-range elements load as 0, so they add nothing. With A_MASK (B_MASK) an operand element
-    counts only where the same element of am (bm) is > 0: the ReLU mask applied while loading.
-    """
+    Out-of-range elements load as 0, so they add nothing."""
     rows_in = offs_m[:, None] < M          # the row and column masks do not change along K
     cols_in = offs_n[None, :] < N
     a_rows = offs_m[:, None] * stride_am
     b_cols = offs_n[None, :] * stride_bn
-    am_rows = offs_m[:, None] * stride_amm
-    bm_cols = offs_n[None, :] * stride_bmn
     offs_k = tl.arange(0, BLOCK_K).to(tl.int64)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kk = k0 + offs_k
-        in_a = rows_in & (kk[None, :] < K)
-        in_b = (kk[:, None] < K) & cols_in
-        a = tl.load(a_ptr + a_rows + kk[None, :] * stride_ak, mask=in_a, other=0.0)
-        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=in_b, other=0.0)
-        if A_MASK:
-            am = tl.load(am_ptr + am_rows + kk[None, :] * stride_amk, mask=in_a, other=0.0)
-            a = tl.where(am > 0, a, 0.0)
-        if B_MASK:
-            bm = tl.load(bm_ptr + kk[:, None] * stride_bmk + bm_cols, mask=in_b, other=0.0)
-            b = tl.where(bm > 0, b, 0.0)
+        a = tl.load(a_ptr + a_rows + kk[None, :] * stride_ak, mask=rows_in & (kk[None, :] < K), other=0.0)
+        b = tl.load(b_ptr + kk[:, None] * stride_bk + b_cols, mask=(kk[:, None] < K) & cols_in, other=0.0)
         acc = mma(a, b, acc, PRECISION)
     return acc
 
@@ -106,27 +92,67 @@ def pow2_block(n, lo=16, hi=128):
     return max(lo, min(hi, triton.next_power_of_2(int(n))))
 
 
-def fixed_config(M, N, K):
+# The tiles (BLOCK_M, BLOCK_N, num_warps) the per-layer matmuls autotune over on the GPU: two each,
+# as every config costs a benchmark per key at start-up. Each compiles for sm_90 without a register
+# spill (tests/compile_sm90.py reads ptxas): 128 x 128 spills once input_grad's ReLU mask is loaded,
+# and an optimizer epilogue ("update": weight_grad) holds the gradient, p and Adam's m and v of its
+# tile at once, so its tiles keep that to 16 elements a thread.
+TILES = {"matmul": [(64, 64, 8), (128, 64, 8)], "update": [(32, 64, 4), (64, 64, 8)]}
+
+
+# ptxas's register budget where a config names one: left alone, ptxas sometimes holds a kernel to 128
+# registers (an occupancy guess) and spills a few bytes; but allowed 255 it also unrolls more, and
+# some kernels then spill. So only the configs that need it name it (the fused step's row kernel);
+# tests/compile_sm90.py decides, under the newest Triton and under 3.6.
+MAXNREG = 255
+
+
+def block_k(precision):
+    """The K slice of a matmul: fp32 FMA ("ieee") keeps BLOCK_K values of each of a thread's rows and
+    columns in registers (32 spills a 128-wide tile), so it takes the thinnest slice tl.dot allows in
+    Triton 3.6 (16); tensor cores take 32."""
+    return 16 if precision == "ieee" else 32
+
+
+def gpu_configs(kind, precision):
+    """The configs (dicts) of ``TILES[kind]`` for one precision."""
+    return [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=block_k(precision), GROUP_M=8, num_warps=w, num_stages=3)
+            for m, n, w in TILES[kind]]
+
+
+def fixed_config(M, N, K, kind="matmul", precision="ieee"):
     """One config: under the interpreter large blocks (few programs, numpy does the rest); on the GPU
-    a middle-sized tile that fits any shape."""
+    the first of the autotuned list (MANUALNN_AUTOTUNE=0)."""
     if INTERPRET:
         return dict(BLOCK_M=pow2_block(M), BLOCK_N=pow2_block(N), BLOCK_K=pow2_block(K), GROUP_M=8)
-    return dict(BLOCK_M=64, BLOCK_N=pow2_block(N, hi=64), BLOCK_K=32, GROUP_M=8, num_warps=4, num_stages=3)
+    return gpu_configs(kind, precision)[0]
 
 
-def gpu_configs():
-    """The short list the per-layer matmul kernels autotune over on the GPU."""
-    shapes = [(32, 32, 32, 4, 2), (64, 64, 32, 4, 3), (128, 64, 32, 4, 3), (64, 128, 32, 4, 3),
-              (128, 128, 32, 8, 3)]
-    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, GROUP_M=8), num_warps=w, num_stages=s)
-            for m, n, k, w, s in shapes]
+def batch_bucket(rows):
+    """The autotuner's key for a batch dimension: the least of 64, 256, 1024, ... that holds it. A
+    mini-batch run's last, smaller batch then mostly reuses its full batches' tuning (and batch sizes
+    that close choose the same tile anyway)."""
+    bucket = 64
+    while bucket < rows:
+        bucket *= 4
+    return bucket
 
 
-def autotuned(kernel, key, restore_value=None):
-    """``kernel`` autotuned over gpu_configs() (None under the interpreter, which never autotunes)."""
-    if INTERPRET:
-        return None
-    return triton.autotune(gpu_configs(), key=key, restore_value=restore_value)(kernel)
+def _for_precision(configs, named_args, **kwargs):
+    return [c for c in configs if c.kwargs["BLOCK_K"] == block_k(kwargs["PRECISION"])]
+
+
+def autotuned(kernel, kind, key, restore_value=None):
+    """``kernel`` autotuned over ``TILES[kind]`` (the precision's BLOCK_K picked by pruning), keyed on
+    ``key`` (a batch dimension through batch_bucket). Triton keeps the results on disk (cache_results),
+    so a later process with the same kernels, shapes and GPU runs no benchmark at all."""
+    configs = {(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["num_warps"]): c for p in PRECISIONS
+               for c in gpu_configs(kind, p)}.values()
+    configs = [triton.Config({k: c[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")},
+                             num_warps=c["num_warps"], num_stages=c["num_stages"])
+               for c in configs]
+    return triton.autotune(configs, key=key, restore_value=restore_value, cache_results=True,
+                           prune_configs_by={"early_config_prune": _for_precision})(kernel)
 
 
 # ---- argument checks: types first, then shapes; every message names the argument ----
@@ -146,7 +172,7 @@ def check_matrix(name, t, device=None):
         raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
     if device is not None and t.device != device:
         raise ValueError(f"{name}: expected device {device}, got {t.device}")
-    problem = triton_device_problem(t.device)
+    problem = device_problem(t.device)
     if problem is not None:
         raise ValueError(f"{name}: {problem}")
     return t
@@ -204,7 +230,8 @@ def prepare_launch(kernel, tuned, grid, config, shape, **args):
     again (a backend) keeps the callable, so a launch costs little more host time than Triton's own.
     Calling it with keywords replaces those runtime arguments for that launch only (a backend
     passes each step's loss slot this way: ``run(loss_ptr=loss_out)``).
-    ``config``: None (autotuned on the GPU unless MANUALNN_AUTOTUNE=0, else fixed_config(*shape)),
+    ``config``: None (autotuned on the GPU unless MANUALNN_AUTOTUNE=0, else fixed_config(*shape);
+    ``shape`` = (M, N, K, kind, precision)),
     "autotune" (always the autotuned wrapper ``tuned``; on the GPU only), or a dict of blocks and
     optionally num_warps/num_stages. Runtime arguments go to Triton in the kernel's own order (the
     autotuner's restore_value finds them by position in older Triton versions); constexprs by keyword.
@@ -215,7 +242,7 @@ def prepare_launch(kernel, tuned, grid, config, shape, **args):
     except KeyError as e:
         raise TypeError(f"{kernel_name(kernel)}: missing argument {e.args[0]!r}") from None
     if config == "autotune" or (config is None and AUTOTUNE):
-        if tuned is None:
+        if INTERPRET and not AUTOTUNE:
             raise ValueError("config: 'autotune' needs a GPU (the interpreter runs one fixed config)")
         fn, meta = tuned[grid], args
     else:

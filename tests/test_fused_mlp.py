@@ -1,22 +1,24 @@
-"""The two-launch step (kernels.FusedMLPStep) against plain-torch twins and the float64 reference.
+"""The two-launch step (kernels.FusedMLPStep) against plain-torch twins, judged against float64.
 
-One step is checked piece by piece (every hidden activation, every hidden gradient, grad_y, the
-loss partials, the loss and every updated weight) with NaN-poisoned buffers; whole runs are judged
-against the float64 reference loop in both gradient modes. Shapes: the seed's, batch 1, widths 10,
-17, 33 and 128, three hidden layers; a width of 129 does not fit and is refused (the backend then
-uses the per-layer kernels). Blocks: the launcher's and small ones that force many programs and
-ragged tiles.
+One step is checked piece by piece (every hidden activation, every layer's output gradient, the
+loss partials, the loss, every updated parameter and optimizer buffer, or every stored gradient)
+with NaN-poisoned buffers. Shapes: the seed's, batch 1, widths 10, 17, 33 and 128, three hidden
+layers, no hidden layer; with and without biases (the ones column made in registers), "sse" and
+"ce", every optimizer; a width of 129 does not fit and is refused (the backend then uses the
+per-layer kernels). Blocks: the launcher's and small ones that force many programs and ragged tiles.
 """
 import pytest
 import torch
 
-import manualnn
-from helpers import run_and_judge
 from manualnn import kernels, seed_data
+from manualnn.backends.torch_backend import TorchOptimizer
+from manualnn.spec import Params, StepSpec
 from manualnn.testing import rel_err
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-SMALL = dict(rows=dict(BLOCK_M=16, BLOCK_K=16), update=dict(BLOCK_R=16, BLOCK_B=16))
+SMALL = dict(rows=dict(BLOCK_M=16, BLOCK_K=16, SPLIT=1), update=dict(BLOCK_R=16, BLOCK_C=16, BLOCK_B=16))
+# layer 0's K split between 3 programs per row block: the parts, the atomic count, the fixed-order sum
+SPLIT = dict(rows=dict(BLOCK_M=16, BLOCK_K=16, SPLIT=3), update=dict(BLOCK_R=16, BLOCK_C=16, BLOCK_B=16))
 # name: (batch, features, hidden, out, lr)
 SHAPES = {
     "seed": (100, 1000, (100,), 10, 1e-6),
@@ -27,23 +29,49 @@ SHAPES = {
     "3hidden": (33, 65, (17, 33, 10), 10, 1e-6),
     "no-hidden": (9, 20, (), 5, 1e-3),
 }
+# what a case trains, in turn: (bias, loss, reduction)
+VARIANTS = [(False, "sse", "sum"), (True, "ce", "mean"), (True, "sse", "mean"), (False, "ce", "sum")]
 
 
-def twin_step(x, y, weights, lr, mode):
-    """One step in plain torch: (loss, hidden activations, [grad_h_1.., grad_y], updated weights)."""
+def problem(shape, bias, loss, seed=50):
+    """x (with its ones column when bias), y, the parameters [in (+1), out] and the lr. Cross-entropy
+    gets kaiming-scaled weights: the seed's unscaled randn gives logits in the hundreds, where any
+    fp32 summation order moves the softmax by 1e-6 and the twin's own error says little."""
+    batch, features, hidden, out, lr = SHAPES[shape]
+    x, y, weights = seed_data(seed, batch=batch, features=features, hidden=hidden, out=out, device=DEVICE,
+                              init="kaiming" if loss == "ce" else "randn")
+    if loss == "ce":
+        y = torch.softmax(3 * y, 1)
+    if bias:
+        gen = torch.Generator().manual_seed(seed + 1)
+        x = torch.cat([x, torch.ones(batch, 1, device=DEVICE)], 1)
+        weights = [torch.cat([w, torch.randn(1, w.shape[1], generator=gen).to(DEVICE)]) for w in weights]
+    return x, y, [w.contiguous() for w in weights], lr
+
+
+def twin_step(x, y, params, bias, mode, loss, scale):
+    """One step's pieces in plain torch: (loss, hidden activations, every layer's output gradient
+    (the last scale * e), every parameter's gradient)."""
     hs = [x]
-    for w in weights[:-1]:
-        hs.append((hs[-1] @ w).clamp(min=0))
-    diff = hs[-1] @ weights[-1] - y
-    grads = [None] * len(weights)
-    g = 2 * diff
-    for i in reversed(range(len(weights))):
-        grads[i] = g
+    with_one = lambda h: torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype, device=h.device)], 1) \
+        if bias else h  # noqa: E731
+    inputs = [x]
+    for p in params[:-1]:
+        hs.append((inputs[-1] @ p).clamp(min=0))
+        inputs.append(with_one(hs[-1]))
+    z = inputs[-1] @ params[-1]
+    if loss == "sse":
+        e, total = z - y, (z - y).pow(2).sum()
+    else:
+        e, total = torch.softmax(z, 1) - y, -(y * torch.log_softmax(z, 1)).sum()
+    outs = [None] * len(params)
+    g = scale * e
+    for i in reversed(range(len(params))):
+        outs[i] = g
         if i > 0:
-            gh = g @ weights[i].t()
+            gh = g @ params[i][:hs[i].shape[1]].t()
             g = gh.masked_fill(hs[i] <= 0, 0) if mode == "relu" else gh.clamp(min=0)
-    new = [w - lr * (a.t() @ gw) for w, a, gw in zip(weights, hs, grads)]
-    return diff.pow(2).sum(), hs[1:], grads, new
+    return total, hs[1:], outs, [a.t() @ o for a, o in zip(inputs, outs)]
 
 
 def check(name, out, ref64, twin32):
@@ -54,96 +82,158 @@ def check(name, out, ref64, twin32):
     assert err <= bound, f"{name}: rel err {err:.3g} > {bound:.3g}"
 
 
-CASES = [(shape, mode, blocks) for shape in SHAPES for mode in ("relu", "tutorial") for blocks in ("default", "small")
-         if not (DEVICE == "cpu" and shape == "seed" and blocks == "small")]   # ~10 s each on the interpreter
-
-
-@pytest.mark.parametrize("shape,mode,blocks", CASES)
-def test_one_step_piece_by_piece(shape, mode, blocks):
-    batch, features, hidden, out, lr = SHAPES[shape]
-    x, y, weights = seed_data(50, batch=batch, features=features, hidden=hidden, out=out, device=DEVICE)
-    w0 = [w.clone() for w in weights]
-    step = kernels.FusedMLPStep(x, y, weights, lr=lr, mode=mode, config=SMALL if blocks == "small" else None)
-    for buf in step.acts + step.grads + [step.partials]:
+def make(x, y, params, spec, bias, config=None, grads=None):
+    """A FusedMLPStep for ``spec`` on a Params of ``params``' tensors (returned too)."""
+    pp = Params(params, bias, spec)
+    decay = [(p.shape[0] - int(bias)) if spec.weight_decay else 0 for p in params]
+    hyper = kernels.hyper_parameters(lr=spec.lr, momentum=spec.momentum, betas=spec.betas, eps=spec.eps,
+                                     weight_decay=spec.weight_decay, device=DEVICE)
+    step = kernels.FusedMLPStep(
+        x, y, params, bias=bias, mode=spec.grad, loss=spec.loss, scale=spec.grad_scale(x.shape[0]),
+        optimizer=spec.optimizer, hyper=hyper, state=[tuple(pp.state[n][i] for n in spec.state_names)
+                                                      for i in range(len(params))],
+        powers=pp.powers, step=pp.step, decay_rows=decay, grads=grads, config=config)
+    for buf in step.acts + step.outs + [step.partials]:
         buf.fill_(float("nan"))
-    loss = torch.full((), float("nan"), device=DEVICE)
-    step.step(loss)
-    loss64, hs64, gs64, new64 = twin_step(x.double(), y.double(), [w.double() for w in w0], lr, mode)
-    loss32, hs32, gs32, new32 = twin_step(x, y, w0, lr, mode)
+    return step, pp
+
+
+CONFIGS = {"default": None, "small": SMALL, "split": SPLIT}
+CASES = [(shape, mode, blocks, VARIANTS[i % len(VARIANTS)])
+         for i, (shape, mode, blocks) in enumerate((s, m, b) for s in SHAPES for m in ("relu", "tutorial")
+                                                   for b in ("default", "small", "split"))
+         if not (DEVICE == "cpu" and shape == "seed" and blocks != "default")
+         and not (blocks == "split" and shape in ("w10", "w128"))]
+
+
+@pytest.mark.parametrize("shape,mode,blocks,variant", CASES)
+def test_one_sgd_step_piece_by_piece(shape, mode, blocks, variant):
+    bias, loss, reduction = variant
+    x, y, params, _ = problem(shape, bias, loss)
+    p0 = [p.clone() for p in params]
+    scale = StepSpec(loss=loss, reduction=reduction).grad_scale(x.shape[0])
+    loss64, hs64, outs64, grads64 = twin_step(x.double(), y.double(), [p.double() for p in p0], bias, mode, loss,
+                                              scale)
+    loss32, hs32, outs32, grads32 = twin_step(x, y, p0, bias, mode, loss, scale)
+    # an lr that moves every parameter by about 1%: a wrong gradient then shows in the updated values
+    lr = 0.01 * min(float(p.norm() / g.norm()) for p, g in zip(p0, grads64) if g.norm() > 0)
+    spec = StepSpec(lr=lr, grad=mode, loss=loss, reduction=reduction)
+    step, _ = make(x, y, params, spec, bias, CONFIGS[blocks])
+    if blocks == "split":
+        step.zsplit.fill_(float("nan"))
+    total = torch.full((), float("nan"), device=DEVICE)
+    step.step(total)
+    assert int(step.counts.abs().sum()) == 0, "a row block's count of K parts was left non-zero"
     for i, (h, r, t) in enumerate(zip(step.acts, hs64, hs32)):
         check(f"h_{i + 1}", h, r, t)
-    for i, (g, r, t) in enumerate(zip(step.grads, gs64, gs32)):
-        check("grad_y" if i == len(weights) - 1 else f"grad_h_{i + 1}", g, r, t)
-    check("loss", loss.reshape(1), loss64.reshape(1), loss32.reshape(1))
+    for i, (g, r, t) in enumerate(zip(step.outs, outs64, outs32)):
+        check(f"dL/dz_{i}", g, r, t)
+    check("loss", total.reshape(1), loss64.reshape(1), loss32.reshape(1))
     block_m = step.rows_config["BLOCK_M"]
-    assert step.partials.numel() == -(-batch // block_m)
-    diff64 = (gs64[-1] / 2).pow(2).sum(dim=1)
-    diff32 = (gs32[-1] / 2).pow(2).sum(dim=1)
-    for p in range(step.partials.numel()):
-        rows = slice(p * block_m, (p + 1) * block_m)
-        check(f"partial {p}", step.partials[p:p + 1], diff64[rows].sum().reshape(1), diff32[rows].sum().reshape(1))
-    for i, (w, r, t) in enumerate(zip(weights, new64, new32)):
-        check(f"updated w_{i}", w, r, t)
-        assert not torch.equal(w, w0[i]), f"w_{i} was not updated"
+    assert step.partials.numel() == -(-x.shape[0] // block_m)
+    assert abs(total.item() - step.partials.double().sum().item()) <= 4 * 2.0 ** -24 * abs(total.item()) + 1e-30
+    for i, (p, q, r, t) in enumerate(zip(params, p0, grads64, grads32)):
+        check(f"updated p_{i}", p, q.double() - lr * r, q - lr * t)
+        assert not torch.equal(p, q), f"p_{i} was not updated"
 
 
-@pytest.mark.parametrize("grad", ["relu", "tutorial"])
-@pytest.mark.parametrize("shape", [s for s in SHAPES if s != "seed"])
-def test_whole_runs_match_the_reference(shape, grad):
-    batch, features, hidden, out, lr = SHAPES[shape]
-    x, y, weights = seed_data(51, batch=batch, features=features, hidden=hidden, out=out, device=DEVICE)
-    trainer = manualnn.Trainer(x, y, weights, lr=lr, grad=grad, backend="triton")
-    assert trainer.backend.fused
-    run_and_judge(x, y, weights, epochs=20, lr=lr, grad=grad, backend="triton")
+OPTIMIZER_SPECS = {
+    "momentum+decay": dict(optimizer="momentum", momentum=0.8, weight_decay=0.3),
+    "adam+decay": dict(optimizer="adam", betas=(0.8, 0.99), weight_decay=0.3),
+}
 
 
-@pytest.mark.parametrize("grad", ["relu", "tutorial"])
-def test_seed_shape_run(grad):
-    x, y, weights = seed_data(52, device=DEVICE)
-    run_and_judge(x, y, weights, epochs=20 if DEVICE == "cuda" else 3, lr=1e-6, grad=grad, backend="triton")
-
-
-def test_the_loss_is_deterministic_and_partials_are_summed_in_order():
-    x, y, weights = seed_data(53, batch=70, features=20, hidden=(17,), out=10, device=DEVICE)
-    losses = []
+@pytest.mark.parametrize("name", list(OPTIMIZER_SPECS))
+@pytest.mark.parametrize("shape", ["w33", "3hidden"])
+def test_optimizers_in_the_update_epilogue(shape, name):
+    # two steps (Adam's corrections change with t; the momentum buffer carries over), small blocks;
+    # the twin: the same gradients through the torch backend's TorchOptimizer, in float64 and float32
+    x, y, params, _ = problem(shape, True, "ce")
+    spec = StepSpec(lr=1e-2, loss="ce", reduction="mean", **OPTIMIZER_SPECS[name])
+    twins = {dt: Params([p.clone().to(dt) for p in params], True, spec) for dt in (torch.float64, torch.float32)}
+    step, pp = make(x, y, params, spec, True, SMALL)
     for _ in range(2):
-        ws = [w.clone() for w in weights]
-        step = kernels.FusedMLPStep(x, y, ws, lr=1e-4, mode="relu", config=SMALL)
-        loss = torch.full((), float("nan"), device=DEVICE)
-        step.step(loss)
-        assert step.partials.numel() == 5
-        assert abs(loss.item() - step.partials.double().sum().item()) <= 4 * 2.0 ** -24 * loss.item()
-        losses.append(loss.item())
-    assert losses[0] == losses[1]
+        for dt, tp in twins.items():
+            grads = twin_step(x.to(dt), y.to(dt), tp.tensors, True, "relu", "ce", 1 / x.shape[0])[3]
+            TorchOptimizer(tp, spec, grads)()
+        step.step(torch.zeros((), device=DEVICE))
+    assert int(pp.step) == (2 if spec.optimizer == "adam" else 0)
+    assert pp.powers.tolist() == twins[torch.float64].powers.tolist()
+    for i in range(len(params)):
+        check(f"{name}: p_{i}", params[i], twins[torch.float64].tensors[i], twins[torch.float32].tensors[i])
+        for state in spec.state_names:
+            check(f"{name}: {state}_{i}", pp.state[state][i], twins[torch.float64].state[state][i],
+                  twins[torch.float32].state[state][i])
+
+
+@pytest.mark.parametrize("shape", ["w10", "3hidden"])
+def test_gradients_only_store_every_gradient(shape):
+    x, y, params, _ = problem(shape, True, "sse")
+    spec = StepSpec(lr=0.1, optimizer="adam", weight_decay=0.1)
+    p0 = [p.clone() for p in params]
+    grads = [torch.full_like(p, float("nan")) for p in params]
+    step, pp = make(x, y, params, spec, True, SMALL, grads=grads)
+    total = torch.full((), float("nan"), device=DEVICE)
+    step.gradients(total)
+    _, _, _, g64 = twin_step(x.double(), y.double(), [p.double() for p in p0], True, "relu", "sse", 2.0)
+    loss32, _, _, g32 = twin_step(x, y, p0, True, "relu", "sse", 2.0)
+    for i, (g, r, t) in enumerate(zip(grads, g64, g32)):
+        check(f"grad_{i}", g, r, t)
+    assert all(torch.equal(p, q) for p, q in zip(params, p0)), "gradients() changed a parameter"
+    assert int(pp.step) == 0 and pp.powers.tolist() == [1.0, 1.0], "gradients() advanced Adam"
+    assert abs(total.item() - loss32.item()) <= 1e-5 * loss32.item()
+
+
+@pytest.mark.parametrize("config", ["small", "split"])
+def test_the_loss_is_deterministic_and_partials_are_summed_in_order(config):
+    x, y, params, _ = problem("w33", False, "sse")
+    losses, results = [], []
+    for _ in range(2):
+        ps = [p.clone() for p in params]
+        step, _ = make(x, y, ps, StepSpec(lr=1e-4), False, CONFIGS[config])
+        assert step.split == (3 if config == "split" else 1)
+        for _ in range(2):     # the second step finds the counts reset by the first
+            total = torch.full((), float("nan"), device=DEVICE)
+            step.step(total)
+        assert step.partials.numel() == 3
+        assert abs(total.item() - step.partials.double().sum().item()) <= 4 * 2.0 ** -24 * total.item()
+        losses.append(total.item())
+        results.append(ps)
+    assert losses[0] == losses[1] and all(torch.equal(a, b) for a, b in zip(*results))
 
 
 def test_a_layer_wider_than_one_tile_is_refused():
-    x, y, weights = seed_data(54, batch=4, features=5, hidden=(129,), out=3, device=DEVICE)
-    assert not kernels.fits(weights)
-    with pytest.raises(ValueError, match=r"weights\[0\]: the two-launch step takes layers at most 128 wide"):
-        kernels.FusedMLPStep(x, y, weights, lr=1e-3)
-    x, y, weights = seed_data(54, batch=4, features=5, hidden=(128,), out=129, device=DEVICE)
-    with pytest.raises(ValueError, match=r"weights\[1\]: the two-launch step takes layers at most 128 wide"):
-        kernels.FusedMLPStep(x, y, weights, lr=1e-3)
+    x, y, params, _ = problem("w10", False, "sse")
+    wide = [torch.randn(10, 129, device=DEVICE), torch.randn(129, 10, device=DEVICE)]
+    assert kernels.fits([128, 10]) and not kernels.fits([129, 10])
+    with pytest.raises(ValueError, match=r"params\[0\]: the two-launch step takes layers at most 128 wide"):
+        make(x, y, wide, StepSpec(), False)
 
 
 @pytest.mark.parametrize("call,exc,pattern", [
-    (lambda x, y, w: kernels.FusedMLPStep(x, y, w, lr=1e-3, mode="clamp"), ValueError, r"mode: expected one of"),
-    (lambda x, y, w: kernels.FusedMLPStep(x, y, w, lr=0.0), ValueError, r"lr: expected a positive number"),
-    (lambda x, y, w: kernels.FusedMLPStep(x, y, w[0], lr=1e-3), TypeError, r"weights: expected a non-empty list"),
-    (lambda x, y, w: kernels.FusedMLPStep(x, y[:, :2], w, lr=1e-3), ValueError, r"y: expected shape \(4, 3\)"),
-    (lambda x, y, w: kernels.FusedMLPStep(x, y, [w[0], w[0]], lr=1e-3), ValueError,
-     r"weights\[1\]: expected shape \(6, 6\), got shape \(5, 6\)"),
-    (lambda x, y, w: kernels.FusedMLPStep(x, y, [w[0], w[0][:, :3]], lr=1e-3), ValueError,
-     r"weights\[0\]: .*overlap the input weights\[1\]"),
-    (lambda x, y, w: kernels.FusedMLPStep(x, y, w, lr=1e-3).step(torch.empty(1)), ValueError,
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, mode="clamp", hyper=h), ValueError, r"mode: expected one of"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, loss="mse", hyper=h), ValueError, r"loss: expected one of"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p[0], hyper=h), TypeError, r"params: expected a non-empty list"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y[:, :2], p, hyper=h), ValueError, r"y: expected shape \(4, 3\)"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, bias=True, hyper=h), ValueError,
+     r"params\[1\]: expected shape \(7, 3\), got shape \(6, 3\)"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, hyper=None), ValueError, r"hyper: expected hyper_parameters"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, optimizer="adam", hyper=h, state=[(q, q) for q in p]),
+     ValueError, r"powers: Adam reads"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, hyper=h).step(torch.empty(1)), ValueError,
      r"loss_out: expected a 0-d tensor"),
+    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, hyper=h).gradients(torch.empty(())), ValueError,
+     r"grads: gradients\(\) stores into the grads given"),
 ])
 def test_bad_arguments(call, exc, pattern):
     x, y, weights = seed_data(55, batch=4, features=5, hidden=(6,), out=3, device=DEVICE)
-    if "overlap" in pattern:
-        x = torch.randn(4, 6, device=DEVICE)
-        w0 = torch.randn(6, 6, device=DEVICE)
-        weights, y = [w0], torch.randn(4, 3, device=DEVICE)
+    hyper = kernels.hyper_parameters(lr=0.1, device=DEVICE)
     with pytest.raises(exc, match=pattern):
-        call(x, y, weights)
+        call(x, y, weights, hyper)
+
+
+def test_parameters_overlapping_each_other_are_refused():
+    x, y = torch.randn(4, 6, device=DEVICE), torch.randn(4, 3, device=DEVICE)
+    p0 = torch.randn(6, 6, device=DEVICE)
+    with pytest.raises(ValueError, match=r"p: .*overlap the input params\[1\]"):
+        kernels.FusedMLPStep(x, y, [p0, p0[:, :3]], hyper=kernels.hyper_parameters(lr=0.1, device=DEVICE))

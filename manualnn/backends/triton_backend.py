@@ -3,25 +3,36 @@
 Two ways, picked per network:
 
 - **two launches** (``kernels.FusedMLPStep``) when every layer's output width fits one tile
-  (``kernels.MAX_WIDTH``, 128 columns), at any depth: one row-block kernel for the forward, loss
-  partials, grad_y and the masked backward to every hidden gradient; one kernel updating every
-  weight (SGD in its epilogue) and summing the loss partials in a fixed order.
+  (``kernels.MAX_WIDTH``, 128 columns), at any depth: one row-block kernel for the forward, the
+  output gradient, the loss partials and the masked backward to every hidden gradient; one kernel
+  taking every layer's gradient with the optimizer in its epilogue, and summing the loss partials in
+  a fixed order.
 - **per layer** otherwise: L-1 fused linear+clamp forwards, one output+loss+gradient pass (plus
   one fixed-order sum of its partials when the output spans several programs), L-1 masked input
-  gradients and L weight-gradient kernels with the SGD update in their epilogue.
+  gradients and L weight-gradient kernels with the optimizer in their epilogue.
 
-Either way the seed's order holds: every weight is read by the backward before its update runs,
-and the 2 of grad_y = 2*diff is applied where the output is formed, as the seed does.
+Either way the seed's order holds: every weight is read by the backward before its update runs.
+The output kernels store the exact output gradient ``g = spec.grad_scale(rows) * e`` (for the
+seed's sum of squares, 2 * (z - y), as the seed does), so no later kernel needs the constant. Adam's
+step count and beta^t are advanced on the device by program 0 of the output kernel, which runs
+before every update of the step. ``update()`` (after ``gradients()`` and an all-reduce) is the
+element-wise kernel of kernels/optim.py: the same ``apply_optimizer`` as the epilogues.
 """
 import torch
 
 from . import BackendUnavailableError, triton_unavailable_reason
+from ..spec import with_ones
 
 
-class TritonBackend:
+class TritonStep:
+    """One training step on a fixed batch (see manualnn.backends for the protocol), float32 only.
+
+    ``fused``: None picks the two-launch step when the network fits it, True demands it, False
+    takes the per-layer kernels.
+    """
     name = "triton"
 
-    def __init__(self, x, y, weights, *, lr, grad, precision="ieee", fused=None):
+    def __init__(self, x, y, params, spec, *, rows=None, grads=None, fused=None):
         why = triton_unavailable_reason(x.device)
         if why is not None:
             raise BackendUnavailableError(f"backend: 'triton' cannot run on device {x.device}: {why}")
@@ -29,54 +40,128 @@ class TritonBackend:
         if x.dtype != torch.float32:
             raise TypeError(f"x: the triton backend trains float32 tensors (precision 'ieee', 'tf32' or 'bf16' "
                             f"picks the matmul precision), got {x.dtype}")
-        if precision == "bf16" and x.device.type == "cpu":
+        if spec.precision == "bf16" and x.device.type == "cpu":
             raise BackendUnavailableError("precision: 'bf16' needs a CUDA device (the Triton interpreter has no bf16)")
-        fits = kernels.fits(weights)
+        tensors = params.tensors
+        widths = [p.shape[1] for p in tensors]
+        fits = kernels.fits(widths)
         if fused and not fits:
             raise ValueError(f"fused: the two-launch step takes layers at most {kernels.MAX_WIDTH} wide, got widths "
-                             f"{[w.shape[1] for w in weights]}")
+                             f"{widths}")
         self.fused = fits if fused is None else bool(fused)
-        self.k = kernels
-        self.x, self.y, self.weights = x, y, weights
-        self.lr, self.mode, self.precision = lr, grad, precision
-        if self.fused:
-            self.plan = kernels.FusedMLPStep(x, y, weights, lr=lr, mode=grad, precision=precision)
-            self.step = self.plan.step     # the step is the plan's own: no extra Python frame per step
-            return
+        self.x, self.y, self.params, self.spec, self.grads = x, y, params, spec, grads
         batch = x.shape[0]
+        self.empty = batch == 0
+        adam = spec.optimizer == "adam"
+        self.hyper = kernels.hyper_parameters(lr=spec.lr, momentum=spec.momentum, betas=spec.betas, eps=spec.eps,
+                                              weight_decay=spec.weight_decay, device=x.device)
+        state = [tuple(params.state[name][i] for name in spec.state_names) for i in range(len(tensors))]
+        # weight decay on the weight rows only: a bias row (the last) is not decayed
+        decay_rows = [(p.shape[0] - 1 if params.bias else p.shape[0]) if spec.weight_decay else 0 for p in tensors]
+        update = dict(hyper=self.hyper, state=state, powers=params.powers, decay_rows=decay_rows)
+        if self.empty:
+            # a rank with no rows of this batch: zero loss and gradients (no kernel), then the same
+            # update as every other rank; step() takes it from zero gradients of its own
+            self.zeros = [torch.zeros_like(p) for p in tensors]
+            self.zero_update = None if spec.optimizer == "sgd" and not spec.weight_decay else \
+                kernels.update_launcher(tensors, self.zeros, optimizer=spec.optimizer, step=params.step, **update)
+        self.update_launch = None if grads is None else \
+            kernels.update_launcher(tensors, grads, optimizer=spec.optimizer, step=params.step, **update)
+        if self.empty:
+            return
+        scale = spec.grad_scale(rows or batch)
+        p = spec.precision
+        if self.fused:
+            self.plan = kernels.FusedMLPStep(x, y, tensors, bias=params.bias, mode=spec.grad, loss=spec.loss,
+                                             scale=scale, optimizer=spec.optimizer, step=params.step, grads=grads,
+                                             precision=p, **update)
+            return
         new = lambda cols: torch.empty(batch, cols, dtype=torch.float32, device=x.device)  # noqa: E731
-        hidden = [w.shape[1] for w in weights[:-1]]
-        self.acts = [new(n) for n in hidden]       # h_l = clamp(h_{l-1} @ w_l, min=0); carries the mask
-        self.grad_hs = [new(n) for n in hidden]    # dL/dh_l, masked
-        out = weights[-1].shape[1]
-        self.grad_y = new(out)                     # 2 * (y_pred - y)
-        k_in = hidden[-1] if hidden else x.shape[1]
-        n = kernels.num_partials(batch, out, kernels.output_config(batch, out, k_in))
-        self.partials = torch.empty(n, dtype=torch.float32, device=x.device)
+        hidden = widths[:-1]
+        acts = [with_ones(batch, n, like=x, bias=params.bias) for n in hidden]   # [h_l, 1] (or h_l)
+        self.hs = [a[:, :n] for a, n in zip(acts, hidden)]   # h_l = clamp([h_{l-1}, 1] @ p_l); carries the mask
+        self.grad_hs = [new(n) for n in hidden]               # dL/dh_l, masked
+        self.grad_z = new(widths[-1])                         # scale * e
+        inputs = [x] + acts
+        config = kernels.output_config(batch, widths[-1], inputs[-1].shape[1], spec.loss, p)
+        self.partials = torch.empty(kernels.num_partials(batch, widths[-1], config), dtype=torch.float32,
+                                    device=x.device)
 
         # The step as launchers checked once, here (as the torch backend prebuilds its op list):
         # forwards, the output pass (which takes each step's loss slot), then backward last layer first,
         # each layer's input gradient (reading w_i) before w_i's update.
-        p = precision
-        inputs = [x] + self.acts
         self.forward_plan = [kernels.linear_relu_launcher(a, w, h, precision=p)
-                             for a, w, h in zip(inputs, weights[:-1], self.acts)]
-        loss_slot = torch.empty((), dtype=torch.float32, device=x.device)   # replaced by each step's
-        self.output_launch = kernels.output_loss_launcher(inputs[-1], weights[-1], y, self.grad_y, loss_slot,
-                                                          partials=self.partials, precision=p)
-        self.backward_plan, g = [], self.grad_y
-        for i in reversed(range(len(weights))):
-            if i > 0:
-                g_prev = self.grad_hs[i - 1]
-                self.backward_plan.append(kernels.input_grad_launcher(
-                    g, weights[i], g_prev, mode=grad, h=inputs[i] if grad == "relu" else None, precision=p))
-            self.backward_plan.append(kernels.weight_grad_launcher(inputs[i], g, w=weights[i], lr=lr, precision=p))
-            if i > 0:
-                g = g_prev
+                             for a, w, h in zip(inputs, tensors[:-1], self.hs)]
+        slot = torch.empty((), dtype=torch.float32, device=x.device)   # replaced by each step's loss slot
 
-    def step(self, loss_out):  # the Trainer passes detached tensors: no autograd, no no_grad() cost
+        def output(advance):
+            return kernels.output_loss_launcher(
+                inputs[-1], tensors[-1], y, self.grad_z, slot, loss=spec.loss, scale=scale, partials=self.partials,
+                adam=(params.step, params.powers, self.hyper) if advance else None, precision=p, config=config)
+        self.output_step = output(adam)
+        self.output_gradients = output(False) if adam else self.output_step
+        self.backward_plan, self.gradient_plan, g = [], [], self.grad_z
+        for i in reversed(range(len(tensors))):
+            back = []
+            if i > 0:
+                w = tensors[i][:widths[i - 1]]        # the weight without its bias row
+                back.append(kernels.input_grad_launcher(g, w, self.grad_hs[i - 1], mode=spec.grad,
+                                                        h=self.hs[i - 1] if spec.grad == "relu" else None,
+                                                        precision=p))
+            self.backward_plan += back + [kernels.weight_grad_launcher(
+                inputs[i], g, tensors[i], optimizer=spec.optimizer, hyper=self.hyper, state=state[i],
+                powers=params.powers, decay_rows=decay_rows[i], precision=p)]
+            if grads is not None:
+                self.gradient_plan += back + [kernels.weight_grad_launcher(
+                    inputs[i], g, tensors[i], optimizer="grad", grad_out=grads[i], precision=p), i]
+            if i > 0:
+                g = self.grad_hs[i - 1]
+
+    def step(self, loss_out):
+        """Forward, loss (the batch's sum, before any reduction) into the 0-d ``loss_out``, backward, update."""
+        if self.empty:
+            loss_out.zero_()
+            if self.zero_update is not None:
+                self.zero_update()
+        elif self.fused:
+            self.plan.step(loss_out)
+        else:
+            for launch in self.forward_plan:
+                launch()
+            self.output_step(loss_out=loss_out)
+            for launch in self.backward_plan:
+                launch()
+
+    def gradients(self, loss_out, ready=None):
+        """Forward and loss, then every layer's gradient into ``grads`` (no update); ``ready(i)`` is called
+        once layer i's gradient is written (the last layer first)."""
+        if self.grads is None:
+            raise ValueError("grads: gradients() writes into the grads given when the step was made; got None")
+        layers = reversed(range(len(self.grads)))
+        if self.empty:
+            loss_out.zero_()
+            for i in layers:
+                self.grads[i].zero_()
+                if ready is not None:
+                    ready(i)
+            return
+        if self.fused:
+            self.plan.gradients(loss_out)
+            for i in layers:
+                if ready is not None:
+                    ready(i)
+            return
         for launch in self.forward_plan:
             launch()
-        self.output_launch(loss_out=loss_out)
-        for launch in self.backward_plan:
-            launch()
+        self.output_gradients(loss_out=loss_out)
+        for launch in self.gradient_plan:
+            if not isinstance(launch, int):
+                launch()
+            elif ready is not None:
+                ready(launch)
+
+    def update(self):
+        """Apply the optimizer from ``grads`` (after ``gradients()`` and, say, an all-reduce)."""
+        if self.update_launch is None:
+            raise ValueError("grads: update() reads the grads given when the step was made; got None")
+        self.update_launch()
