@@ -62,6 +62,6 @@ def emulated_loop(x, y, weights, *, epochs, lr, grad, precision, device="cpu"):
 def bounds_from_emulation(x, y, weights, ref64, *, epochs, lr, grad, precision):
     """Bounds for a run in ``precision``: FACTOR x the emulated run's error against the float64 judge,
     on the worst epoch's loss and on each final weight. Returns (loss_bound, [weight bounds])."""
-    losses, ws = emulated_loop(x, y, weights, epochs=epochs, lr=lr, grad=grad, precision=precision)
+    losses, ws, _ = emulated_loop(x, y, weights, epochs=epochs, lr=lr, grad=grad, precision=precision)
     loss_err = max(rel_err([a], [b]) for a, b in zip(losses, ref64.losses))
     return FACTOR * loss_err, [FACTOR * rel_err(w, r) for w, r in zip(ws, ref64.weights)]

@@ -6,6 +6,7 @@ from torch import nn
 
 from .backends.torch_backend import forward
 from .data import init_weights
+from .spec import DATA_DEFAULTS
 from .training import evaluate, train
 
 
@@ -60,16 +61,25 @@ class MLP(nn.Module):
         """Loss and accuracy (classes) or RMSE and R^2 (values) on (x, y): see manualnn.evaluate."""
         return evaluate(self, x, y)
 
-    def fit(self, x, y, *, epochs=20, **options):
+    def fit(self, x, y, *, epochs=DATA_DEFAULTS["epochs"], **options):
         """Train this model's parameters in place; returns the TrainResult (losses per epoch).
 
-        Takes train()'s keywords: the step's ``lr``, ``loss``, ``reduction``, ``optimizer``, ...,
-        ``batch_size``, ``shuffle``, ``val_data``, ``patience``, ``backend``.
+        Takes train()'s keywords (the step's ``lr``, ``loss``, ``optimizer``, ..., ``batch_size``,
+        ``shuffle``, ``val_data``, ``patience``, ``backend``). Those not given follow what ``manualnn
+        train --data`` does (manualnn.spec.DATA_DEFAULTS): Adam, lr 3e-3, the mean over batches of 200 rows,
+        cross-entropy for class labels and the sum of squares for values, and with ``val_data`` a
+        patience of 25 epochs.
         """
+        labels = isinstance(y, torch.Tensor) and not y.is_floating_point() and y.dim() == 1
+        options.setdefault("loss", "ce" if labels else "sse")
+        for key in ("lr", "optimizer", "reduction", "batch_size"):
+            options.setdefault(key, DATA_DEFAULTS[key])
+        if options.get("val_data") is not None:
+            options.setdefault("patience", DATA_DEFAULTS["patience"])
         with torch.no_grad():
             result = train(x, y, list(self.weights), biases=list(self.biases) if self.biases is not None else None,
                            epochs=epochs, inplace=True, **options)
-        self.loss, self.reduction = options.get("loss", "sse"), options.get("reduction", "sum")
+        self.loss, self.reduction = options["loss"], options["reduction"]
         return result
 
     def extra_repr(self):

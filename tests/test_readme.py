@@ -66,15 +66,21 @@ def scratch(tmp_path_factory):
     return tmp_path_factory.mktemp("readme")
 
 
-def env():
+def env(native_cache=None):
     e = dict(os.environ)
     e.pop("TRITON_INTERPRET", None)
     e["PATH"] = os.path.dirname(sys.executable) + os.pathsep + e.get("PATH", "")
+    if native_cache:   # the session's one build of the native runner: no compile per example
+        e["MANUALNN_NATIVE_CACHE"] = native_cache
     return e
 
 
+def native_cache_for(text, request):
+    return request.getfixturevalue("native_build")[0] if "native" in text else None
+
+
 @pytest.mark.parametrize("cmd,line", shell_lines(), ids=[f"line{n}" for _, n in shell_lines()])
-def test_shell_example(cmd, line, scratch):
+def test_shell_example(cmd, line, scratch, request):
     cmd = cmd.split("  #")[0].strip()       # the README's trailing comments
     argv = shlex.split(cmd)
     check = None
@@ -87,7 +93,8 @@ def test_shell_example(cmd, line, scratch):
                 cmd += f" --json {check}"
     if argv[0] == "python":
         cmd = shlex.quote(sys.executable) + cmd[len("python"):]
-    proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(native_cache_for(cmd, request)), capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, f"README line {line}: {cmd}\n{proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stderr
     if check:
@@ -96,9 +103,11 @@ def test_shell_example(cmd, line, scratch):
 
 
 @pytest.mark.parametrize("body,line", python_blocks(), ids=[f"line{n}" for _, n in python_blocks()])
-def test_python_example(body, line, scratch, monkeypatch, capsys):
+def test_python_example(body, line, scratch, monkeypatch, capsys, request):
     from manualnn import TrainResult
     monkeypatch.chdir(scratch)
+    if native_cache_for(body, request):
+        monkeypatch.setenv("MANUALNN_NATIVE_CACHE", native_cache_for(body, request))
     namespace = {"__name__": f"readme_line{line}"}
     exec(compile(body, f"README.md:{line}", "exec"), namespace)
     for name, value in namespace.items():

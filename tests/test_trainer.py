@@ -95,7 +95,7 @@ def test_model_fit_trains_in_place_and_forward_is_differentiable():
     assert torch.equal(model.weights[0], again.weights[0]) and model.biases is not None
     x, y, _ = small()
     before = model.weights[0].detach().clone()
-    result = model.fit(x, y, epochs=5, lr=1e-3, backend="torch")
+    result = model.fit(x, y, epochs=5, lr=1e-3, optimizer="sgd", reduction="sum", batch_size=None, backend="torch")
     assert not torch.equal(before, model.weights[0]) and bool(model.biases[0].detach().any())
     assert result.losses[-1] < result.losses[0]
     loss = (model(x) - y).pow(2).sum()
@@ -211,3 +211,16 @@ def test_unknown_keywords_name_themselves():
         Trainer(x, y, weights, learning_rate=1e-3)
     with pytest.raises(ValueError, match=r"loss 'ce' needs class labels \[N\] or rows of probabilities"):
         Trainer(x, y, weights, loss="ce")
+
+
+def test_fit_defaults_are_the_data_runs():
+    # MLP.fit without settings trains as `manualnn train --data` does: Adam, cross-entropy for labels, ...
+    x, labels = blobs(120)
+    model = manualnn.MLP([5, 16, 3], seed=5)
+    result = model.fit(x[:90], labels[:90], epochs=150, val_data=(x[90:], labels[90:]), backend="torch")
+    spec = dict(lr=3e-3, optimizer="adam", reduction="mean", loss="ce", batch_size=200)
+    again = manualnn.MLP([5, 16, 3], seed=5)
+    same = train(x[:90], labels[:90], [w.detach() for w in again.weights], biases=[b.detach() for b in again.biases],
+                 epochs=150, val_data=(x[90:], labels[90:]), patience=25, backend="torch", **spec)
+    assert result.losses == same.losses and model.loss == "ce" and model.reduction == "mean"
+    assert result.val_accuracies[-1] > 0.9

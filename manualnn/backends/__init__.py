@@ -18,7 +18,6 @@ A step never synchronises with the host and never prints.
 """
 import importlib.util
 import os
-import sys
 
 import torch
 
@@ -38,11 +37,10 @@ def triton_unavailable_reason(device):
     device = torch.device(device)
     if importlib.util.find_spec("triton") is None:
         return "Triton is not installed (pip install triton; Linux only)"
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1" and "manualnn.kernels" not in sys.modules:
-        # without importing Triton (slow) for an answer that is already known
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         return ("its kernels run on CPU tensors only under the Triton interpreter (set TRITON_INTERPRET=1, "
                 "slow); use backend 'torch' on the CPU")
-    from .. import kernels
+    from .. import kernels   # it knows whether its kernels were decorated for the interpreter
     return kernels.device_problem(device)
 
 

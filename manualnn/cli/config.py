@@ -84,6 +84,8 @@ def run_config(args):
         if key == "betas" and value is not None:
             value = list(value)
         config[key] = value if value is not None else config.get(key, default)
+    if data is not None and not config["val_split"] and args.patience is None:
+        config["patience"] = None   # the default patience watches a validation split; there is none
     config["backend"] = args.backend or config.get("backend", "auto")
     config["precision"] = args.precision or config.get("precision", "ieee")
     if config.get("seed") is None:

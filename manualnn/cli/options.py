@@ -5,6 +5,7 @@ import math
 from .. import __version__
 from ..checks import BACKENDS
 from ..distributed import DEFAULT_TIMEOUT
+from ..spec import DATA_DEFAULTS as STEP_DEFAULTS
 from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
 
 INITS = ("randn", "kaiming")
@@ -16,12 +17,15 @@ SEED_DEFAULTS = {"batch": 100, "features": 1000, "hidden": [100], "out": 10, "ep
                  "grad": "relu", "dtype": "float32", "init": "randn", "batch_size": None, "shuffle": True,
                  "val_split": 0.0, "bias": False, "loss": "sse", "reduction": "sum", "optimizer": "sgd",
                  "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "patience": None}
-# A run on --data: chosen by a sweep over real data sets and seeds (README, "Defaults").
-DATA_DEFAULTS = {"hidden": [256], "epochs": 200, "lr": 1e-3, "grad": "relu", "dtype": "float32",
-                 "init": "kaiming", "batch_size": 200, "shuffle": True, "val_split": 0.2, "target_cols": 1,
-                 "task": "auto", "standardize": None, "bias": True, "loss": None, "reduction": "mean",
-                 "optimizer": "adam", "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
-                 "patience": None}   # standardize: on for files, off for digits; loss: ce for classes, sse for values
+# A run on --data: the sweep's choice (manualnn.spec.DATA_DEFAULTS; README, "How the defaults were chosen").
+DATA_DEFAULTS = {"hidden": STEP_DEFAULTS["hidden"], "epochs": STEP_DEFAULTS["epochs"], "lr": STEP_DEFAULTS["lr"],
+                 "grad": "relu", "dtype": "float32", "init": "kaiming", "batch_size": STEP_DEFAULTS["batch_size"],
+                 "shuffle": True, "val_split": 0.2, "target_cols": 1, "task": "auto", "standardize": None,
+                 "bias": True, "loss": None, "reduction": STEP_DEFAULTS["reduction"],
+                 "optimizer": STEP_DEFAULTS["optimizer"], "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8,
+                 "weight_decay": 0.0, "patience": STEP_DEFAULTS["patience"]}
+# (standardize: on for files, off for digits; loss: ce for classes, sse for values; patience: off without a
+# validation split)
 TRAIN_EXITS = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite weights are saved with --save); "
                "2 bad options or data (nothing trained); 3 a distributed run lost a rank; 4 trained, but --save "
                "could not be written (the run was saved elsewhere, the message says where); 130 interrupted by "
@@ -108,7 +112,7 @@ def build_parser():
     g.add_argument("--out", type=positive_int, help="seed problem only: outputs (default 10)")
     m = t.add_argument_group("network")
     m.add_argument("--hidden", type=positive_int, nargs="+", metavar="WIDTH",
-                   help="hidden layer widths, one per hidden layer (seed: 100; data: 256)")
+                   help=f"hidden layer widths, one per hidden layer (seed: 100; data: {' '.join(map(str, STEP_DEFAULTS['hidden']))})")
     m.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases on every layer (seed: off; data: on)")
     m.add_argument("--init", choices=INITS,
                    help="randn: the seed's unscaled torch.randn; kaiming: He-normal, std sqrt(2/fan_in) "
@@ -116,9 +120,9 @@ def build_parser():
     s = t.add_argument_group("the step")
     s.add_argument("--loss", choices=LOSSES,
                    help="sse: sum of squares; ce: softmax cross-entropy (seed: sse; data: ce for classes, sse for values)")
-    s.add_argument("--reduction", choices=REDUCTIONS, help="sum or mean over a batch's rows (seed: sum; data: mean)")
-    s.add_argument("--optimizer", choices=OPTIMIZERS, help="sgd, momentum (heavy ball) or adam (seed: sgd; data: adam)")
-    s.add_argument("--lr", type=number(0, low_open=True), help="learning rate (seed: 1e-6; data: 1e-3)")
+    s.add_argument("--reduction", choices=REDUCTIONS, help=f"sum or mean over a batch's rows (seed: sum; data: {STEP_DEFAULTS['reduction']})")
+    s.add_argument("--optimizer", choices=OPTIMIZERS, help=f"sgd, momentum (heavy ball) or adam (seed: sgd; data: {STEP_DEFAULTS['optimizer']})")
+    s.add_argument("--lr", type=number(0, low_open=True), help=f"learning rate (seed: 1e-6; data: {STEP_DEFAULTS['lr']:g})")
     s.add_argument("--momentum", type=number(0, 1, high_open=True), help="for --optimizer momentum (default 0.9)")
     s.add_argument("--betas", type=number(0, 1, high_open=True), nargs=2, metavar=("B1", "B2"),
                    help="Adam's betas (default 0.9 0.999)")
@@ -128,15 +132,16 @@ def build_parser():
                    help="relu (default): the correct ReLU backward (= autograd); tutorial: the seed's clamp of "
                         "the gradient's values")
     r = t.add_argument_group("training")
-    r.add_argument("--epochs", type=positive_int, help="total epochs; with --resume, the total to reach (seed: 20; "
-                                                       "data: 200)")
+    r.add_argument("--epochs", type=positive_int, help=f"total epochs; with --resume, the total to reach (seed: 20; "
+                                                       f"data: {STEP_DEFAULTS['epochs']})")
     r.add_argument("--batch-size", type=positive_int, metavar="B",
-                   help="rows per step; an epoch is ceil(N/B) steps (seed: all rows, one step; data: 200)")
+                   help=f"rows per step; an epoch is ceil(N/B) steps (seed: all rows, one step; data: "
+                        f"{STEP_DEFAULTS['batch_size']})")
     r.add_argument("--no-shuffle", action="store_true",
                    help="take the batches in row order (default: each epoch's order drawn from --seed)")
     r.add_argument("--patience", type=positive_int, metavar="N",
                    help="stop when the validation loss has not improved for N epochs, keeping the best epoch's "
-                        "weights (default: off)")
+                        f"weights (seed: off; data: {STEP_DEFAULTS['patience']}, off with --val-split 0)")
     r.add_argument("--seed", type=seed_int,
                    help="seed problem: torch.manual_seed(S), then x, y, w1, w2... drawn with torch.randn as the "
                         "seed does; data: the weights, the split and the shuffle (default: a random seed, "
