@@ -108,13 +108,18 @@ def one_thread(make):
 
 
 def main(argv=None):
+    global HIDDEN, BATCH
     p = argparse.ArgumentParser(prog="python -m benchmarks.digits", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--epochs", type=int, default=5, help="epochs per timed run (default 5)")
     p.add_argument("--repeats", type=int, default=9, help="timed rounds (default 9)")
     p.add_argument("--out", help="output folder (default benchmarks/results/<device-slug>/)")
+    p.add_argument("--hidden", type=int, help=f"hidden width (default {HIDDEN}, the --data default)")
+    p.add_argument("--batch-size", type=int, help=f"rows per step (default {BATCH}, the --data default)")
+    p.add_argument("--name", default="digits", help="file name stem of the results (default digits)")
     args = p.parse_args(argv)
+    HIDDEN, BATCH = args.hidden or HIDDEN, args.batch_size or BATCH
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device: cuda was asked for but no CUDA device is available")
@@ -186,11 +191,11 @@ def main(argv=None):
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    slug(f"{device.type}-{record['meta']['device']}"))
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "digits.json"), "w") as f:
+    with open(os.path.join(out, f"{args.name}.json"), "w") as f:
         json.dump(record, f, indent=2)
-    with open(os.path.join(out, "digits.md"), "w") as f:
+    with open(os.path.join(out, f"{args.name}.md"), "w") as f:
         f.write(table + "\n")
-    print(f"wrote {out}/digits.json, digits.md", file=sys.stderr)
+    print(f"wrote {out}/{args.name}.json, {args.name}.md", file=sys.stderr)
     return 0
 
 
