@@ -265,7 +265,7 @@ class TritonSteps(Contender):
         spec = StepSpec(lr=p.lr, grad="relu", precision={"fp32": "ieee"}.get(precision, precision))
         self.params = Params.from_weights(p.w0, None, spec)
         self.weights = self.params.tensors
-        self.backend = make_step("triton", p.x, p.y, self.params, spec, fused=fused)
+        self.backend = make_step("triton", p.x, p.y, self.params, spec, two_launch=fused)
         self.graph, self.graphs = graph, {}
 
     def steps(self, epochs):

@@ -6,8 +6,9 @@
 #
 # Every step runs under `timeout` with the budget printed at the start, so the whole stays inside
 # its total however a step behaves. The CUDA tests come first (what must be known even if nothing
-# else runs), then the timing table. Writes gpu_check.log, pytest.xml, compile_sm90.json,
-# seed/results.{json,md} and large/results.{json,md} (7 files: the device tool brings back 8) under
+# else runs), then the timing tables. Writes gpu_check.log (with every table), pytest.xml,
+# compile_sm90.json, seed/results.json, large/results.json and digits/digits.json (6 files: the device
+# tool brings back 8) under
 # $OUT when it is set (the device tool's output folder), else under benchmarks/results/gpu-check/.
 # Exit status: non-zero if any step failed.
 set -uo pipefail
@@ -23,10 +24,12 @@ started=$(date +%s)
 step() { echo; echo "== $(date +%T) (+$(( $(date +%s) - started )) s) $*"; }
 
 if [ "$mode" = full ]; then
-  budget_install=45; budget_compile=60; budget_tests=220; budget_seed=130; budget_large=75; total=540
+  budget_install=45; budget_compile=60; budget_tests=220; budget_seed=110; budget_large=70; budget_digits=30
+  total=540
   large_what="medium and large shapes, every precision       "
 else
-  budget_install=45; budget_compile=45; budget_tests=150; budget_seed=70; budget_large=35; total=360
+  budget_install=45; budget_compile=45; budget_tests=130; budget_seed=70; budget_large=35; budget_digits=25
+  total=360
   large_what="large shape, bf16                               "
 fi
 cat <<EOF
@@ -39,6 +42,7 @@ gpu_check.sh $mode: at most $total s in all, each step under timeout:
      step, start-up keys and autotuning, autograd op           ${budget_tests} s
   5. timing, seed shape (fp32, tf32, bf16)                     ${budget_seed} s
   6. timing, $large_what  ${budget_large} s
+  7. timing, the digits workload (the --data defaults)         ${budget_digits} s
   files under $out
 EOF
 
@@ -55,12 +59,11 @@ step "3. compile every variant for sm_90 (ptxas -v: registers, spills, shared me
 timeout "$budget_compile" $py tests/compile_sm90.py --json "$out/compile_sm90.json" | tail -3 || failed=1
 
 step "4. CUDA tests (MANUALNN_AUTOTUNE=0 but the autotune tests)"
-# tests/test_graphs.py and tests/test_minibatch.py still import the trainer's old modules (the
-# refactor in progress): they are left out until ported, as one collection error stops the whole run
 xdist=$($py -c 'import xdist' 2>/dev/null && echo "-n 8")
 MANUALNN_AUTOTUNE=0 timeout "$budget_tests" $py -m pytest -q -p no:cacheprovider $xdist \
-  --junitxml="$out/pytest.xml" -rs tests/test_kernels.py tests/test_optim.py tests/test_fused_mlp.py \
-  tests/test_triton_backend.py tests/test_gpu_startup.py tests/test_functional.py tests/test_emulate.py || failed=1
+  --junitxml="$out/pytest.xml" -rs tests/test_kernels.py tests/test_optim.py tests/test_two_launch.py \
+  tests/test_triton_backend.py tests/test_gpu_startup.py tests/test_graphs.py tests/test_minibatch.py \
+  tests/test_functional.py tests/test_emulate.py || failed=1
 
 contenders=seed,cudagraph,compile-reduce-overhead,matmul-floor,manualnn-torch,manualnn-triton
 contenders=$contenders,manualnn-triton-layers,manualnn-triton-2launch,manualnn-triton-layers-graph
@@ -83,10 +86,15 @@ else
     --contenders matmul-floor,manualnn-triton-layers,manualnn-triton
 fi
 
+step "7. the digits workload: manualnn (torch and triton) beside autograd + Adam + CrossEntropyLoss"
+timeout "$budget_digits" $py -m benchmarks.digits --device cuda --epochs 5 --repeats 5 --out "$out/digits" || failed=1
+
 # the device tool brings back at most 8 files: the plots can be redrawn from results.json (benchmarks/report.py)
 rm -f "$out"/seed/results.png "$out"/large/results.png
 step "done in $(( $(date +%s) - started )) s (budget $total s): $([ $failed = 0 ] && echo all steps passed || echo SOME STEP FAILED); files in $out"
-for name in seed large; do
-  if [ -f "$out/$name/results.md" ]; then echo; echo "### $name"; cat "$out/$name/results.md"; fi
+for name in seed large digits; do
+  for f in "$out/$name/results.md" "$out/$name/digits.md"; do
+    if [ -f "$f" ]; then echo; echo "### $name"; cat "$f"; rm -f "$f"; fi   # the tables live on in the log
+  done
 done
 exit $failed

@@ -12,17 +12,17 @@ No autograd, no dispatch, no training loop here.
 - weight_grad: a^T @ g, stored or applied by the optimizer in the epilogue
 - optim: the optimizers' update (one @triton.jit function for every kernel above that applies it),
   and the element-wise update from gradients in memory
-- fused_mlp.FusedMLPStep: a whole step of a narrow network in two launches
+- two_launch.TwoLaunchStep: a whole step of a narrow network in two launches
 """
 from ._common import AUTOTUNE, INTERPRET, PRECISIONS, device_problem
-from .fused_mlp import MAX_WIDTH, FusedMLPStep, fits
+from .two_launch import MAX_WIDTH, TwoLaunchStep, fits
 from .input_grad import input_grad, input_grad_launcher
 from .linear_relu import linear_relu, linear_relu_launcher
 from .optim import OPTIMIZERS, hyper_parameters, update_launcher
 from .output_loss import CE_MAX_WIDTH, num_partials, output_config, output_loss, output_loss_launcher
 from .weight_grad import weight_grad, weight_grad_launcher
 
-__all__ = ["AUTOTUNE", "CE_MAX_WIDTH", "INTERPRET", "MAX_WIDTH", "OPTIMIZERS", "PRECISIONS", "FusedMLPStep",
+__all__ = ["AUTOTUNE", "CE_MAX_WIDTH", "INTERPRET", "MAX_WIDTH", "OPTIMIZERS", "PRECISIONS", "TwoLaunchStep",
            "device_problem", "fits", "hyper_parameters", "input_grad", "input_grad_launcher", "linear_relu",
            "linear_relu_launcher", "num_partials", "output_config", "output_loss", "output_loss_launcher",
            "update_launcher", "weight_grad", "weight_grad_launcher"]

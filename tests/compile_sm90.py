@@ -1,6 +1,6 @@
 """Compile every kernel variant the backends can pick for sm_90 (H100/H200) without a GPU; read ptxas.
 
-For each variant (each precision, each autotuned or fixed config, each fused-step width up to
+For each variant (each precision, each autotuned or fixed config, each two-launch width up to
 MAX_WIDTH, each loss, gradient mode and optimizer) Triton compiles the kernel here with its own
 ptxas, which reports (``ptxas -v``) the registers, the spill stores and loads, and the shared memory.
 A variant fails when it does not compile, spills a single byte, needs more shared memory than an
@@ -45,7 +45,7 @@ def variants():
     """(kernel, constexprs, options) for everything the backends can launch on the GPU, from the kernels'
     own config functions (so this list follows them)."""
     m = lambda name: importlib.import_module(f"kernels.{name}")  # noqa: E731
-    common, fused, optim, out = m("_common"), m("fused_mlp"), m("optim"), m("output_loss")
+    common, fused, optim, out = m("_common"), m("two_launch"), m("optim"), m("output_loss")
     for p in common.PRECISIONS:
         for c in common.gpu_configs("matmul", p):
             yield m("linear_relu").linear_relu_kernel, dict(PRECISION=p, **blocks(c)), options(c)

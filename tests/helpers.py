@@ -28,3 +28,13 @@ class BuildLog:
 
     def flush(self):
         pass
+
+
+def write(tmp_path, name, content):
+    """A file in tmp_path with ``content`` (bytes or text); its path."""
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path

@@ -125,7 +125,7 @@ def test_triton_step_contenders_are_judged_right(path):
     factory = lambda pr, precision: contenders.TritonSteps(pr, precision, path)  # noqa: E731
     row, contender = run.prepare(f"manualnn-triton-{path}", factory, p, "fp32", Args, refs_for, deadline=float("inf"))
     assert row["status"] == "ok" and row["check"]["ok"] is True, row
-    assert contender.backend.fused == (path == "2launch")
+    assert contender.backend.two_launch == (path == "2launch")
 
 
 @pytest.mark.parametrize("precision", ["tf32", "bf16"])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from manualnn.data import DataError, load_data, split
+from helpers import write
 
 
 def table(n=40, d=3, seed=0):   # 40 rows: 4 classes need 5 rows each to be read as classes
@@ -91,15 +92,6 @@ def test_digits_without_scikit_learn_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(DataError, match=r"needs scikit-learn, an optional extra: pip install \"manualnn\[data\]\""):
         load_data("digits")
-
-
-def write(tmp_path, name, content):
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
 
 
 BAD = [

@@ -15,15 +15,7 @@ import torch
 import manualnn.data
 from manualnn import datafiles, safeio
 from manualnn.datafiles import DataError, Dataset, load_data
-
-
-def write(tmp_path, name, content):
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content)
-    return path
+from helpers import write
 
 
 def load_promptly(path, seconds=10, **kw):

@@ -83,7 +83,7 @@ def test_autotuning_benchmarks_each_config_once_per_bucketed_key(monkeypatch):
     monkeypatch.setattr(autotuner.Autotuner, "_bench", bench)
     x, y, w0 = seed_data(72, batch=100, features=7, hidden=(130,), out=3, device=DEVICE)
     trainer = manualnn.Trainer(x, y, w0, backend="triton", batch_size=40, lr=1e-5)
-    assert [s.fused for s in trainer.steps] == [False, False]
+    assert [s.two_launch for s in trainer.steps] == [False, False]
     trainer.run(2)
     per_kernel = {name: sum(n == name for n, _, _ in benched) for name, _, _ in benched}
     configs = len(common.TILES["matmul"])

@@ -145,7 +145,7 @@ def test_input_grad(M, K, N, cfg, mode):
     # g [M, K] @ w[N, K]^T -> [M, N], masked by h [M, N]
     gen = torch.Generator().manual_seed(M + 3 * K + 11 * N)
     g, w, h = rand(M, K, gen=gen), rand(N, K, gen=gen), rand(M, N, gen=gen).clamp(min=0)
-    out = kernels.input_grad(g, w, poisoned(M, N), mode=mode, h=h if mode == "relu" else None, config=CONFIGS[cfg])
+    out = kernels.input_grad(g, w, poisoned(M, N), grad=mode, h=h if mode == "relu" else None, config=CONFIGS[cfg])
 
     def twin(gg, ww, hh):
         r = gg @ ww.t()
@@ -166,10 +166,10 @@ def test_input_grad(M, K, N, cfg, mode):
      ValueError, r"out: expected a writable tensor without broadcast"),
     (lambda: kernels.linear_relu(torch.randn(4, 5), torch.randn(5, 3), precision="fp16"), ValueError,
      r"precision: expected one of 'ieee', 'tf32', 'bf16', got 'fp16'"),
-    (lambda: kernels.input_grad(torch.randn(4, 3), torch.randn(5, 3), mode="relu"), ValueError,
-     r"h: mode 'relu' masks by the forward activation"),
-    (lambda: kernels.input_grad(torch.randn(4, 3), torch.randn(5, 3), mode="none"), ValueError,
-     r"mode: expected one of 'relu', 'tutorial', got 'none'"),
+    (lambda: kernels.input_grad(torch.randn(4, 3), torch.randn(5, 3), grad="relu"), ValueError,
+     r"h: grad 'relu' masks by the forward activation"),
+    (lambda: kernels.input_grad(torch.randn(4, 3), torch.randn(5, 3), grad="none"), ValueError,
+     r"grad: expected one of 'relu', 'tutorial', got 'none'"),
     (lambda: kernels.weight_grad(torch.randn(4, 5), torch.randn(4, 3), torch.randn(5, 3)), ValueError,
      r"grad_out: the gradient-only update stores the gradient"),
     (lambda: kernels.weight_grad(torch.randn(4, 5), torch.randn(4, 3), torch.randn(3, 5).t(), optimizer="sgd",
@@ -212,8 +212,8 @@ def test_cpu_tensors_without_interpreter_are_rejected(monkeypatch):
 OVERLAP_CASES = {
     "linear_relu out=a": (lambda a, w, g: kernels.linear_relu(a, w, a), r"out: .*overlap the input a"),
     "linear_relu out=w": (lambda a, w, g: kernels.linear_relu(a, w, w), r"out: .*overlap the input w"),
-    "input_grad out=g": (lambda a, w, g: kernels.input_grad(g, w, g, mode="tutorial"), r"out: .*overlap the input g"),
-    "input_grad out=h": (lambda a, w, g: kernels.input_grad(g, w, a, mode="relu", h=a), r"out: .*overlap the input h"),
+    "input_grad out=g": (lambda a, w, g: kernels.input_grad(g, w, g, grad="tutorial"), r"out: .*overlap the input g"),
+    "input_grad out=h": (lambda a, w, g: kernels.input_grad(g, w, a, grad="relu", h=a), r"out: .*overlap the input h"),
     "weight_grad grad_out=a": (lambda a, w, g: kernels.weight_grad(a, g, w, grad_out=a),
                                r"grad_out: .*overlap the input a"),
     "weight_grad p=a": (lambda a, w, g: kernels.weight_grad(a, g, a, optimizer="sgd",
@@ -286,7 +286,7 @@ def test_precision_modes_error_bounds_on_cuda(precision, M, K, N):
     ref = a.double() @ w.double()
     honest = rel_err(mm(a, w, precision), ref)
     for name, call in [("linear_relu", lambda: kernels.linear_relu(a, w, poisoned(M, N), precision=precision)),
-                       ("input_grad", lambda: kernels.input_grad(a, w.t(), poisoned(M, N), mode="tutorial",
+                       ("input_grad", lambda: kernels.input_grad(a, w.t(), poisoned(M, N), grad="tutorial",
                                                                  precision=precision)),
                        ("weight_grad", lambda: kernels.weight_grad(a.t(), w, torch.empty(M, N, device=DEVICE),
                                                                    grad_out=poisoned(M, N), precision=precision))]:

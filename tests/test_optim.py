@@ -1,6 +1,6 @@
 """The optimizers' update (kernels/optim.py's apply_optimizer) in every kernel that applies it: the
 weight-gradient kernel's epilogue and the element-wise update from gradients in memory (the fused
-step's update epilogue: test_fused_mlp.py). The twin is the torch backend's own TorchOptimizer, run
+step's update epilogue: test_two_launch.py). The twin is the torch backend's own TorchOptimizer, run
 in float64 and in float32, from non-zero optimizer state; the last parameter row is a bias row, which
 weight decay must leave alone.
 """

@@ -1,10 +1,10 @@
 """Every code example in the README runs, and every training example trains.
 
 Python blocks are executed (each in a fresh namespace, in a scratch folder); every TrainResult they
-leave behind must show its loss falling at least 10x. Shell blocks run line by line, in order, in
-one scratch folder, through bash with this environment's console script: each must exit 0, and each
-``manualnn train`` line must train (its loss falls at least 10x; a digits run ends at >= 97%
-validation accuracy, as the README states). The two contract commands (between the run-command and
+leave behind must show its loss falling at least 10x (2x on a real data set, whose noise stays in the
+loss). Shell blocks run line by line, in order, in one scratch folder, through bash with this
+environment's console script: each must exit 0, and each ``manualnn train`` line must train (the
+same rule; a digits run keeps weights of >= 98% validation accuracy, as the README states). The two contract commands (between the run-command and
 test-command markers) are CI's own job and are skipped here, as is a block right after a
 ``<!-- no-test: why -->`` line.
 """
@@ -55,10 +55,12 @@ def test_the_readme_has_examples_of_each_kind():
     assert any(c.startswith("manualnn predict") for c in commands)
 
 
-def trained(losses, val_accuracies, cmd):
-    assert losses[-1] <= losses[0] / 10, f"{cmd}: the loss fell only from {losses[0]} to {losses[-1]}"
+def trained(losses, val_accuracies, cmd, best_epoch=None, real_data=False):
+    falls = 2 if real_data or "--data" in cmd else 10
+    assert losses[-1] <= losses[0] / falls, f"{cmd}: the loss fell only from {losses[0]} to {losses[-1]}"
     if "--data digits" in cmd:
-        assert val_accuracies[-1] >= 0.97, f"{cmd}: validation accuracy {val_accuracies[-1]}"
+        kept = val_accuracies[best_epoch if best_epoch is not None else -1]
+        assert kept >= 0.98, f"{cmd}: validation accuracy {kept} at the kept epoch"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ def test_shell_example(cmd, line, scratch, request):
     assert "Traceback" not in proc.stderr
     if check:
         record = json.loads((scratch / check).read_text())
-        trained(record["losses"], record["val_accuracies"], cmd)
+        trained(record["losses"], record["val_accuracies"], cmd, record.get("best_epoch"))
 
 
 @pytest.mark.parametrize("body,line", python_blocks(), ids=[f"line{n}" for _, n in python_blocks()])
@@ -112,4 +114,5 @@ def test_python_example(body, line, scratch, monkeypatch, capsys, request):
     exec(compile(body, f"README.md:{line}", "exec"), namespace)
     for name, value in namespace.items():
         if isinstance(value, TrainResult):
-            trained(value.losses, value.val_accuracies, f"README.md:{line} {name}")
+            trained(value.losses, value.val_accuracies, f"README.md:{line} {name}", value.best_epoch,
+                    real_data="load_data" in body)

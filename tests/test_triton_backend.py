@@ -44,7 +44,7 @@ def train_and_judge(path, *, epochs=3, batch=13, features=9, hidden=(10,), out=4
     biases = [0.1 * torch.randn(w.shape[1], generator=gen).to(DEVICE) for w in weights] if bias else None
     trainer = manualnn.Trainer(x, y, weights, biases=biases, backend="triton", batch_size=batch_size, shuffle=False,
                                **spec_args)
-    assert all(isinstance(s, TritonStep) and s.fused == (path == "two-launch") for s in trainer.steps)
+    assert all(isinstance(s, TritonStep) and s.two_launch == (path == "two-launch") for s in trainer.steps)
     result = trainer.run(epochs)
     lr = spec_args.pop("lr")
     verdict = judge(result.losses, result.weights, x, y, weights, epochs=epochs, lr=lr,
@@ -180,7 +180,7 @@ def test_adam_ce_and_biases_keep_two_launches(hidden):
 def test_wider_networks_take_the_per_layer_kernels():
     x, y, weights = seed_data(43, batch=8, features=12, hidden=(129, 7), out=3, device=DEVICE)
     trainer = manualnn.Trainer(x, y, weights, lr=1e-6, backend="triton")
-    assert not trainer.steps[0].fused
+    assert not trainer.steps[0].two_launch
     assert step_launches(trainer.steps[0]) == ["linear_relu_kernel", "linear_relu_kernel", "output_loss_kernel",
                                                "input_grad_kernel", "weight_grad_kernel",
                                                "input_grad_kernel", "weight_grad_kernel", "weight_grad_kernel"]
@@ -217,9 +217,9 @@ def test_refusals():
         manualnn.train(x, y, weights, backend="triton")
     x, y, weights = seed_data(44, batch=4, features=5, hidden=(129,), out=2, device=DEVICE)
     params = Params.from_weights(weights, None, StepSpec())
-    with pytest.raises(ValueError, match=r"fused: the two-launch step takes layers at most 128 wide, got widths "
+    with pytest.raises(ValueError, match=r"two_launch: the two-launch step takes layers at most 128 wide, got widths "
                                          r"\[129, 2\]"):
-        make_step("triton", x, y, params, StepSpec(), fused=True)
+        make_step("triton", x, y, params, StepSpec(), two_launch=True)
     x, y, weights = seed_data(44, batch=4, features=5, hidden=(3,), out=300, device=DEVICE)
     params = Params.from_weights(weights, None, StepSpec(loss="ce"))
     with pytest.raises(ValueError, match=r"w: loss 'ce' takes each row's softmax in one program, which covers at "
@@ -272,7 +272,7 @@ def test_precision_modes_on_cuda(path, precision, grad):
     from manualnn.testing import reference_runs, rel_err
     x, y, weights = seed_data(45, device="cuda")
     trainer = manualnn.Trainer(x, y, weights, lr=1e-6, grad=grad, backend="triton", precision=precision)
-    assert trainer.steps[0].fused == (path == "two-launch")
+    assert trainer.steps[0].two_launch == (path == "two-launch")
     result = trainer.run(20)
     ref64, _ = reference_runs(x, y, weights, epochs=20, lr=1e-6, grad=grad)
     loss_bound, weight_bounds = bounds_from_emulation(x, y, weights, ref64, epochs=20, lr=1e-6, grad=grad,

@@ -63,8 +63,8 @@ def resolve(name, device, dtype=torch.float32):
     """
     device = torch.device(device)
     if name == "auto":
-        fused = device.type == "cuda" and dtype == torch.float32 and triton_unavailable_reason(device) is None
-        return "triton" if fused else "torch"
+        kernels_run = device.type == "cuda" and dtype == torch.float32 and triton_unavailable_reason(device) is None
+        return "triton" if kernels_run else "torch"
     reasons = {"native": native_unavailable_reason, "triton": triton_unavailable_reason}
     if name in reasons:
         why = reasons[name](device)
@@ -77,7 +77,7 @@ def resolve(name, device, dtype=torch.float32):
 
 def make_step(name, x, y, params, spec, *, rows=None, grads=None, **options):
     """Build the named backend's step ("torch", "triton" or "native"; resolve "auto" first).
-    ``options`` go to the triton backend (``fused``: None picks, True/False forces the two-launch step)."""
+    ``options`` go to the triton backend (``two_launch``: None picks, True/False forces the two-launch step)."""
     if name == "torch":
         from .torch_backend import TorchStep as Step
     elif name == "triton":

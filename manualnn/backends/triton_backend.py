@@ -2,7 +2,7 @@
 
 Two ways, picked per network:
 
-- **two launches** (``kernels.FusedMLPStep``) when every layer's output width fits one tile
+- **two launches** (``kernels.TwoLaunchStep``) when every layer's output width fits one tile
   (``kernels.MAX_WIDTH``, 128 columns), at any depth: one row-block kernel for the forward, the
   output gradient, the loss partials and the masked backward to every hidden gradient; one kernel
   taking every layer's gradient with the optimizer in its epilogue, and summing the loss partials in
@@ -27,12 +27,12 @@ from ..spec import with_ones
 class TritonStep:
     """One training step on a fixed batch (see manualnn.backends for the protocol), float32 only.
 
-    ``fused``: None picks the two-launch step when the network fits it, True demands it, False
+    ``two_launch``: None picks the two-launch step when the network fits it, True demands it, False
     takes the per-layer kernels.
     """
     name = "triton"
 
-    def __init__(self, x, y, params, spec, *, rows=None, grads=None, fused=None):
+    def __init__(self, x, y, params, spec, *, rows=None, grads=None, two_launch=None):
         why = triton_unavailable_reason(x.device)
         if why is not None:
             raise BackendUnavailableError(f"backend: 'triton' cannot run on device {x.device}: {why}")
@@ -45,10 +45,10 @@ class TritonStep:
         tensors = params.tensors
         widths = [p.shape[1] for p in tensors]
         fits = kernels.fits(widths)
-        if fused and not fits:
-            raise ValueError(f"fused: the two-launch step takes layers at most {kernels.MAX_WIDTH} wide, got widths "
-                             f"{widths}")
-        self.fused = fits if fused is None else bool(fused)
+        if two_launch and not fits:
+            raise ValueError(f"two_launch: the two-launch step takes layers at most {kernels.MAX_WIDTH} wide, got "
+                             f"widths {widths}")
+        self.two_launch = fits if two_launch is None else bool(two_launch)
         self.x, self.y, self.params, self.spec, self.grads = x, y, params, spec, grads
         batch = x.shape[0]
         self.empty = batch == 0
@@ -71,8 +71,8 @@ class TritonStep:
             return
         scale = spec.grad_scale(rows or batch)
         p = spec.precision
-        if self.fused:
-            self.plan = kernels.FusedMLPStep(x, y, tensors, bias=params.bias, mode=spec.grad, loss=spec.loss,
+        if self.two_launch:
+            self.plan = kernels.TwoLaunchStep(x, y, tensors, bias=params.bias, grad=spec.grad, loss=spec.loss,
                                              scale=scale, optimizer=spec.optimizer, step=params.step, grads=grads,
                                              precision=p, **update)
             return
@@ -105,7 +105,7 @@ class TritonStep:
             back = []
             if i > 0:
                 w = tensors[i][:widths[i - 1]]        # the weight without its bias row
-                back.append(kernels.input_grad_launcher(g, w, self.grad_hs[i - 1], mode=spec.grad,
+                back.append(kernels.input_grad_launcher(g, w, self.grad_hs[i - 1], grad=spec.grad,
                                                         h=self.hs[i - 1] if spec.grad == "relu" else None,
                                                         precision=p))
             self.backward_plan += back + [kernels.weight_grad_launcher(
@@ -123,7 +123,7 @@ class TritonStep:
             loss_out.zero_()
             if self.zero_update is not None:
                 self.zero_update()
-        elif self.fused:
+        elif self.two_launch:
             self.plan.step(loss_out)
         else:
             for launch in self.forward_plan:
@@ -145,7 +145,7 @@ class TritonStep:
                 if ready is not None:
                     ready(i)
             return
-        if self.fused:
+        if self.two_launch:
             self.plan.gradients(loss_out)
             for i in layers:
                 if ready is not None:

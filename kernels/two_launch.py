@@ -267,7 +267,7 @@ def split_k(blocks, k_rows, block_k):
     return max(1, min(triton.cdiv(TARGET_PROGRAMS, max(blocks, 1)), most))
 
 
-class FusedMLPStep:
+class TwoLaunchStep:
     """One training step of a narrow ReLU network on fixed tensors, as two kernel launches.
 
     Args:
@@ -277,7 +277,7 @@ class FusedMLPStep:
             updated in place; with ``bias`` every layer after the first has one row more than its
             input's width (the bias row, on a column of ones made in registers). Every n_l and O at
             most MAX_WIDTH (see fits()).
-        mode: "relu" (grad_h masked where h <= 0) or "tutorial" (grad_h clamped at 0, the seed's).
+        grad: the gradient mode, "relu" (grad_h masked where h <= 0) or "tutorial" (grad_h clamped at 0, the seed's).
         loss: "sse" or "ce"; scale: the output gradient's constant (manualnn.spec's grad_scale).
         optimizer, hyper, state (per layer), powers, decay_rows (per layer): see optim.optimizer_args;
             ``step``: Adam's 0-d int64 step count (advanced with powers by the rows kernel's program 0).
@@ -291,11 +291,11 @@ class FusedMLPStep:
     last one scale * e) and ``partials`` (one loss partial per row block).
     """
 
-    def __init__(self, x, y, params, *, bias=False, mode="relu", loss="sse", scale=2.0, optimizer="sgd", hyper=None,
+    def __init__(self, x, y, params, *, bias=False, grad="relu", loss="sse", scale=2.0, optimizer="sgd", hyper=None,
                  state=None, powers=None, step=None, decay_rows=None, grads=None, precision="ieee", config=None):
         check_precision(precision)
-        if mode not in MODES:
-            raise ValueError(f"mode: expected one of {', '.join(map(repr, MODES))}, got {mode!r}")
+        if grad not in MODES:
+            raise ValueError(f"grad: expected one of {', '.join(map(repr, MODES))}, got {grad!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss: expected one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         check_matrix("x", x)
@@ -362,7 +362,7 @@ class FusedMLPStep:
                 count_ptr=self.counts, step_ptr=step if adam else unused[0],
                 powers_ptr=powers if adam else unused[1], hyper_ptr=hyper_ if adam else unused[2],
                 scale=float(scale), B=B, L=L, n_split=self.split, advance=int(advance),
-                stride_ym=y.stride(0), stride_yn=y.stride(1), MODE=mode, LOSS=loss, PRECISION=precision,
+                stride_ym=y.stride(0), stride_yn=y.stride(1), MODE=grad, LOSS=loss, PRECISION=precision,
                 WIDTH=self.width)
 
         def update(opt):   # each step passes its own loss slot as loss_ptr

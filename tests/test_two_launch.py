@@ -1,4 +1,4 @@
-"""The two-launch step (kernels.FusedMLPStep) against plain-torch twins, judged against float64.
+"""The two-launch step (kernels.TwoLaunchStep) against plain-torch twins, judged against float64.
 
 One step is checked piece by piece (every hidden activation, every layer's output gradient, the
 loss partials, the loss, every updated parameter and optimizer buffer, or every stored gradient)
@@ -83,13 +83,13 @@ def check(name, out, ref64, twin32):
 
 
 def make(x, y, params, spec, bias, config=None, grads=None):
-    """A FusedMLPStep for ``spec`` on a Params of ``params``' tensors (returned too)."""
+    """A TwoLaunchStep for ``spec`` on a Params of ``params``' tensors (returned too)."""
     pp = Params(params, bias, spec)
     decay = [(p.shape[0] - int(bias)) if spec.weight_decay else 0 for p in params]
     hyper = kernels.hyper_parameters(lr=spec.lr, momentum=spec.momentum, betas=spec.betas, eps=spec.eps,
                                      weight_decay=spec.weight_decay, device=DEVICE)
-    step = kernels.FusedMLPStep(
-        x, y, params, bias=bias, mode=spec.grad, loss=spec.loss, scale=spec.grad_scale(x.shape[0]),
+    step = kernels.TwoLaunchStep(
+        x, y, params, bias=bias, grad=spec.grad, loss=spec.loss, scale=spec.grad_scale(x.shape[0]),
         optimizer=spec.optimizer, hyper=hyper, state=[tuple(pp.state[n][i] for n in spec.state_names)
                                                       for i in range(len(params))],
         powers=pp.powers, step=pp.step, decay_rows=decay, grads=grads, config=config)
@@ -211,18 +211,18 @@ def test_a_layer_wider_than_one_tile_is_refused():
 
 
 @pytest.mark.parametrize("call,exc,pattern", [
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, mode="clamp", hyper=h), ValueError, r"mode: expected one of"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, loss="mse", hyper=h), ValueError, r"loss: expected one of"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p[0], hyper=h), TypeError, r"params: expected a non-empty list"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y[:, :2], p, hyper=h), ValueError, r"y: expected shape \(4, 3\)"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, bias=True, hyper=h), ValueError,
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, grad="clamp", hyper=h), ValueError, r"grad: expected one of"),
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, loss="mse", hyper=h), ValueError, r"loss: expected one of"),
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p[0], hyper=h), TypeError, r"params: expected a non-empty list"),
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y[:, :2], p, hyper=h), ValueError, r"y: expected shape \(4, 3\)"),
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, bias=True, hyper=h), ValueError,
      r"params\[1\]: expected shape \(7, 3\), got shape \(6, 3\)"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, hyper=None), ValueError, r"hyper: expected hyper_parameters"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, optimizer="adam", hyper=h, state=[(q, q) for q in p]),
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, hyper=None), ValueError, r"hyper: expected hyper_parameters"),
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, optimizer="adam", hyper=h, state=[(q, q) for q in p]),
      ValueError, r"powers: Adam reads"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, hyper=h).step(torch.empty(1)), ValueError,
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, hyper=h).step(torch.empty(1)), ValueError,
      r"loss_out: expected a 0-d tensor"),
-    (lambda x, y, p, h: kernels.FusedMLPStep(x, y, p, hyper=h).gradients(torch.empty(())), ValueError,
+    (lambda x, y, p, h: kernels.TwoLaunchStep(x, y, p, hyper=h).gradients(torch.empty(())), ValueError,
      r"grads: gradients\(\) stores into the grads given"),
 ])
 def test_bad_arguments(call, exc, pattern):
@@ -236,4 +236,4 @@ def test_parameters_overlapping_each_other_are_refused():
     x, y = torch.randn(4, 6, device=DEVICE), torch.randn(4, 3, device=DEVICE)
     p0 = torch.randn(6, 6, device=DEVICE)
     with pytest.raises(ValueError, match=r"p: .*overlap the input params\[1\]"):
-        kernels.FusedMLPStep(x, y, [p0, p0[:, :3]], hyper=kernels.hyper_parameters(lr=0.1, device=DEVICE))
+        kernels.TwoLaunchStep(x, y, [p0, p0[:, :3]], hyper=kernels.hyper_parameters(lr=0.1, device=DEVICE))
