@@ -25,7 +25,8 @@ setup(
         "plot": ["matplotlib"],    # --plot
         # numpy < 2.4: Triton 3.6's interpreter needs it; matplotlib: the bench smoke test writes a plot;
         # scikit-learn: the digits tests and README examples
-        "test": ["pytest>=7", "numpy<2.4", "matplotlib", "scikit-learn"],
+        # pytest-xdist: the suite runs on every core (pyproject.toml's -n auto), half the time on two
+        "test": ["pytest>=7", "pytest-xdist", "numpy<2.4", "matplotlib", "scikit-learn"],
         "bench": ["matplotlib", "scikit-learn"],
     },
     entry_points={"console_scripts": ["manualnn=manualnn._entry:run"]},

@@ -60,7 +60,8 @@ timeout "$budget_compile" $py tests/compile_sm90.py --json "$out/compile_sm90.js
 
 step "4. CUDA tests (MANUALNN_AUTOTUNE=0 but the autotune tests)"
 xdist=$($py -c 'import xdist' 2>/dev/null && echo "-n 8")
-MANUALNN_AUTOTUNE=0 timeout "$budget_tests" $py -m pytest -q -p no:cacheprovider $xdist \
+# -o addopts: the project's own (-n auto) need pytest-xdist; here it is used only where installed
+MANUALNN_AUTOTUNE=0 timeout "$budget_tests" $py -m pytest -q -p no:cacheprovider -o addopts="-ra" $xdist \
   --junitxml="$out/pytest.xml" -rs tests/test_kernels.py tests/test_optim.py tests/test_two_launch.py \
   tests/test_triton_backend.py tests/test_gpu_startup.py tests/test_graphs.py tests/test_minibatch.py \
   tests/test_functional.py tests/test_emulate.py || failed=1

@@ -53,11 +53,13 @@ def seed_shape():
 
 @pytest.fixture(scope="session")
 def native_build(tmp_path_factory):
-    """The native runner built once for the whole session, in a fresh cache folder of its own:
+    """The native runner built once for the whole run, in a fresh cache folder of its own:
     (cache folder, what the build said on stderr, seconds). Tests point manualnn at it through
-    MANUALNN_NATIVE_CACHE (monkeypatch, or a subprocess's env). A developer re-running the tests can
-    set MANUALNN_TEST_NATIVE_CACHE to a folder of their own, kept between sessions, to build only
-    after a source change (the build message is then checked only when a build happened)."""
+    MANUALNN_NATIVE_CACHE (monkeypatch, or a subprocess's env). With pytest-xdist the workers share
+    one build: the first builds under a lock, the others load it (and read what the build said). A
+    developer re-running the tests can set MANUALNN_TEST_NATIVE_CACHE to a folder of their own, kept
+    between sessions, to build only after a source change."""
+    import fcntl
     import time
 
     from helpers import BuildLog
@@ -65,11 +67,24 @@ def native_build(tmp_path_factory):
     cache = os.environ.get("MANUALNN_TEST_NATIVE_CACHE")
     if native.missing_tools() and not (cache and native.is_built(cache=cache)):
         pytest.skip(f"cannot build the native runner here: needs {' and '.join(native.missing_tools())}")
-    cache = cache or str(tmp_path_factory.mktemp("native-cache"))
-    log = BuildLog()
-    started = time.perf_counter()
-    native.load(cache=cache, log=log)
-    return cache, log.text, time.perf_counter() - started
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # xdist: the run's common folder
+    cache = cache or str(shared / "native-cache")
+    os.makedirs(cache, exist_ok=True)
+    record = os.path.join(cache, "BUILD_LOG")
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(record):      # another worker built it: its words and time
+            with open(record) as f:
+                seconds, _, text = f.read().partition("\n")
+            native.load(cache=cache, log=BuildLog())
+            return cache, text, float(seconds)
+        log, started = BuildLog(), time.perf_counter()
+        native.load(cache=cache, log=log)
+        seconds = time.perf_counter() - started
+        with open(record, "w") as f:
+            f.write(f"{seconds}\n{log.text}")
+    return cache, log.text, seconds
 
 
 @pytest.fixture(autouse=True)

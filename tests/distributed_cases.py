@@ -40,9 +40,10 @@ def run(name, distributed, backend="torch"):
 
 if __name__ == "__main__":
     backend = sys.argv[1] if len(sys.argv) > 1 else "torch"
+    names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(CASES)
     torch.set_num_threads(1)
     manualnn.distributed.init("cpu")
-    for name in CASES:
+    for name in names:
         record = run(name, True, backend)
         if torch.distributed.get_rank() == 0:
             print(json.dumps(record), flush=True)

@@ -138,10 +138,12 @@ def test_torchrun_2_ranks_print_the_seed_run(capsys, tmp_path):
     assert_same_losses(got, expected)
 
 
-def launch_cases(tmp_path, backend="torch"):
-    """Every case of tests/distributed_cases.py on 2 ranks, in one launch: rank 0's records by case."""
+def launch_cases(tmp_path, backend="torch", names=None):
+    """The cases of tests/distributed_cases.py (all, or ``names``) on 2 ranks, in one launch: rank 0's
+    records by case."""
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "distributed_cases.py"), backend], cwd=tmp_path,
+    argv = [sys.executable, os.path.join(HERE, "distributed_cases.py"), backend] + ([",".join(names)] if names else [])
+    procs = [subprocess.Popen(argv, cwd=tmp_path,
                               text=True, env=rank_env(r, 2, port), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for r in range(2)]
     (rc0, out0, err0), (rc1, out1, err1) = finish(procs, timeout=3 * TIMEOUT)
@@ -173,8 +175,9 @@ def test_two_ranks_on_the_triton_kernels_equal_one_process(tmp_path):
     import torch
 
     import distributed_cases
-    got = launch_cases(tmp_path, "triton")
-    for name in distributed_cases.CASES:
+    names = ["last-batch-of-one", "adam-ce-mean-bias"]   # the interpreter is slow: a rank without rows, and Adam
+    got = launch_cases(tmp_path, "triton", names)
+    for name in names:
         want = distributed_cases.run(name, False, "torch")
         print(name, end=": ")
         assert_same_losses(got[name]["losses"], want["losses"], rel=1e-4)
@@ -203,7 +206,7 @@ def _stop_a_rank_mid_run(tmp_path, victim, stop_with):
     (returncode, stderr, seconds it took to exit after the stop) and the checkpoint path."""
     ck = tmp_path / "run.pt"
     argv = [*SMALL, "--seed", "0", "--epochs", "1000000", "--save", str(ck), "--save-every", "200",
-            "--timeout", "4"]
+            "--timeout", "2"]
     procs = start_ranks([argv, argv], tmp_path)
     first = procs[0].stdout.readline()   # rank 0 is training
     assert LINE.match(first.strip()), first + procs[0].stderr.read()
@@ -235,7 +238,7 @@ def test_a_rank_that_dies_or_hangs_stops_the_others_with_its_number(tmp_path, vi
     assert rc == 3, err
     assert expected in err, err
     assert "Traceback" not in err and "frame #" not in err, err   # one line, no stack dumps
-    assert seconds < 4 + 3 + 15   # --timeout, the grace for naming the rank, and start-up slack
+    assert seconds < 2 + 3 + 15   # --timeout, the grace for naming the rank, and start-up slack
     if ck.exists():   # a checkpoint, if one was written, is whole
         assert load_checkpoint(ck).epoch % 200 == 0
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]

@@ -27,6 +27,7 @@ def test_the_runtime_needs_numpy_and_ninja_and_no_more_than_it_uses(monkeypatch)
 def test_the_test_extra_keeps_numpy_below_2_4_for_the_triton_36_interpreter(monkeypatch):
     extra = declared(monkeypatch)["extras_require"]["test"]
     assert [r for r in extra if r.startswith("numpy")] == ["numpy<2.4"]
+    assert "pytest-xdist" in extra   # pyproject.toml's addopts run the suite with -n auto
 
 
 def test_every_kernel_source_ships_with_the_package(monkeypatch):

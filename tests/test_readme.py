@@ -81,8 +81,15 @@ def native_cache_for(text, request):
     return request.getfixturevalue("native_build")[0] if "native" in text else None
 
 
+def in_process(argv, cmd):
+    """A plain ``manualnn ...`` line (no pipe, redirection or variable) runs through manualnn.cli.main in
+    this process: the same code as the console script (tests/test_cli.py runs that itself), without
+    starting Python and importing torch again for every line."""
+    return argv[0] == "manualnn" and argv[1:2] != ["build-native"] and not any(c in cmd for c in "|;&><$`")
+
+
 @pytest.mark.parametrize("cmd,line", shell_lines(), ids=[f"line{n}" for _, n in shell_lines()])
-def test_shell_example(cmd, line, scratch, request):
+def test_shell_example(cmd, line, scratch, request, monkeypatch, capsys):
     cmd = cmd.split("  #")[0].strip()       # the README's trailing comments
     argv = shlex.split(cmd)
     check = None
@@ -93,12 +100,26 @@ def test_shell_example(cmd, line, scratch, request):
             else:
                 check = f"_readme_line{line}.json"
                 cmd += f" --json {check}"
-    if argv[0] == "python":
-        cmd = shlex.quote(sys.executable) + cmd[len("python"):]
-    proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(native_cache_for(cmd, request)), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, f"README line {line}: {cmd}\n{proc.stderr[-2000:]}"
-    assert "Traceback" not in proc.stderr
+                argv += ["--json", check]
+    if in_process(argv, cmd):
+        from manualnn.cli import main
+        monkeypatch.chdir(scratch)
+        if native_cache_for(cmd, request):
+            monkeypatch.setenv("MANUALNN_NATIVE_CACHE", native_cache_for(cmd, request))
+        try:
+            code = main(argv[1:])
+        except SystemExit as e:   # --help
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 0, f"README line {line}: {cmd}\n{err[-2000:]}"
+    else:
+        if argv[0] == "python":
+            cmd = shlex.quote(sys.executable) + cmd[len("python"):]
+        proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(native_cache_for(cmd, request)),
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"README line {line}: {cmd}\n{proc.stderr[-2000:]}"
+        err = proc.stderr
+    assert "Traceback" not in err
     if check:
         record = json.loads((scratch / check).read_text())
         trained(record["losses"], record["val_accuracies"], cmd, record.get("best_epoch"))
