@@ -201,6 +201,22 @@ class Params:
             raise RuntimeError(f"params: {what} was reallocated after the trainer was built (its steps hold the old "
                                f"memory); build a new Trainer instead")
 
+    @torch.no_grad()
+    def load_weights(self, weights, biases=None):
+        """Copy weights [in, out] (and biases [out], exactly when this network has them) in, checked."""
+        if len(weights) != len(self.tensors):
+            raise ValueError(f"state: expected {len(self.tensors)} weight tensors, got {len(weights)}")
+        if (biases is not None) != self.bias:
+            raise ValueError(f"state: expected {'biases' if self.bias else 'no biases'}, got "
+                             f"{'biases' if biases is not None else 'none'}")
+        for i, s in enumerate(weights):
+            w = self.weight(i)
+            if tuple(s.shape) != tuple(w.shape):
+                raise ValueError(f"state['weights'][{i}]: expected shape {tuple(w.shape)}, got {tuple(s.shape)}")
+            w.copy_(s)
+            if biases is not None:
+                self.bias_of(i).copy_(biases[i])
+
     def state_dict(self):
         """The optimizer state on the CPU (what a checkpoint keeps)."""
         return {"step": int(self.step), "powers": self.powers.tolist(), **{name: [t.detach().cpu().clone() for t in buffers]

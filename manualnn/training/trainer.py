@@ -225,7 +225,7 @@ class Trainer:
 
         It does not check the loss for NaN/Inf: that would wait for the device. ``run()`` does.
         """
-        self._check_params()
+        self.params.check_unmoved()   # the steps hold its memory
         with self._stream(), cpu_threads(self.threads):
             out = self._chunk(1)
         self._after_device_work()
@@ -248,7 +248,7 @@ class Trainer:
         epochs = checks.check_epochs(epochs)
         if every is not None and every != "auto":
             every = checks.check_epochs(every, "every")
-        self._check_params()
+        self.params.check_unmoved()   # the steps hold its memory
         self._settle()
         started, start_epoch, done, chunk = time.perf_counter(), self.epoch, 0, 1
         try:
@@ -324,10 +324,6 @@ class Trainer:
         self.params.restore(snapshot)
         return 0
 
-    def _check_params(self):
-        """The steps hold the parameters' memory: a tensor replaced or resized behind them is refused."""
-        self.params.check_unmoved()
-
     def _after_device_work(self):
         if self.stream is not None:   # callers use the weights on their own stream
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
@@ -374,19 +370,7 @@ class Trainer:
     def load_state_dict(self, state):
         """Continue from ``state_dict()``: copies its weights, biases and optimizer state in, takes its
         epoch and histories."""
-        weights, biases = state["weights"], state.get("biases")
-        if len(weights) != len(self.params.tensors):
-            raise ValueError(f"state: expected {len(self.params.tensors)} weight tensors, got {len(weights)}")
-        if (biases is not None) != self.params.bias:
-            raise ValueError(f"state: expected {'biases' if self.params.bias else 'no biases'}, got "
-                             f"{'biases' if biases is not None else 'none'}")
-        for i, s in enumerate(weights):
-            w = self.params.weight(i)
-            if tuple(s.shape) != tuple(w.shape):
-                raise ValueError(f"state['weights'][{i}]: expected shape {tuple(w.shape)}, got {tuple(s.shape)}")
-            w.copy_(s)
-            if biases is not None:
-                self.params.bias_of(i).copy_(biases[i])
+        self.params.load_weights(state["weights"], state.get("biases"))
         self.params.load_state_dict(state.get("optimizer") or {})
         self._pending.clear()
         for key in self.history:
