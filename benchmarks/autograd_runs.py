@@ -29,12 +29,12 @@ def train_autograd(config, problem):
     """(model, per-epoch losses as manualnn reports them, seconds of the training loop)."""
     from manualnn.training import batch_order
     layers = []
-    for i, w in enumerate(problem.weights):
-        lin = nn.Linear(w.shape[0], w.shape[1], bias=problem.biases is not None)
+    for w in problem.weights:
+        lin = nn.Linear(w.shape[0], w.shape[1], bias=config["bias"])
         with torch.no_grad():
             lin.weight.copy_(w.t())
-            if problem.biases is not None:
-                lin.bias.copy_(problem.biases[i])
+            if config["bias"]:
+                lin.bias.zero_()   # manualnn's biases start at zero
         layers += [lin, nn.ReLU()]
     model = nn.Sequential(*layers[:-1])
     decay = [m.weight for m in model if isinstance(m, nn.Linear)]

@@ -153,6 +153,8 @@ def _checked(where, state):
     optimizer = state.get("optimizer") or {}
     if not isinstance(optimizer, dict):
         _fail(where, "optimizer", f"expected a dict, got {type(optimizer).__name__}")
+    extra = int(biases is not None)   # the optimizer's buffers are shaped like Params' [in (+1), out]
+    shapes = [(w.shape[0] + extra, w.shape[1]) for w in weights]
     for name, value in optimizer.items():
         if name == "step":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -162,10 +164,8 @@ def _checked(where, state):
                                                                          for v in value):
                 _fail(where, "optimizer.powers", f"expected two numbers in [0, 1], got {value!r}")
         else:
-            like = [torch.cat([w, b.reshape(1, -1)]) if biases is not None else w for w, b in
-                    zip(weights, biases or weights)]
             _tensors(where, f"optimizer.{name}", value, 2, dtype)
-            if [tuple(t.shape) for t in value] != [tuple(t.shape) for t in like]:
+            if [tuple(t.shape) for t in value] != shapes:
                 _fail(where, f"optimizer.{name}", "shapes do not match the parameters")
     return Checkpoint(weights=weights, epoch=epoch, losses=losses, config=dict(config), biases=biases,
                       optimizer=optimizer, **histories)

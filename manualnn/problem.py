@@ -17,7 +17,6 @@ class Problem:
     x: torch.Tensor
     y: torch.Tensor                  # float targets [N, out], or int64 class labels [N]
     weights: List[torch.Tensor]
-    biases: Optional[List[torch.Tensor]]
     x_val: Optional[torch.Tensor]
     y_val: Optional[torch.Tensor]
     checksum: str
@@ -70,7 +69,6 @@ def build_problem(config, device, check=None):
     ``check(sizes, rows)`` is called before the network's tensors are made (the CLI refuses there a
     run that cannot fit in memory)."""
     dtype = DTYPES[config["dtype"]]
-    bias = config.get("bias", False)
     check = check or (lambda sizes, rows: None)
     if config["data"] is None:
         check([config["features"], *config["hidden"], config["out"]], config["batch"])
@@ -80,8 +78,7 @@ def build_problem(config, device, check=None):
         x_val = y_val = None
         if config["val_split"]:
             x, y, x_val, y_val = split(x, y, config["val_split"], config["seed"])
-        biases = [torch.zeros(w.shape[1], dtype=dtype, device=device) for w in weights] if bias else None
-        return Problem(x, y, weights, biases, x_val, y_val, data_checksum(x, y))
+        return Problem(x, y, weights, x_val, y_val, data_checksum(x, y))
     dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"])
     x, y = dataset.x, dataset.y
     check([x.shape[1], *config["hidden"], dataset.out], x.shape[0])
@@ -105,6 +102,5 @@ def build_problem(config, device, check=None):
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
-    biases = [torch.zeros(n, dtype=dtype, device=device) for n in sizes[1:]] if bias else None
-    return Problem(to(x_train), to(y_train), [to(w) for w in weights], biases, to(x_val), to(y_val), checksum,
+    return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
                    note=f"{dataset.source}: {dataset.task_reason}")

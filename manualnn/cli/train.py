@@ -202,7 +202,7 @@ def prepare_run(args, device=None, rank=0):
     step = {key: config[key] for key in STEP_KEYS if key != "bias"}
     step["betas"] = tuple(step["betas"])
     try:
-        trainer = Trainer(problem.x, problem.y, problem.weights, biases=problem.biases, precision=config["precision"],
+        trainer = Trainer(problem.x, problem.y, problem.weights, bias=config["bias"], precision=config["precision"],
                           backend=config["backend"], batch_size=config["batch_size"], shuffle=config["shuffle"],
                           shuffle_seed=config["seed"], patience=config["patience"],
                           val_data=None if problem.x_val is None else (problem.x_val, problem.y_val),
