@@ -146,7 +146,7 @@ class Params:
         # Adam's beta1^t and beta2^t, multiplied up on the device each step (float64: exact enough that
         # 1 - beta^t keeps fp32's precision; a checkpoint keeps them, so a resumed run is bitwise the same)
         self.powers = torch.ones(2, dtype=torch.float64, device=tensors[0].device)
-        self.addresses = [t.data_ptr() for t in self._all()]
+        self.addresses = [t.data_ptr() for t in self.all_tensors()]
 
     @classmethod
     def from_weights(cls, weights, biases, spec, *, copy=True):
@@ -178,23 +178,25 @@ class Params:
     def biases(self):
         return [self.bias_of(i) for i in range(len(self.tensors))] if self.bias else None
 
-    def _all(self):
+    def all_tensors(self):
+        """Every tensor a run's state holds, in a fixed order: the parameters, the optimizer's buffers, its
+        step count and Adam's beta powers."""
         return self.tensors + [t for buffers in self.state.values() for t in buffers] + [self.step, self.powers]
 
     def snapshot(self):
         """Copies of the parameters and the optimizer state, for ``restore``."""
-        return [t.clone() for t in self._all()]
+        return [t.clone() for t in self.all_tensors()]
 
     @torch.no_grad()
     def restore(self, snapshot):
-        for t, s in zip(self._all(), snapshot):
+        for t, s in zip(self.all_tensors(), snapshot):
             t.copy_(s)
 
     def check_unmoved(self):
         """The backends' steps hold this memory (the Triton steps by address): refuse a parameter or an
         optimizer buffer that was replaced or reallocated since they were built, before it is silently
         not trained."""
-        now = [t.data_ptr() for t in self._all()]
+        now = [t.data_ptr() for t in self.all_tensors()]
         if now != self.addresses:
             moved = next(i for i, (a, b) in enumerate(zip(now, self.addresses)) if a != b)
             what = f"the tensor of layer {moved}" if moved < len(self.tensors) else "an optimizer state tensor"
@@ -217,10 +219,22 @@ class Params:
             if biases is not None:
                 self.bias_of(i).copy_(biases[i])
 
-    def state_dict(self):
-        """The optimizer state on the CPU (what a checkpoint keeps)."""
-        return {"step": int(self.step), "powers": self.powers.tolist(), **{name: [t.detach().cpu().clone() for t in buffers]
-                                           for name, buffers in self.state.items()}}
+    def state_dict(self, tensors=None):
+        """The optimizer state on the CPU (what a checkpoint keeps); of ``tensors`` (ordered as
+        ``all_tensors()``, a snapshot say) instead of this network's own when given."""
+        tensors = self.all_tensors() if tensors is None else tensors
+        at, buffers = len(self.tensors), {}
+        for name, own in self.state.items():
+            buffers[name] = [t.detach().cpu().clone() for t in tensors[at:at + len(own)]]
+            at += len(own)
+        step, powers = tensors[at], tensors[at + 1]
+        return {"step": int(step), "powers": powers.tolist(), **buffers}
+
+    def weights_of(self, tensors):
+        """(weights [in, out], biases [out] or None) on the CPU of ``tensors`` ordered as ``all_tensors()``."""
+        layers = tensors[:len(self.tensors)]
+        weights = [(p[:-1] if self.bias else p).detach().cpu().clone() for p in layers]
+        return weights, [p[-1].detach().cpu().clone() for p in layers] if self.bias else None
 
     @torch.no_grad()
     def load_state_dict(self, state):

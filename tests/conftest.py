@@ -13,9 +13,10 @@ if not HAS_CUDA:
 import pytest  # noqa: E402
 import tempfile  # noqa: E402
 
-# The native runner's cache: an empty folder of this session's own, so that a build a developer made
-# (manualnn build-native) cannot change what backend="auto" picks in the tests. tests/test_native.py
-# builds into a folder of its own once per session.
+# The native runner's cache: a folder of this session's own, so that a build a developer made (manualnn
+# build-native) is not what the tests test. The native_build fixture builds the current sources into it
+# once per session (every xdist worker shares that build), before any test runs: backend="auto" takes the
+# native runner on the CPU, and no test should pay for, or print, a first compile.
 os.environ["MANUALNN_NATIVE_CACHE"] = tempfile.mkdtemp(prefix="manualnn-native-empty-")
 
 
@@ -85,6 +86,19 @@ def native_build(tmp_path_factory):
         with open(record, "w") as f:
             f.write(f"{seconds}\n{log.text}")
     return cache, log.text, seconds
+
+
+@pytest.fixture(scope="session", autouse=True)
+def native_for_auto(request):
+    """Every test (and the subprocesses they start) finds the session's native build, as a user who has
+    built it does; where it cannot be built, "auto" falls back to the torch backend, as it does for users."""
+    from manualnn.backends import native_build as native
+    if native.missing_tools() and not os.environ.get("MANUALNN_TEST_NATIVE_CACHE"):
+        yield None
+        return
+    cache = request.getfixturevalue("native_build")[0]
+    os.environ["MANUALNN_NATIVE_CACHE"] = cache
+    yield cache
 
 
 @pytest.fixture(autouse=True)

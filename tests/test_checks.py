@@ -124,7 +124,7 @@ def test_triton_backend_without_triton_is_a_clear_error(monkeypatch):
 
 def test_auto_picks_triton_only_for_float32_cuda():
     import importlib.util
-    from manualnn.backends import resolve
-    assert resolve("auto", "cpu", torch.float32) == "torch"
+    from manualnn.backends import native_unavailable_reason, resolve
+    assert resolve("auto", "cpu", torch.float32) == ("native" if native_unavailable_reason("cpu") is None else "torch")
     assert resolve("auto", "cuda", torch.float64) == "torch"
     assert resolve("auto", "cuda", torch.float32) == ("triton" if importlib.util.find_spec("triton") else "torch")

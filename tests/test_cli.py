@@ -64,7 +64,8 @@ def test_json_record(capsys, tmp_path):
     record = json.loads(path.read_text())
     assert record["losses"] == pytest.approx(losses_of(out), rel=1e-9, abs=1e-4)
     assert record["config"]["seed"] == 3 and record["config"]["hidden"] == [9]
-    assert record["config"]["backend_used"] == "torch" and record["status"] == "ok"
+    from manualnn.backends import resolve
+    assert record["config"]["backend_used"] == resolve("auto", "cpu") and record["status"] == "ok"
     assert record["val_losses"] == [] and record["val_accuracies"] == []
     assert record["timing"]["seconds"] > 0 and record["device"]["type"] == "cpu"
     assert record["versions"]["torch"]

@@ -41,8 +41,8 @@ def test_a_captured_chunk_needs_no_compile_the_warm_up_did_not(path, batch_size,
                                optimizer="adam", lr=1e-3)
     runner = trainer.runner
     with record_launches() as warm:           # the eager epoch the Trainer runs before any capture
-        runner.run(trainer._order(0), runner.new_rows(1)[0])
-    chunk = ChunkGraph(runner, 3, trainer._host_order, capture=RecordedChunk)
+        runner.run(runner.order(0), runner.new_rows(1)[0])
+    chunk = ChunkGraph(runner, 3, runner.host_order, capture=RecordedChunk)
     with record_launches() as captured:
         chunk.run(1)
     assert captured and len(captured) == 3 * len(warm)

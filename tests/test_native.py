@@ -3,6 +3,7 @@ once per session: judged against the float64 reference in every combination of g
 reduction, optimizer, biases and batching, compared step by step with the torch backend's step, its
 gradients()+update() and run_epochs paths, and its build cache, errors and CLI."""
 import itertools
+import math
 import os
 import re
 import shutil
@@ -174,21 +175,51 @@ def test_a_batch_without_rows_gives_zero_gradients(built):
     assert loss.item() == 0.0 and int(params.step) == 2
 
 
-def test_run_epochs_writes_every_slot_and_equals_single_steps(built):
+EPOCH_CASES = [("sse", "sum", "sgd", False, None), ("ce", "mean", "adam", True, 8), ("sse", "mean", "momentum", True, 5)]
+
+
+@pytest.mark.parametrize("loss,reduction,optimizer,bias,batch", EPOCH_CASES,
+                         ids=["seed-step-full-batch", "ce-adam-batches-of-8", "sse-momentum-batches-of-5"])
+def test_whole_epochs_equal_the_torch_backend(built, loss, reduction, optimizer, bias, batch):
+    """The native runner's epochs (its own shuffled orders, gathered batches, validation pass and early
+    stopping) against the torch backend's step by step in Python, in float64: the same losses, validation
+    figures, stopping epoch, kept epoch and weights."""
+    x, y, w0, b0 = problem(torch.float64, bias=bias, loss=loss)
+    xv, yv, _, _ = problem(torch.float64, bias=bias, loss=loss, seed=12)
+    options = dict(lr=learning_rate(reduction, optimizer), loss=loss, reduction=reduction, optimizer=optimizer,
+                   weight_decay=0.05, biases=b0, batch_size=batch, shuffle_seed=SHUFFLE_SEED, val_data=(xv, yv),
+                   patience=3)
+    runs = {name: manualnn.Trainer(x, y, w0, backend=name, **options) for name in ("torch", "native")}
+    results = {name: trainer.run(40, every=7) for name, trainer in runs.items()}
+    want, got = results["torch"], results["native"]
+    assert (got.stopped_early, got.best_epoch, got.epochs) == (want.stopped_early, want.best_epoch, want.epochs)
+    for key in ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2"):
+        a, b = getattr(got, key), getattr(want, key)
+        assert len(a) == len(b) and (not b or rel_err(a, b) <= 1e-12), key
+    for a, b in zip(got.weights + (got.biases or []), want.weights + (want.biases or [])):
+        assert rel_err(a, b) <= 1e-12
+    print(f"native = torch: {got.epochs} epochs, stopped {got.stopped_early}, kept epoch {got.best_epoch}")
+
+
+def test_whole_epochs_write_only_their_rows(built):
+    """A chunk writes every slot of the epochs it runs (the rows are poisoned first) and nothing after
+    them, and stops after an epoch whose loss is not finite."""
     spec = StepSpec(lr=1e-2, reduction="mean", optimizer="momentum", weight_decay=0.05)
     x, y, w0, b0 = problem(bias=True)
     x_in, y = step_inputs(x, y, True)
-    chunked, stepped = Params.from_weights(w0, b0, spec), Params.from_weights(w0, b0, spec)
-    buffer = torch.full((12,), NAN)          # poisoned; the losses go to every other slot (stride 2)
-    make_step("native", x_in, y, chunked, spec).run_epochs(buffer[::2])
-    assert bool(torch.isfinite(buffer[::2]).all()) and bool(torch.isnan(buffer[1::2]).all())
-    one_by_one, step = torch.empty(6), make_step("native", x_in, y, stepped, spec)
-    for i in range(6):
-        step.step(one_by_one[i])
-    assert torch.equal(buffer[::2], one_by_one)   # the same ops in the same order: bit for bit
-    assert all(torch.equal(a, b) for a, b in zip(state_of(chunked), state_of(stepped)))
-    with pytest.raises(RuntimeError, match="losses: expected a 0-d or 1-D CPU tensor of dtype Float"):
-        step.run_epochs(torch.zeros(3, dtype=torch.float64))
+    from manualnn.backends.native_backend import NativeEpochs
+    runner = NativeEpochs(x_in, y, Params.from_weights(w0, b0, spec), spec, batch_size=8, shuffle=True,
+                          shuffle_seed=SHUFFLE_SEED)
+    rows = torch.full((6, 4), NAN)
+    assert runner.run_chunk(0, 4, rows) == (4, False)
+    assert bool(torch.isfinite(rows[:4, 0]).all()) and bool(torch.isnan(rows[4:]).all())
+    blown = NativeEpochs(x_in * 1e30, y, Params.from_weights(w0, b0, spec), spec, batch_size=8, shuffle=True,
+                         shuffle_seed=SHUFFLE_SEED)
+    rows = torch.full((6, 4), NAN)
+    done, stopped = blown.run_chunk(0, 6, rows)
+    assert not stopped and done < 6 and not math.isfinite(rows[done - 1, 0].item())
+    with pytest.raises(RuntimeError, match="rows: expected a contiguous"):
+        runner.run_chunk(0, 2, torch.zeros(2, 4, dtype=torch.float64))
 
 
 ODD_SHAPES = {
@@ -224,12 +255,10 @@ def test_relu_mode_equals_autograd_step_by_step(built):
             torch.testing.assert_close(w, a, rtol=1e-11, atol=1e-12)
 
 
-def test_small_networks_leave_the_thread_count_alone(built):
+def test_training_leaves_the_thread_count_alone(built):
     threads = torch.get_num_threads()
-    x, y, weights = seed_data(28, batch=8, features=12, hidden=(9,), out=3)   # runs on one thread inside
-    manualnn.train(x, y, weights, epochs=3, lr=1e-3, backend="native")
-    step = make_step("native", x, y, Params.from_weights(weights, None, StepSpec(lr=1e-3)), StepSpec(lr=1e-3))
-    step.run_epochs(torch.empty(2))   # outside the trainer's own one-thread scope too
+    x, y, weights = seed_data(28, batch=8, features=12, hidden=(9,), out=3)   # steps may choose one thread inside
+    manualnn.train(x, y, weights, epochs=30, lr=1e-3, backend="native", batch_size=3)
     assert torch.get_num_threads() == threads
 
 
@@ -257,7 +286,8 @@ def test_first_build_says_so(native_build):
     if not log:
         pytest.skip("built before this session (MANUALNN_TEST_NATIVE_CACHE): no first build to check")
     print(f"first build: {seconds:.1f} s; its message: {log.strip()!r}")
-    assert re.search(r"compiling the native runner \(once\) into .*\n.*built the native runner in \d+\.\d s", log)
+    assert re.search(r"compiling the native CPU runner \(once, about 20 s; 'manualnn build-native' does it ahead of "
+                     r"time\) into .*\n.*built the native runner in \d+\.\d s", log)
     assert native.is_built(cache=cache)
 
 
@@ -280,7 +310,7 @@ def test_build_key_follows_the_sources(native_build, tmp_path, monkeypatch):
     assert native.build_key(str(src)) == key
     runner = src / "runner.cpp"
     code = runner.read_bytes()
-    runner.write_bytes(code.replace(b"native CPU step", b"native CPU Step", 1))   # one byte
+    runner.write_bytes(code.replace(b"native CPU runner", b"native CPU Runner", 1))   # one byte
     assert native.build_key(str(src)) != key and not native.is_built(str(src), cache)
     runner.write_bytes(code)
     assert native.build_key(str(src)) == key
@@ -292,7 +322,8 @@ def test_missing_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "empty"))
     monkeypatch.setenv("CXX", "no-such-cxx-compiler")
     assert any("no-such-cxx-compiler" in m for m in native.missing_tools())
-    assert resolve("auto", "cpu") == "torch"             # auto never starts a compile
+    with pytest.warns(UserWarning, match="no-such-cxx-compiler"):
+        assert resolve("auto", "cpu") == "torch"         # auto falls back, saying why
     x, y, weights = seed_data(25, batch=4, features=5, hidden=(3,), out=2)
     with pytest.raises(BackendUnavailableError, match=r"'native'.*needs a C\+\+ compiler \('no-such-cxx-compiler' "
                                                       r"is not on PATH"):
@@ -307,12 +338,31 @@ def test_cli_build_native_when_built(built, capsys):
     assert "already built in " + built in capsys.readouterr().err
 
 
-def test_auto_keeps_torch_on_cpu_even_once_built(built):
-    # the seed's default run must print exactly the lines it always printed; native sums the loss in
-    # float64, so its last printed digit can differ: native is used only when asked for
-    assert resolve("auto", "cpu", torch.float32) == "torch"
-    assert resolve("auto", "cpu", torch.float64) == "torch"
-    assert manualnn.train(*seed_data(26, batch=4, features=5, hidden=(3,), out=2), epochs=2).backend == "torch"
+def test_auto_is_native_on_the_cpu_once_built(built):
+    """backend="auto" takes the native runner on the CPU, and the seed's run prints what the torch backend
+    prints, digit for digit (the same GEMMs, the same dot for the loss)."""
+    assert resolve("auto", "cpu", torch.float32) == "native"
+    assert resolve("auto", "cpu", torch.float64) == "native"
+    x, y, weights = seed_data(26, batch=4, features=5, hidden=(3,), out=2)
+    assert manualnn.train(x, y, weights, epochs=2).backend == "native"
+    for seed, grad in ((0, "relu"), (3, "tutorial")):
+        x, y, weights = seed_data(seed)
+        runs = [manualnn.train(x, y, weights, grad=grad, backend=name).losses for name in ("torch", "auto")]
+        assert [f"{v:.4f}" for v in runs[0]] == [f"{v:.4f}" for v in runs[1]]
+
+
+def test_auto_without_a_compiler_says_so_once(tmp_path, monkeypatch):
+    from manualnn import backends
+    monkeypatch.setenv(native.CACHE_ENV, str(tmp_path / "empty"))
+    monkeypatch.setenv("CXX", "no-such-cxx-compiler-2")
+    monkeypatch.setattr(backends, "_warned", set())
+    x, y, weights = seed_data(25, batch=4, features=5, hidden=(3,), out=2)
+    with pytest.warns(backends.SlowPathWarning, match="not the compiled native runner .*'no-such-cxx-compiler-2'"):
+        assert manualnn.train(x, y, weights, epochs=2).backend == "torch"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert manualnn.train(x, y, weights, epochs=2).backend == "torch"   # once per process
 
 
 def test_native_is_cpu_only_and_ieee_only(built):

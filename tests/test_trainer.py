@@ -117,17 +117,6 @@ def test_two_layer_net_has_seed_shapes():
     assert [tuple(w.shape) for w in net.weights] == [(1000, 100), (100, 10)] and net.biases is None
 
 
-def test_small_cpu_runs_use_one_thread_and_restore_the_count():
-    x, y, weights = small()
-    before = torch.get_num_threads()
-    seen = []
-    train(x, y, weights, epochs=2, lr=1e-3, backend="torch", callback=lambda *_: seen.append(torch.get_num_threads()))
-    assert seen == [1] and torch.get_num_threads() == before
-    big_x, big_y, big_w = seed_data(0)          # the seed's step (60 MFLOP) keeps torch's threads
-    train(big_x, big_y, big_w, epochs=1, callback=lambda *_: seen.append(torch.get_num_threads()))
-    assert seen[-1] == before
-
-
 def blobs(n=60, seed=0):
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 3

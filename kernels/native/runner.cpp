@@ -1,95 +1,126 @@
-// The native CPU step: the torch backend's training step (manualnn/backends/torch_backend.py) in C++,
-// and whole chunks of full-batch epochs in one call, with no Python between the ops.
+// The native CPU runner: the torch backend's training step (manualnn/backends/torch_backend.py) in C++,
+// and whole epochs in one call: the shuffled order, each batch's rows, every step, the epoch's loss, the
+// validation pass and early stopping, with no Python in between.
 //
 // A network's layer i computes [h, 1] @ p_i (the bias as p_i's last row, see manualnn/spec.py):
-//   forward   h_l = relu(a_l @ p_l)                   at::mm_out into the [:, :n] view of a [h_l, 1] buffer
+//   forward   h_l = relu(a_l @ p_l)                   a GEMM into the [:, :n] part of a [h_l, 1] buffer
 //             e = z - y ("sse"), softmax(z) - y ("ce") one GEMM, then one pass over the rows
-//             loss = the batch's sum                   accumulated in double (see output_error_and_loss)
+//             loss = the batch's sum                   BLAS's dot for "sse" (torch.dot's), double for "ce"
+//             g = scale * e                            the loss's constant (2 for "sse"), the mean's 1/rows
 //   backward  grad_h = mask(g_i @ w_i^T)               reads w_i (rows [:in], no bias row) before its update
-//             grad_i = scale * a_i^T @ g_i             then the optimizer on layer i (apply_update), or
-//             p_i.addmm_(a_i^T, g_i, beta, -lr*scale)  plain SGD folded into the gradient's GEMM
-// The loss's constant (2 for "sse") and the mean's 1/rows are in ``scale``, never in e. The ReLU
-// backward (relu_backward_) and the optimizers' math (update_elements) are written once each.
+//             grad_i = a_i^T @ g_i                     then the optimizer on layer i (apply_update), or
+//             p_i = decay * p_i - lr * a_i^T @ g_i     plain SGD folded into the gradient's GEMM
+// The scale goes into the output error, not into the GEMMs' alpha: BLAS applies an alpha that is not a
+// power of two in one place with one thread and in another with several (other rounding), and a run's
+// numbers must not depend on its threads (manualnn/training/threads.py). The GEMMs are the ones torch's
+// matmul calls (blas.h), so a step's numbers are the torch backend's.
 //
-// Every buffer and view is made in the constructor or given by Python (activations, gradients,
-// optimizer state): a step allocates nothing. The optimizer state (momentum buffers, Adam's moments,
-// its step count and beta powers) is Python's tensors, updated in place, so checkpoints see it.
-// Element-wise loops are plain loops the compiler vectorises (-O3), split across threads only for
-// large buffers.
+// Every buffer is made in the constructor or given by Python (parameters, optimizer state, the early-
+// stopping snapshot): a step allocates nothing. The optimizer state (momentum buffers, Adam's moments, its
+// step count and beta powers) is Python's tensors, updated in place, so checkpoints see it. Threads: the
+// element-wise loops run on the calling thread; the GEMMs on as many threads as ThreadChooser picks for
+// each step by timing the steps (threads.h, the twin of manualnn/training/threads.py).
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
+#include "blas.h"
 #include "step_math.h"
+#include "threads.h"
 
 namespace {
 
 using namespace manualnn_native;
+using Tensors = std::vector<at::Tensor>;
 
-class Step {
+// The step's settings (manualnn.spec.StepSpec, resolved for this network and batch).
+struct Settings {
+  bool bias, relu_mode, cross_entropy, mean, fold;
+  OptimizerKind kind;
+  double factor, lr, weight_decay, momentum, beta1, beta2, eps;
+};
+
+Settings make_settings(bool bias, const std::string& grad, const std::string& loss, const std::string& reduction,
+                       const std::string& optimizer, double lr, double weight_decay, double momentum, double beta1,
+                       double beta2, double eps) {
+  TORCH_CHECK(grad == "relu" || grad == "tutorial", "grad: expected 'relu' or 'tutorial', got '", grad, "'");
+  TORCH_CHECK(loss == "sse" || loss == "ce", "loss: expected 'sse' or 'ce', got '", loss, "'");
+  TORCH_CHECK(reduction == "sum" || reduction == "mean", "reduction: expected 'sum' or 'mean', got '", reduction,
+              "'");
+  Settings s;
+  s.bias = bias;
+  s.relu_mode = grad == "relu";
+  s.cross_entropy = loss == "ce";
+  s.mean = reduction == "mean";
+  s.kind = optimizer_kind(optimizer);
+  // plain SGD folds into the weight-gradient GEMM, unless the decay would reach a bias row
+  s.fold = s.kind == OptimizerKind::kSgd && !(weight_decay != 0.0 && bias);
+  s.factor = s.cross_entropy ? 1.0 : 2.0;
+  s.lr = lr;
+  s.weight_decay = weight_decay;
+  s.momentum = momentum;
+  s.beta1 = beta1;
+  s.beta2 = beta2;
+  s.eps = eps;
+  return s;
+}
+
+// A row-major buffer of `rows` rows of `cols` values whose rows start 64-byte aligned, with a last column of
+// ones when `ones` (a hidden layer's [h, 1]).
+at::Tensor make_rows(int64_t rows, int64_t cols, bool ones, const at::TensorOptions& options) {
+  const int64_t width = cols + (ones ? 1 : 0);
+  const int64_t per_line = 64 / options.dtype().itemsize();
+  const int64_t ld = (width + per_line - 1) / per_line * per_line;
+  at::Tensor buffer = at::zeros({std::max<int64_t>(rows, 1), ld}, options);
+  if (ones) buffer.narrow(1, cols, 1).fill_(1.0);
+  return buffer.narrow(0, 0, rows).narrow(1, 0, width);
+}
+
+// The network, its optimizer and the buffers for a batch of up to `capacity` rows: one training step on
+// given rows, and the forward pass that scores rows.
+class Network {
  public:
-  Step(at::Tensor x, at::Tensor y, std::vector<at::Tensor> params, std::vector<at::Tensor> acts,
-       std::vector<at::Tensor> grads, std::vector<at::Tensor> momentum_buffers, std::vector<at::Tensor> exp_avgs,
-       std::vector<at::Tensor> exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, bool relu_mode,
-       bool cross_entropy, double scale, bool fold, const std::string& optimizer, double lr, double weight_decay,
-       double momentum, double beta1, double beta2, double eps)
-      : x_(x), y_(y), params_(params), acts_(acts), grads_(grads), momentum_(momentum_buffers), exp_avg_(exp_avgs),
-        exp_avg_sq_(exp_avg_sqs), step_count_(step_count), powers_(powers), bias_(bias), relu_mode_(relu_mode),
-        cross_entropy_(cross_entropy), fold_(fold), kind_(optimizer_kind(optimizer)), scale_(scale), lr_(lr),
-        weight_decay_(weight_decay), momentum_factor_(momentum), beta1_(beta1), beta2_(beta2), eps_(eps) {
+  Network(Tensors params, Tensors grads, Tensors momentum_buffers, Tensors exp_avgs, Tensors exp_avg_sqs,
+          at::Tensor step_count, at::Tensor powers, const Settings& settings, int64_t capacity)
+      : params_(params), grads_(grads), momentum_(momentum_buffers), exp_avg_(exp_avgs), exp_avg_sq_(exp_avg_sqs),
+        step_count_(step_count), powers_(powers), s_(settings), capacity_(capacity) {
     const size_t n_layers = params.size();
     TORCH_CHECK(n_layers > 0, "params: expected at least one layer");
-    TORCH_CHECK(x.device().is_cpu(), "x: the native backend needs CPU tensors, got device ", x.device());
-    TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
-                "x: expected dtype float32 or float64, got ", x.scalar_type());
-    TORCH_CHECK(x.dim() == 2 && x.size(1) == params[0].size(0), "x: expected [rows, ", params[0].size(0),
-                "], got ", x.sizes());
-    const int64_t batch = x.size(0);
-    const int64_t out = params.back().size(1);
-    TORCH_CHECK(y.device().is_cpu() && y.scalar_type() == x.scalar_type() && y.dim() == 2 && y.size(0) == batch &&
-                    y.size(1) == out,
-                "y: expected a CPU tensor of dtype ", x.scalar_type(), " and shape [", batch, ", ", out, "], got ",
-                y.scalar_type(), " ", y.sizes(), " on ", y.device());
-    TORCH_CHECK(acts.size() + 1 == n_layers, "acts: expected ", n_layers - 1, " activation buffers, got ",
-                acts.size());
+    const at::Tensor& p0 = params[0];
+    TORCH_CHECK(p0.device().is_cpu() && (p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble),
+                "params[0]: expected a float32 or float64 CPU tensor, got ", p0.scalar_type(), " on ", p0.device());
     for (size_t i = 0; i < n_layers; ++i) {
       const at::Tensor& p = params[i];
-      TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == x.scalar_type() && p.dim() == 2 && p.is_contiguous(),
-                  "params[", i, "]: expected a contiguous 2-D CPU tensor of dtype ", x.scalar_type(), ", got ",
+      TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == p0.scalar_type() && p.dim() == 2 && p.is_contiguous(),
+                  "params[", i, "]: expected a contiguous 2-D CPU tensor of dtype ", p0.scalar_type(), ", got ",
                   p.scalar_type(), " ", p.sizes(), " on ", p.device());
       if (i > 0) {
-        const at::Tensor& a = acts[i - 1];
-        const int64_t width = params[i - 1].size(1);
-        TORCH_CHECK(p.size(0) == width + (bias ? 1 : 0), "params[", i, "]: expected ", width + (bias ? 1 : 0),
-                    " rows (layer ", i - 1, "'s outputs", bias ? " and the bias row" : "", "), got ", p.size(0));
-        TORCH_CHECK(a.scalar_type() == x.scalar_type() && a.dim() == 2 && a.size(0) == batch &&
-                        a.size(1) == p.size(0) && a.stride(1) == 1,
-                    "acts[", i - 1, "]: expected [", batch, ", ", p.size(0), "] of dtype ", x.scalar_type(),
-                    " with unit column stride, got ", a.scalar_type(), " ", a.sizes());
+        const int64_t want = params[i - 1].size(1) + (s_.bias ? 1 : 0);
+        TORCH_CHECK(p.size(0) == want, "params[", i, "]: expected ", want, " rows (layer ", i - 1, "'s outputs",
+                    s_.bias ? " and the bias row" : "", "), got ", p.size(0));
       }
-      if (!grads.empty()) check_like(grads.at(i), p, "grads", i);
+      widths_.push_back(p.size(1));
     }
-    TORCH_CHECK(grads.empty() || grads.size() == n_layers, "grads: expected ", n_layers, " tensors, got ",
-                grads.size());
-    TORCH_CHECK(fold || !grads.empty(), "grads: needed unless plain SGD is folded into the GEMMs");
-    if (kind_ == OptimizerKind::kMomentum) {
-      TORCH_CHECK(momentum_buffers.size() == n_layers, "momentum_buffers: expected ", n_layers, " tensors");
-      for (size_t i = 0; i < n_layers; ++i) check_like(momentum_buffers[i], params[i], "momentum_buffers", i);
+    if (!s_.fold && grads_.empty()) {  // the optimizer needs gradient buffers even when Python gave none
+      for (const auto& p : params) grads_.push_back(at::empty_like(p));
     }
-    if (kind_ == OptimizerKind::kAdam) {
-      TORCH_CHECK(exp_avgs.size() == n_layers && exp_avg_sqs.size() == n_layers, "exp_avgs, exp_avg_sqs: expected ",
-                  n_layers, " tensors each");
-      for (size_t i = 0; i < n_layers; ++i) {
-        check_like(exp_avgs[i], params[i], "exp_avgs", i);
-        check_like(exp_avg_sqs[i], params[i], "exp_avg_sqs", i);
-        denoms_.push_back(at::empty_like(params[i]));  // sqrt(v), made once
-      }
+    TORCH_CHECK(grads_.empty() || grads_.size() == n_layers, "grads: expected ", n_layers, " tensors, got ",
+                grads_.size());
+    for (size_t i = 0; i < grads_.size(); ++i) check_like(grads_[i], params[i], "grads", i);
+    if (s_.kind == OptimizerKind::kMomentum) check_state(momentum_, "momentum_buffers");
+    if (s_.kind == OptimizerKind::kAdam) {
+      check_state(exp_avg_, "exp_avgs");
+      check_state(exp_avg_sq_, "exp_avg_sqs");
+      for (const auto& p : params) denoms_.push_back(at::empty_like(p));
     }
     TORCH_CHECK(step_count.device().is_cpu() && step_count.scalar_type() == at::kLong && step_count.dim() == 0,
                 "step_count: expected a 0-d int64 CPU tensor, got ", step_count.scalar_type(), " ",
@@ -98,235 +129,462 @@ class Step {
                     powers.is_contiguous(),
                 "powers: expected a contiguous float64 CPU tensor of 2 elements, got ", powers.scalar_type(), " ",
                 powers.sizes());
-
-    auto options = x.options();
-    inputs_.push_back(x);
+    const auto options = p0.options();
     for (size_t l = 0; l + 1 < n_layers; ++l) {
-      const int64_t width = params[l].size(1);
-      hs_.push_back(acts[l].narrow(1, 0, width));  // h_l: the [:, :n] view, its ones column left alone
-      grad_hs_.push_back(at::empty({batch, width}, options));
-      inputs_.push_back(acts[l]);
+      acts_.push_back(make_rows(capacity, widths_[l], s_.bias, options));
+      grad_hs_.push_back(at::empty({capacity, widths_[l]}, options));
     }
-    error_ = at::empty({batch, out}, options);
-    row_losses_.assign(static_cast<size_t>(batch), 0.0);
-    for (size_t l = 0; l < n_layers; ++l) {
-      // a layer's three GEMMs have the same size: 2 * rows * in * out FLOPs each
-      single_thread_gemm_.push_back(2.0 * batch * params[l].size(0) * params[l].size(1) < kParallelGemmFlops);
-      inputs_t_.push_back(inputs_[l].t());  // views: they see the buffers' new contents
-      if (l > 0) weights_t_.push_back(params[l].narrow(0, 0, params[l - 1].size(1)).t());  // w_l^T, no bias row
-      else weights_t_.push_back(at::Tensor());  // layer 0's input gradient is never needed
+    error_ = at::empty({capacity, widths_.back()}, options);
+  }
+
+  int64_t layers() const { return int64_t(params_.size()); }
+  int64_t inputs() const { return params_[0].size(0); }
+  int64_t outputs() const { return widths_.back(); }
+  int64_t capacity() const { return capacity_; }
+  at::ScalarType dtype() const { return params_[0].scalar_type(); }
+  bool has_grads() const { return !grads_.empty(); }
+  const Settings& settings() const { return s_; }
+  const at::Tensor& error() const { return error_; }
+
+  // Forward and loss on `rows` rows (x: [rows, in(+1)] with row stride ldx; y: their targets). Leaves the
+  // output error in error_ and returns the batch's loss, summed over its rows.
+  template <typename T>
+  double forward_loss(const T* x, int64_t ldx, Rows<T> y, int64_t rows) {
+    const T* in = x;
+    int64_t ld_in = ldx;
+    for (size_t l = 0; l + 1 < params_.size(); ++l) {
+      T* h = acts_[l].data_ptr<T>();
+      const int64_t ld_h = acts_[l].stride(0), n = widths_[l];
+      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld_in, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
+      relu_(h, rows, n, ld_h);
+      in = h;
+      ld_in = ld_h;
+    }
+    const int64_t out = widths_.back();
+    T* e = error_.data_ptr<T>();
+    const T* p = params_.back().data_ptr<T>();
+    if (s_.cross_entropy) {
+      gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(0), e, out);  // z
+      return softmax_error_(e, y, rows, out);
+    }
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(e + r * out, y.row(r), sizeof(T) * out);
+    gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(-1), e, out);  // z - y
+    return double(dot<T>(rows * out, e, e));
+  }
+
+  // Backward from error_ (forward_loss just ran on the same x and rows), first scaled by `scale` (the loss's
+  // constant and the mean's 1/rows): the gradients into grads_, and with `update` the optimizer's step.
+  template <typename T>
+  void backward(const T* x, int64_t ldx, int64_t rows, double scale, bool update) {
+    if (update && !s_.fold) begin_update();
+    T* e = error_.data_ptr<T>();
+    if (scale != 1.0) {
+      const T factor = T(scale);
+      for (int64_t k = 0, n = rows * widths_.back(); k < n; ++k) e[k] *= factor;
+    }
+    const T* g = e;
+    int64_t ld_g = widths_.back();
+    for (int64_t i = layers() - 1; i >= 0; --i) {
+      const T* a = i == 0 ? x : acts_[i - 1].data_ptr<T>();
+      const int64_t ld_a = i == 0 ? ldx : acts_[i - 1].stride(0);
+      const int64_t in = params_[i].size(0), n = widths_[i];
+      T* p = params_[i].data_ptr<T>();
+      if (i > 0) {  // grad_h = mask(g @ w_i^T), reading w_i before its update below
+        T* gh = grad_hs_[i - 1].data_ptr<T>();
+        gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);
+        relu_backward_(gh, acts_[i - 1].data_ptr<T>(), rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
+      }
+      if (update && s_.fold) {
+        gemm<T>(true, false, in, n, rows, T(-s_.lr), a, ld_a, g, ld_g, T(1.0 - s_.lr * s_.weight_decay), p, n);
+      } else {
+        gemm<T>(true, false, in, n, rows, T(1), a, ld_a, g, ld_g, T(0), grads_[i].data_ptr<T>(), n);
+        if (update) apply_update<T>(i);
+      }
+      if (i > 0) {
+        g = grad_hs_[i - 1].data_ptr<T>();
+        ld_g = widths_[i - 1];
+      }
     }
   }
 
-  // Forward, loss into the 0-d loss_out, backward and the optimizer's update.
-  void step(at::Tensor loss_out) {
-    check_loss_tensor(loss_out, "loss_out", 0);
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "manualnn_native_step", [&] {
-      *loss_out.data_ptr<scalar_t>() = static_cast<scalar_t>(train_step<scalar_t>(/*update=*/true));
-    });
+  // The optimizer's update from grads_ (after backward(update=false) and, say, an all-reduce).
+  template <typename T>
+  void update_from_grads() {
+    begin_update();
+    for (int64_t i = 0; i < layers(); ++i) apply_update<T>(i);
   }
 
-  // Forward, loss into loss_out, every layer's gradient into grads; no update.
-  void gradients(at::Tensor loss_out) {
-    check_loss_tensor(loss_out, "loss_out", 0);
-    TORCH_CHECK(!grads_.empty(), "gradients: this step was made without grads (make it with grads=)");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "manualnn_native_gradients", [&] {
-      *loss_out.data_ptr<scalar_t>() = static_cast<scalar_t>(train_step<scalar_t>(/*update=*/false));
-    });
+  // The outputs z [rows, out] of `rows` rows of x, computed in the scoring buffers (see ScoreBuffers).
+  template <typename T>
+  const T* outputs(const T* x, int64_t ldx, int64_t rows, Tensors& acts, at::Tensor& z) {
+    const T* in = x;
+    int64_t ld_in = ldx;
+    for (size_t l = 0; l + 1 < params_.size(); ++l) {
+      T* h = acts[l].data_ptr<T>();
+      const int64_t ld_h = acts[l].stride(0), n = widths_[l];
+      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld_in, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
+      relu_(h, rows, n, ld_h);
+      in = h;
+      ld_in = ld_h;
+    }
+    const int64_t out = widths_.back();
+    gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, params_.back().data_ptr<T>(), out, T(0),
+            z.data_ptr<T>(), out);
+    return z.data_ptr<T>();
   }
 
-  // The optimizer's update from grads (after gradients() and, say, an all-reduce).
-  void update() {
-    TORCH_CHECK(!grads_.empty(), "update: this step was made without grads (make it with grads=)");
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "manualnn_native_update", [&] {
-      begin_update();
-      for (size_t i = 0; i < params_.size(); ++i) apply_update<scalar_t>(i);
-    });
-  }
-
-  // losses.numel() steps on this batch (full-batch epochs); step e's loss into the e-th element of the
-  // 1-D (any stride) or 0-d losses.
-  void run_epochs(at::Tensor losses) {
-    check_loss_tensor(losses, "losses", 1);
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    const int64_t epochs = losses.numel();
-    const int64_t stride = losses.dim() == 0 ? 1 : losses.stride(0);
-    AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "manualnn_native_run_epochs", [&] {
-      scalar_t* out = losses.data_ptr<scalar_t>();
-      for (int64_t e = 0; e < epochs; ++e) out[e * stride] = static_cast<scalar_t>(train_step<scalar_t>(true));
-    });
+  // Buffers for scoring blocks of up to `rows` rows.
+  void make_score_buffers(int64_t rows, Tensors& acts, at::Tensor& z) const {
+    const auto options = params_[0].options();
+    for (size_t l = 0; l + 1 < params_.size(); ++l) acts.push_back(make_rows(rows, widths_[l], s_.bias, options));
+    z = at::empty({rows, widths_.back()}, options);
   }
 
  private:
-  void check_loss_tensor(const at::Tensor& t, const char* name, int64_t max_dim) const {
-    TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == x_.scalar_type() && t.dim() <= max_dim, name,
-                ": expected a ", max_dim == 0 ? "0-d" : "0-d or 1-D", " CPU tensor of dtype ", x_.scalar_type(),
-                ", got ", t.dim(), "-D ", t.scalar_type(), " on ", t.device());
-  }
-
-  // One step; returns the batch's loss (before the update). update=false: gradients into grads_ only.
-  template <typename T>
-  double train_step(bool update) {
-    const size_t n_layers = params_.size();
-    for (size_t l = 0; l + 1 < n_layers; ++l) {
-      {
-        SingleThreadScope threads(single_thread_gemm_[l]);
-        at::mm_out(hs_[l], inputs_[l], params_[l]);
-      }
-      relu_<T>(hs_[l]);
-    }
-    {
-      SingleThreadScope threads(single_thread_gemm_.back());
-      if (cross_entropy_) {
-        at::mm_out(error_, inputs_.back(), params_.back());  // z, made e below
-      } else {
-        at::addmm_out(error_, y_, inputs_.back(), params_.back(), /*beta=*/-1, /*alpha=*/1);  // e = z - y
-      }
-    }
-    const double loss = output_error_and_loss<T>();
-
-    if (update && !fold_) begin_update();
-    const at::Tensor* g = &error_;
-    for (size_t i = n_layers; i-- > 0;) {
-      SingleThreadScope threads(single_thread_gemm_[i]);
-      if (i > 0) {
-        at::mm_out(grad_hs_[i - 1], *g, weights_t_[i]);  // reads w_i before its update below
-        relu_backward_<T>(grad_hs_[i - 1], hs_[i - 1], relu_mode_);
-      }
-      if (update && fold_) {  // plain SGD (with decay only when there is no bias row to spare from it)
-        params_[i].addmm_(inputs_t_[i], *g, /*beta=*/1.0 - lr_ * weight_decay_, /*alpha=*/-lr_ * scale_);
-      } else {
-        if (scale_ == 1.0) {
-          at::mm_out(grads_[i], inputs_t_[i], *g);
-        } else {
-          at::addmm_out(grads_[i], grads_[i], inputs_t_[i], *g, /*beta=*/0, /*alpha=*/scale_);
-        }
-        if (update) apply_update<T>(i);
-      }
-      if (i > 0) g = &grad_hs_[i - 1];
-    }
-    return loss;
-  }
-
-  // The output error in place (error_ holds z - y for "sse", z for "ce") and the batch's loss.
-  // The loss is accumulated in double (per row, then over the rows in order: deterministic whatever
-  // the thread count), so in float32 it can differ from the torch backend's float32 sum in the last
-  // digit: that is why backend "auto" never picks this one (manualnn/backends/__init__.py, resolve).
-  // "ce": softmax(z) - y with the row's max subtracted, loss = sum(y * (logsumexp(z) - z)), in double.
-  template <typename T>
-  double output_error_and_loss() {
-    T* e = error_.data_ptr<T>();
-    const T* y = y_.data_ptr<T>();
-    const int64_t cols = error_.size(1), ld_y = y_.stride(0), y_col = y_.stride(1);
-    double* row_loss = row_losses_.data();
-    if (cross_entropy_) {
-      for_rows(error_.size(0), cols, [=](int64_t r) {
-        T* z = e + r * cols;
-        const T* t = y + r * ld_y;
-        double top = -INFINITY;
-        for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(z[c]));
-        double sum = 0;
-        for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(z[c]) - top);
-        const double lse = top + std::log(sum);
-        double s = 0;
-        for (int64_t c = 0; c < cols; ++c) {
-          const double target = double(t[c * y_col]);
-          s += target * (lse - double(z[c]));
-          z[c] = static_cast<T>(std::exp(double(z[c]) - lse) - target);
-        }
-        row_loss[r] = s;
-      });
-    } else {
-      for_rows(error_.size(0), cols, [=](int64_t r) {
-        const T* d = e + r * cols;
-        double s = 0;
-        for (int64_t c = 0; c < cols; ++c) s += double(d[c]) * double(d[c]);
-        row_loss[r] = s;
-      });
-    }
-    double total = 0;
-    for (double v : row_losses_) total += v;
-    return total;
+  void check_state(const Tensors& state, const char* name) {
+    TORCH_CHECK(state.size() == params_.size(), name, ": expected ", params_.size(), " tensors, got ", state.size());
+    for (size_t i = 0; i < state.size(); ++i) check_like(state[i], params_[i], name, i);
   }
 
   // Once per update, before any layer's apply_update: Adam's step count and bias corrections, on the
   // parameters' own state tensors (as TorchOptimizer.begin does on the device).
   void begin_update() {
-    if (kind_ != OptimizerKind::kAdam) return;
+    if (s_.kind != OptimizerKind::kAdam) return;
     *step_count_.data_ptr<int64_t>() += 1;
     double* pw = powers_.data_ptr<double>();
-    pw[0] *= beta1_;
-    pw[1] *= beta2_;
-    step_size_ = lr_ / (1.0 - pw[0]);
+    pw[0] *= s_.beta1;
+    pw[1] *= s_.beta2;
+    step_size_ = s_.lr / (1.0 - pw[0]);
     corr2_sqrt_ = std::sqrt(1.0 - pw[1]);
   }
 
   // The optimizer's update of layer i from grads_[i], in place (the math: update_elements).
   template <typename T>
-  void apply_update(size_t i) {
+  void apply_update(int64_t i) {
     LayerUpdate<T> u;
-    u.kind = kind_;
+    u.kind = s_.kind;
     u.p = params_[i].data_ptr<T>();
     u.g = grads_[i].data_ptr<T>();
-    u.m = kind_ == OptimizerKind::kMomentum ? momentum_[i].data_ptr<T>()
-          : kind_ == OptimizerKind::kAdam   ? exp_avg_[i].data_ptr<T>()
-                                            : nullptr;
-    u.v = kind_ == OptimizerKind::kAdam ? exp_avg_sq_[i].data_ptr<T>() : nullptr;
-    u.root = kind_ == OptimizerKind::kAdam ? denoms_[i].data_ptr<T>() : nullptr;
-    const int64_t n = params_[i].numel();
-    u.decayed = weight_decay_ == 0.0 ? 0 : bias_ ? n - params_[i].size(1) : n;  // the elements before the bias row
-    u.decay = T(weight_decay_);
-    u.neg_lr = T(-lr_);
-    u.mu = T(momentum_factor_);
-    const T weight = T(1.0 - beta1_);  // lerp's weight
+    u.m = s_.kind == OptimizerKind::kMomentum ? momentum_[i].data_ptr<T>()
+          : s_.kind == OptimizerKind::kAdam   ? exp_avg_[i].data_ptr<T>()
+                                              : nullptr;
+    u.v = s_.kind == OptimizerKind::kAdam ? exp_avg_sq_[i].data_ptr<T>() : nullptr;
+    u.root = s_.kind == OptimizerKind::kAdam ? denoms_[i].data_ptr<T>() : nullptr;
+    u.n = params_[i].numel();
+    u.decayed = s_.weight_decay == 0.0 ? 0 : s_.bias ? u.n - widths_[i] : u.n;  // the elements before the bias row
+    u.decay = T(s_.weight_decay);
+    u.neg_lr = T(-s_.lr);
+    u.mu = T(s_.momentum);
+    const T weight = T(1.0 - s_.beta1);  // lerp's weight
     u.small_weight = std::abs(weight) < T(0.5);
     u.coeff = u.small_weight ? weight : T(weight - T(1));
-    u.b2 = T(beta2_);
-    u.one_minus_b2 = T(1.0 - beta2_);
-    u.eps = T(eps_);
+    u.b2 = T(s_.beta2);
+    u.one_minus_b2 = T(1.0 - s_.beta2);
+    u.eps = T(s_.eps);
     u.step_size = step_size_;
     u.corr2_sqrt = corr2_sqrt_;
-    for_elements(n, [&](int64_t begin, int64_t end) { update_range(u, /*adam_step=*/false, begin, end); });
-    if (kind_ != OptimizerKind::kAdam) return;
-    at::sqrt_out(denoms_[i], exp_avg_sq_[i]);  // torch.sqrt's own kernel (MKL's, on torch's usual build)
-    for_elements(n, [&](int64_t begin, int64_t end) { update_range(u, /*adam_step=*/true, begin, end); });
+    update_layer(u, /*adam_step=*/false);
+    if (s_.kind != OptimizerKind::kAdam) return;
+    sqrt_into(u.v, u.root, u.n);
+    update_layer(u, /*adam_step=*/true);
   }
 
-  at::Tensor x_, y_, error_;
-  std::vector<at::Tensor> params_, acts_, grads_, momentum_, exp_avg_, exp_avg_sq_, denoms_;
-  at::Tensor step_count_, powers_;
-  std::vector<at::Tensor> inputs_, inputs_t_, weights_t_, hs_, grad_hs_;
-  std::vector<double> row_losses_;
-  std::vector<bool> single_thread_gemm_;  // per layer: its GEMMs are too small to split
-  bool bias_, relu_mode_, cross_entropy_, fold_;
-  OptimizerKind kind_;
-  double scale_, lr_, weight_decay_, momentum_factor_, beta1_, beta2_, eps_;
+  Tensors params_, grads_, momentum_, exp_avg_, exp_avg_sq_, denoms_, acts_, grad_hs_;
+  at::Tensor step_count_, powers_, error_;
+  std::vector<int64_t> widths_;
+  Settings s_;
+  int64_t capacity_;
   double step_size_ = 0, corr2_sqrt_ = 1;  // Adam's, set by begin_update
+};
+
+void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t cols) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.dim() == 2 && t.size(1) == cols &&
+                  (t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= cols,
+              name, ": expected a CPU tensor of dtype ", dtype, " with ", cols,
+              " columns and rows of unit column stride, got ", t.scalar_type(), " ", t.sizes(), " on ", t.device());
+}
+
+// One training step on a fixed batch (the step protocol of manualnn/backends/__init__.py).
+class Step {
+ public:
+  Step(at::Tensor x, at::Tensor y, Tensors params, Tensors grads, Tensors momentum_buffers, Tensors exp_avgs,
+       Tensors exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, const std::string& grad,
+       const std::string& loss, const std::string& reduction, const std::string& optimizer, double rows, double lr,
+       double weight_decay, double momentum, double beta1, double beta2, double eps)
+      : x_(x), y_(y),
+        net_(params, grads, momentum_buffers, exp_avgs, exp_avg_sqs, step_count, powers,
+             make_settings(bias, grad, loss, reduction, optimizer, lr, weight_decay, momentum, beta1, beta2, eps),
+             x.size(0)) {
+    check_rows(x, "x", net_.dtype(), net_.inputs());
+    check_rows(y, "y", net_.dtype(), net_.outputs());
+    TORCH_CHECK(y.size(0) == x.size(0), "y: expected ", x.size(0), " rows (like x), got ", y.size(0));
+    const Settings& s = net_.settings();
+    // a 0-row batch (a rank with none of a small batch) writes zero gradients whatever the scale
+    scale_ = s.mean ? s.factor / std::max(rows, 1.0) : s.factor;
+  }
+
+  void step(at::Tensor loss_out) { run(loss_out, true); }
+
+  void gradients(at::Tensor loss_out) {
+    TORCH_CHECK(net_.has_grads(), "gradients: this step was made without grads (make it with grads=)");
+    run(loss_out, false);
+  }
+
+  void update() {
+    TORCH_CHECK(net_.has_grads(), "update: this step was made without grads (make it with grads=)");
+    FlushSubnormals flush;
+    AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_update", [&] { net_.update_from_grads<scalar_t>(); });
+  }
+
+ private:
+  void run(at::Tensor loss_out, bool update) {
+    TORCH_CHECK(loss_out.device().is_cpu() && loss_out.scalar_type() == net_.dtype() && loss_out.dim() == 0,
+                "loss_out: expected a 0-d CPU tensor of dtype ", net_.dtype(), ", got ", loss_out.dim(), "-D ",
+                loss_out.scalar_type(), " on ", loss_out.device());
+    FlushSubnormals flush;
+    AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_step", [&] {
+      const scalar_t* x = x_.data_ptr<scalar_t>();
+      const int64_t rows = x_.size(0);
+      Rows<scalar_t> y{y_.data_ptr<scalar_t>(), y_.stride(0)};
+      const double loss = rows ? net_.forward_loss<scalar_t>(x, x_.stride(0), y, rows) : 0.0;
+      net_.backward<scalar_t>(x, x_.stride(0), rows, scale_, update);
+      *loss_out.data_ptr<scalar_t>() = static_cast<scalar_t>(loss);
+    });
+  }
+
+  at::Tensor x_, y_;
+  Network net_;
+  double scale_ = 1;
+};
+
+// Whole epochs over the training rows: each epoch's order (a seeded permutation, or the rows in order),
+// its batches gathered and stepped, the epoch's loss, the validation rows' figures and early stopping.
+class Epochs {
+ public:
+  Epochs(at::Tensor x, at::Tensor y, Tensors params, Tensors momentum_buffers, Tensors exp_avgs,
+         Tensors exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, const std::string& grad,
+         const std::string& loss, const std::string& reduction, const std::string& optimizer, double lr,
+         double weight_decay, double momentum, double beta1, double beta2, double eps, int64_t batch_size,
+         bool shuffle, at::Tensor val_x, at::Tensor val_y, at::Tensor val_labels, int64_t patience, at::Tensor best,
+         Tensors state, Tensors snapshot, int most_threads, bool adapt_threads)
+      : x_(x), y_(y),
+        net_(params, {}, momentum_buffers, exp_avgs, exp_avg_sqs, step_count, powers,
+             make_settings(bias, grad, loss, reduction, optimizer, lr, weight_decay, momentum, beta1, beta2, eps),
+             std::min<int64_t>(batch_size, x.size(0))),
+        batch_(std::min<int64_t>(batch_size, x.size(0))), shuffle_(shuffle), val_x_(val_x), val_y_(val_y),
+        val_labels_(val_labels), patience_(patience), best_(best), state_(state), snapshot_(snapshot),
+        threads_(most_threads, adapt_threads) {
+    const at::ScalarType dtype = net_.dtype();
+    check_rows(x, "x", dtype, net_.inputs());
+    check_rows(y, "y", dtype, net_.outputs());
+    TORCH_CHECK(x.size(0) > 0 && y.size(0) == x.size(0), "y: expected ", x.size(0), " rows (like x), got ",
+                y.size(0));
+    TORCH_CHECK(batch_size > 0, "batch_size: expected a positive integer, got ", batch_size);
+    const int64_t n = x.size(0);
+    batches_ = (n + batch_ - 1) / batch_;
+    if (batches_ > 1) {
+      gathered_ = make_rows(batch_, net_.inputs(), false, x.options());
+      order_ = at::arange(n, at::kLong);
+    }
+    if (val_x.numel() > 0) {
+      check_rows(val_x, "val_x", dtype, net_.inputs());
+      check_rows(val_y, "val_y", dtype, net_.outputs());
+      TORCH_CHECK(val_y.size(0) == val_x.size(0), "val_y: expected ", val_x.size(0), " rows, got ", val_y.size(0));
+      has_labels_ = val_labels.numel() > 0;  // none: the targets are values (RMSE and R^2 instead of accuracy)
+      TORCH_CHECK(!has_labels_ || (val_labels.scalar_type() == at::kLong && val_labels.is_contiguous() &&
+                                   val_labels.numel() == val_x.size(0)),
+                  "val_labels: expected a contiguous int64 tensor of ", val_x.size(0), " labels, or none");
+      net_.make_score_buffers(std::min<int64_t>(val_x.size(0), kScoreBlock), score_acts_, score_z_);
+    }
+    TORCH_CHECK(best.scalar_type() == at::kDouble && best.numel() == 2 && best.is_contiguous(),
+                "best: expected a contiguous float64 tensor [epoch, loss]");
+    TORCH_CHECK(snapshot.size() == state.size(), "snapshot: expected ", state.size(), " tensors, got ",
+                snapshot.size());
+    for (size_t i = 0; i < state.size(); ++i) {
+      TORCH_CHECK(state[i].is_contiguous() && snapshot[i].is_contiguous() &&
+                      state[i].scalar_type() == snapshot[i].scalar_type() && state[i].sizes() == snapshot[i].sizes(),
+                  "snapshot[", i, "]: expected a contiguous tensor like state[", i, "]");
+    }
+  }
+
+  // The floats one epoch writes: its loss, then the validation figures (see metrics.Scorer.row).
+  int64_t row_width() const { return 1 + (scored() ? 2 + (has_labels_ ? 0 : net_.outputs()) : 0); }
+
+  const ThreadChooser& threads() const { return threads_; }
+
+  // Epochs first_epoch, first_epoch + 1, ... (rows.size(0) of them): epoch i's row into rows[i]. seeds[i]:
+  // the generator seed of epoch i's order (ignored without shuffling or with one batch). Stops after an
+  // epoch whose loss is not finite, or when early stopping ends the run (the best epoch's state restored).
+  // Returns (epochs run, stopped early).
+  std::tuple<int64_t, bool> run(int64_t first_epoch, at::Tensor seeds, at::Tensor rows) {
+    const int64_t epochs = rows.size(0);
+    TORCH_CHECK(rows.dim() == 2 && rows.is_contiguous() && rows.scalar_type() == net_.dtype() &&
+                    rows.size(1) >= row_width(),
+                "rows: expected a contiguous [epochs, ", row_width(), "] tensor of dtype ", net_.dtype());
+    TORCH_CHECK(seeds.scalar_type() == at::kLong && seeds.is_contiguous() && seeds.numel() >= epochs,
+                "seeds: expected ", epochs, " int64 seeds");
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    FlushSubnormals flush;
+    ThreadCount thread_count;
+    int64_t done = 0;
+    bool stopped = false;
+    AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_epochs", [&] {
+      for (int64_t i = 0; i < epochs && !stopped; ++i) {
+        scalar_t* row = rows.data_ptr<scalar_t>() + i * rows.size(1);
+        row[0] = static_cast<scalar_t>(train_epoch<scalar_t>(seeds.data_ptr<int64_t>()[i], thread_count));
+        done = i + 1;
+        if (scored()) {
+          thread_count.set(threads_.best());
+          score<scalar_t>(row + 1);
+        }
+        if (!std::isfinite(double(row[0]))) break;  // Python rewinds to the last finite epoch
+        stopped = scored() && patience_ > 0 && watch<scalar_t>(first_epoch + i, row[1]);
+      }
+    });
+    return {done, stopped};
+  }
+
+ private:
+  static constexpr int64_t kScoreBlock = 1024;  // validation rows scored per forward pass
+
+  // at::set_num_threads only when the count changes; the caller's count back at the end.
+  struct ThreadCount {
+    int saved = at::get_num_threads(), now = saved;
+    void set(int n) {
+      if (n > 0 && n != now) at::set_num_threads(now = n);
+    }
+    ~ThreadCount() { set(saved); }
+  };
+
+  bool scored() const { return val_x_.numel() > 0; }
+
+  template <typename T>
+  double train_epoch(int64_t seed, ThreadCount& thread_count) {
+    const int64_t n = x_.size(0), ldx = x_.stride(0);
+    const T* x_all = x_.data_ptr<T>();
+    const int64_t* index = nullptr;
+    if (batches_ > 1 && shuffle_) {  // torch.randperm with a generator seeded so: the same order as Python draws
+      at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
+      at::randperm_out(order_, n, generator);
+      index = order_.data_ptr<int64_t>();
+    }
+    const Settings& s = net_.settings();
+    double total = 0;
+    for (int64_t b = 0; b < batches_; ++b) {
+      const int threads = threads_.next();
+      thread_count.set(threads);
+      const auto started = std::chrono::steady_clock::now();
+      const int64_t first = b * batch_, rows = std::min(batch_, n - first);
+      const T* x = x_all + first * ldx;
+      int64_t ld = ldx;
+      if (index) {  // this batch's rows, gathered
+        T* g = gathered_.data_ptr<T>();
+        ld = gathered_.stride(0);
+        const int64_t cols = net_.inputs();
+        for (int64_t r = 0; r < rows; ++r) std::memcpy(g + r * ld, x_all + index[first + r] * ldx, sizeof(T) * cols);
+        x = g;
+      }
+      Rows<T> y{y_.data_ptr<T>(), y_.stride(0), index, first};
+      total += net_.forward_loss<T>(x, ld, y, rows);
+      net_.backward<T>(x, ld, rows, s.mean ? s.factor / double(rows) : s.factor, /*update=*/true);
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      threads_.record(threads, seconds, /*comparable=*/rows == batch_);
+    }
+    return total;
+  }
+
+  // The validation rows' figures [loss, right answers, squared error per output...] into out.
+  template <typename T>
+  void score(T* out) {
+    const int64_t n = val_x_.size(0), width = row_width() - 1, cols = net_.outputs();
+    std::vector<double> acc(size_t(width), 0.0);
+    const int64_t* labels = has_labels_ ? val_labels_.data_ptr<int64_t>() : nullptr;
+    for (int64_t first = 0; first < n; first += kScoreBlock) {
+      const int64_t rows = std::min(kScoreBlock, n - first);
+      const T* z = net_.outputs<T>(val_x_.data_ptr<T>() + first * val_x_.stride(0), val_x_.stride(0), rows,
+                                   score_acts_, score_z_);
+      Rows<T> y{val_y_.data_ptr<T>(), val_y_.stride(0), nullptr, first};
+      score_block(z, y, labels ? labels + first : nullptr, rows, cols, net_.settings().cross_entropy, acc.data());
+    }
+    for (int64_t j = 0; j < width; ++j) out[j] = static_cast<T>(acc[size_t(j)]);
+  }
+
+  // Early stopping after an epoch (manualnn/training/stopping.py's Stopper.after_epoch, the same rule on
+  // the same numbers): keep the best validation loss's state; after `patience` epochs without a better
+  // one, restore it and stop. The loss compared is the one the history records: the row's value, divided
+  // by the validation rows for "mean".
+  template <typename T>
+  bool watch(int64_t epoch, T row_loss) {
+    double loss = double(row_loss);
+    if (net_.settings().mean) loss /= double(val_x_.size(0));
+    double* best = best_.data_ptr<double>();  // [epoch (-1: none yet), loss]
+    if (best[0] < 0 || loss < best[1]) {
+      best[0] = double(epoch);
+      best[1] = loss;
+      copy_state(state_, snapshot_);
+      return false;
+    }
+    if (double(epoch) - best[0] >= double(patience_)) {
+      copy_state(snapshot_, state_);
+      return true;
+    }
+    return false;
+  }
+
+  static void copy_state(const Tensors& from, const Tensors& to) {
+    for (size_t i = 0; i < from.size(); ++i) std::memcpy(to[i].data_ptr(), from[i].data_ptr(), from[i].nbytes());
+  }
+
+  at::Tensor x_, y_;
+  Network net_;
+  int64_t batch_, batches_ = 1;
+  bool shuffle_, has_labels_ = false;
+  at::Tensor gathered_, order_, val_x_, val_y_, val_labels_;
+  Tensors score_acts_;
+  at::Tensor score_z_;
+  int64_t patience_;
+  at::Tensor best_;
+  Tensors state_, snapshot_;
+  ThreadChooser threads_;
 };
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "manualnn's native CPU step (see manualnn/backends/native_backend.py)";
+  m.doc() = "manualnn's native CPU runner (see manualnn/backends/native_backend.py)";
   py::class_<Step>(m, "Step")
-      .def(py::init<at::Tensor, at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>,
-                    std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor, at::Tensor,
-                    bool, bool, bool, double, bool, const std::string&, double, double, double, double, double,
-                    double>(),
-           py::arg("x"), py::arg("y"), py::arg("params"), py::arg("acts"), py::arg("grads"),
-           py::arg("momentum_buffers"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("step_count"),
-           py::arg("powers"), py::arg("bias"), py::arg("relu_mode"), py::arg("cross_entropy"), py::arg("scale"),
-           py::arg("fold"), py::arg("optimizer"), py::arg("lr"), py::arg("weight_decay"), py::arg("momentum"),
-           py::arg("beta1"), py::arg("beta2"), py::arg("eps"))
+      .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
+                    const std::string&, const std::string&, const std::string&, const std::string&, double, double,
+                    double, double, double, double, double>(),
+           py::arg("x"), py::arg("y"), py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
+           py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("step_count"), py::arg("powers"), py::arg("bias"),
+           py::arg("grad"), py::arg("loss"), py::arg("reduction"), py::arg("optimizer"), py::arg("rows"),
+           py::arg("lr"), py::arg("weight_decay"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"),
+           py::arg("eps"))
       .def("step", &Step::step, py::arg("loss_out"), py::call_guard<py::gil_scoped_release>(),
            "Forward, loss (the batch's sum) into the 0-d loss_out, backward and update.")
       .def("gradients", &Step::gradients, py::arg("loss_out"), py::call_guard<py::gil_scoped_release>(),
            "Forward, loss into loss_out, every layer's gradient into grads; no update.")
-      .def("update", &Step::update, py::call_guard<py::gil_scoped_release>(),
-           "The optimizer's update from grads.")
-      .def("run_epochs", &Step::run_epochs, py::arg("losses"), py::call_guard<py::gil_scoped_release>(),
-           "losses.numel() steps on this batch, step e's loss (before its update) into losses[e].");
+      .def("update", &Step::update, py::call_guard<py::gil_scoped_release>(), "The optimizer's update from grads.");
+  py::class_<Epochs>(m, "Epochs")
+      .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
+                    const std::string&, const std::string&, const std::string&, const std::string&, double, double,
+                    double, double, double, double, int64_t, bool, at::Tensor, at::Tensor, at::Tensor, int64_t,
+                    at::Tensor, Tensors, Tensors, int, bool>(),
+           py::arg("x"), py::arg("y"), py::arg("params"), py::arg("momentum_buffers"), py::arg("exp_avgs"),
+           py::arg("exp_avg_sqs"), py::arg("step_count"), py::arg("powers"), py::arg("bias"), py::arg("grad"),
+           py::arg("loss"), py::arg("reduction"), py::arg("optimizer"), py::arg("lr"), py::arg("weight_decay"),
+           py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("batch_size"),
+           py::arg("shuffle"), py::arg("val_x"), py::arg("val_y"), py::arg("val_labels"), py::arg("patience"),
+           py::arg("best"), py::arg("state"), py::arg("snapshot"), py::arg("most_threads"), py::arg("adapt_threads"))
+      .def_property_readonly("row_width", &Epochs::row_width)
+      .def_property_readonly("best_threads", [](const Epochs& e) { return e.threads().best(); })
+      .def("run", &Epochs::run, py::arg("first_epoch"), py::arg("seeds"), py::arg("rows"),
+           py::call_guard<py::gil_scoped_release>(), "Whole epochs in one call; returns (epochs run, stopped early).");
+  py::class_<ThreadChooser>(m, "ThreadChooser", "threads.h's rule, for tests against its Python twin")
+      .def(py::init<int, bool>(), py::arg("most"), py::arg("adapt"))
+      .def("next", &ThreadChooser::next)
+      .def("record", &ThreadChooser::record, py::arg("n"), py::arg("seconds"), py::arg("comparable"))
+      .def_property_readonly("best", &ThreadChooser::best)
+      .def_property_readonly("decided", &ThreadChooser::decided);
 }

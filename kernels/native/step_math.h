@@ -1,93 +1,151 @@
 // The native step's element-wise math, each piece written once (included by runner.cpp only): the
-// thread policy, the clamp, the ReLU backward and the optimizers' update, on CPU tensors.
+// clamp, the ReLU backward, the output error and loss, the optimizers' update, and the scoring of
+// validation rows. Plain loops over raw pointers on the calling thread (the GEMMs are where threads pay).
 #pragma once
 
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <vector>
+
+#if defined(__SSE__) || defined(__x86_64__)
+#include <xmmintrin.h>
+#define MANUALNN_HAS_MXCSR 1
+#endif
+
+extern "C" {
+void vsSqrt(const int n, const float* a, float* r) __attribute__((weak));
+void vdSqrt(const int n, const double* a, double* r) __attribute__((weak));
+}
 
 namespace manualnn_native {
 
-// Element counts below this run on the calling thread: waking the pool costs more than the work.
-constexpr int64_t kParallelGrain = 1 << 15;
-
-// A GEMM below this many FLOPs runs on the calling thread alone: a second thread gains nothing
-// there and costs a wake-up and a barrier, which on a busy machine waits for a free core. (2-core
-// machine, one thread against two: 100x100 @ 100x10 in 20 against 45-56 us under load; a whole
-// 64x32->64->64->1 epoch, all GEMMs under 0.6 MFLOP, 29 against 31 us when idle.) The seed's two
-// 100x1000x100 GEMMs (20 MFLOP) keep every thread.
-constexpr double kParallelGemmFlops = 1e6;
-
-// Sets ATen's (and so MKL's) intra-op thread count to 1 for its lifetime when asked, then restores it.
-// Only with ATen's OpenMP backend (torch's usual build), where a change costs well under 1 us; the
-// native thread-pool backend warns on every change, so there the GEMMs keep their threads.
-class SingleThreadScope {
+// Subnormal floats flushed to zero on this thread while the runner works, then the caller's mode back.
+// Adam's moments decay into the subnormal range for weights that stop getting gradient (a dead unit, a
+// pixel that is always 0), and each arithmetic operation on a subnormal takes a microcode assist: with
+// them a digits epoch ran twice as slow. Values below 1e-38 in float32 (1e-308 in float64) change no
+// result the tests or users can see; JAX's CPU backend flushes them the same way.
+class FlushSubnormals {
  public:
-  explicit SingleThreadScope(bool on) : saved_(on && AT_PARALLEL_OPENMP ? at::get_num_threads() : 1) {
-    if (saved_ > 1) at::set_num_threads(1);
+  FlushSubnormals() {
+#ifdef MANUALNN_HAS_MXCSR
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
+#endif
   }
-  ~SingleThreadScope() {
-    if (saved_ > 1) at::set_num_threads(saved_);
+  ~FlushSubnormals() {
+#ifdef MANUALNN_HAS_MXCSR
+    _mm_setcsr(saved_);
+#endif
   }
 
  private:
-  int saved_;
+  unsigned int saved_ = 0;
 };
 
-// fn(r) for every row r of a [rows, cols] buffer, split across threads only when it is large.
-template <typename F>
-void for_rows(int64_t rows, int64_t cols, const F& fn) {
-  const int64_t grain = std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) fn(r);
-  });
-}
-
-// fn(begin, end) over [0, n) elements of a contiguous buffer, split likewise.
-template <typename F>
-void for_elements(int64_t n, const F& fn) {
-  at::parallel_for(0, n, kParallelGrain, fn);
-}
-
-// clamp(min=0) in place on a [rows, cols] view with unit column stride (a row stride of its own:
-// the [:, :n] part of a [h, 1] buffer). NaN stays NaN (NaN < 0 is false), as torch's relu_ does.
+// Row r of a [rows, cols] matrix with row stride ld, optionally through a row index (a shuffled order).
 template <typename T>
-void relu_(const at::Tensor& h) {
-  T* data = h.data_ptr<T>();
-  const int64_t ld = h.stride(0), cols = h.size(1);
-  for_rows(h.size(0), cols, [=](int64_t r) {
-    T* row = data + r * ld;
+struct Rows {
+  const T* base = nullptr;
+  int64_t ld = 0;
+  const int64_t* index = nullptr;  // nullptr: rows in order
+  int64_t first = 0;               // the batch's first position in the order
+  const T* row(int64_t r) const { return base + (index ? index[first + r] : first + r) * ld; }
+};
+
+// clamp(min=0) in place on rows x cols with row stride ld. NaN stays NaN (NaN < 0 is false), as torch's relu_.
+template <typename T>
+void relu_(T* h, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* row = h + r * ld;
     for (int64_t c = 0; c < cols; ++c) row[c] = row[c] < T(0) ? T(0) : row[c];
-  });
+  }
 }
 
-// The ReLU backward in place on grad_h [rows, n] (contiguous), h the layer's activation (a view as
-// above). "relu": grad_h where h > 0, else 0: h is after the clamp, so h > 0 exactly where the
-// pre-activation was, and a NaN h lets its gradient through, as torch's threshold_backward does.
-// "tutorial": the seed's grad_h.clamp_(min=0), a clamp of the gradient's own values.
+// The ReLU backward in place on grad_h [rows, cols] (contiguous), h the layer's activation (row stride ld_h).
+// "relu": grad_h where h > 0, else 0 (h is after the clamp, so h > 0 exactly where the pre-activation was; a
+// NaN h lets its gradient through, as torch's threshold_backward does). "tutorial": the seed's
+// grad_h.clamp_(min=0), a clamp of the gradient's own values.
 template <typename T>
-void relu_backward_(const at::Tensor& grad_h, const at::Tensor& h, bool relu_mode) {
-  T* g = grad_h.data_ptr<T>();
-  const T* a = h.data_ptr<T>();
-  const int64_t ld_g = grad_h.stride(0), ld_a = h.stride(0), cols = grad_h.size(1);
-  for_rows(grad_h.size(0), cols, [=](int64_t r) {
-    T* gr = g + r * ld_g;
-    const T* ar = a + r * ld_a;
+void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, bool relu_mode) {
+  for (int64_t r = 0; r < rows; ++r) {
+    T* gr = g + r * cols;
+    const T* hr = h + r * ld_h;
     if (relu_mode) {
-      for (int64_t c = 0; c < cols; ++c) gr[c] = ar[c] <= T(0) ? T(0) : gr[c];
+      for (int64_t c = 0; c < cols; ++c) gr[c] = hr[c] <= T(0) ? T(0) : gr[c];
     } else {
       for (int64_t c = 0; c < cols; ++c) gr[c] = gr[c] < T(0) ? T(0) : gr[c];
     }
-  });
+  }
+}
+
+// "ce": z [rows, cols] (contiguous) becomes e = softmax(z) - y in place; returns the batch's loss
+// sum(y * (logsumexp(z) - z)), the row's max subtracted and everything accumulated in double, row by row
+// in order (deterministic).
+template <typename T>
+double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols) {
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    T* zr = z + r * cols;
+    const T* t = y.row(r);
+    double top = -INFINITY;
+    for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
+    double sum = 0;
+    for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(zr[c]) - top);
+    const double lse = top + std::log(sum);
+    double s = 0;
+    for (int64_t c = 0; c < cols; ++c) {
+      const double target = double(t[c]);
+      s += target * (lse - double(zr[c]));
+      zr[c] = static_cast<T>(std::exp(double(zr[c]) - lse) - target);
+    }
+    total += s;
+  }
+  return total;
+}
+
+// One validation block's figures, added into acc = [loss, right answers, squared error per output...]:
+// z [rows, cols] the outputs (contiguous), y the targets, labels the classes (nullptr for values).
+// The definitions are manualnn/training/metrics.py's Scorer.row: "sse" sum((z - y)^2), "ce"
+// sum(y * (logsumexp(z) - z)); accuracy counts rows whose first largest output is the label.
+template <typename T>
+void score_block(const T* z, Rows<T> y, const int64_t* labels, int64_t rows, int64_t cols, bool cross_entropy,
+                 double* acc) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* zr = z + r * cols;
+    const T* t = y.row(r);
+    if (cross_entropy) {
+      double top = -INFINITY;
+      for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
+      double sum = 0;
+      for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(zr[c]) - top);
+      const double lse = top + std::log(sum);
+      for (int64_t c = 0; c < cols; ++c) acc[0] += double(t[c]) * (lse - double(zr[c]));
+    }
+    if (!cross_entropy || !labels) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const double d = double(zr[c]) - double(t[c]);
+        if (!cross_entropy) acc[0] += d * d;
+        if (!labels) acc[2 + c] += d * d;
+      }
+    }
+    if (labels) {
+      int64_t best = 0;  // torch.argmax: the first of equal maxima; a NaN counts as the largest
+      for (int64_t c = 1; c < cols; ++c) {
+        if (std::isnan(double(zr[best]))) break;
+        if (zr[c] > zr[best] || std::isnan(double(zr[c]))) best = c;
+      }
+      acc[1] += best == labels[r] ? 1.0 : 0.0;
+    }
+  }
 }
 
 enum class OptimizerKind { kSgd, kMomentum, kAdam };
 
-OptimizerKind optimizer_kind(const std::string& name) {
+inline OptimizerKind optimizer_kind(const std::string& name) {
   if (name == "sgd") return OptimizerKind::kSgd;
   if (name == "momentum") return OptimizerKind::kMomentum;
   TORCH_CHECK(name == "adam", "optimizer: expected 'sgd', 'momentum' or 'adam', got '", name, "'");
@@ -105,44 +163,46 @@ template <typename T>
 struct LayerUpdate {
   OptimizerKind kind;
   T *p, *g, *m, *v, *root;  // parameter, gradient, momentum buffer or exp_avg, exp_avg_sq, sqrt(exp_avg_sq)
+  int64_t n;                // elements
   int64_t decayed;          // elements [0, decayed) are weights (decayed); the bias row, if any, follows
   T decay, neg_lr, mu, coeff, b2, one_minus_b2, eps;
   bool small_weight;
   double step_size, corr2_sqrt;  // Adam's lr / (1 - beta1^t) and sqrt(1 - beta2^t), in double
 };
 
-// The optimizers' math on elements [begin, end) of a layer: the one definition here, element for
-// element TorchOptimizer.apply's torch ops, whose CPU kernels round `a + alpha * b`, lerp and addcmul
-// as fused multiply-adds (std::fma here). Weight decay (g += wd * p) reaches the weights only, never
-// the bias row, and is written into the gradient as torch does. Adam runs in two passes around
-// at::sqrt_out (adam_step=false: the moments; true: the parameter):
+// The optimizers' math on a layer: the one definition here, element for element TorchOptimizer.apply's
+// torch ops, whose CPU kernels round `a + alpha * b`, lerp and addcmul as fused multiply-adds (std::fma
+// here). Weight decay (g += wd * p) reaches the weights only, never the bias row, and is written into the
+// gradient as torch does. Adam runs in two passes around the square root (adam_step=false: the moments;
+// true: the parameter):
 //   m.lerp_(g, 1 - b1)          torch's lerp: from m when its weight is under 0.5, else from g
 //   v = b2 * v + (1 - b2) * g * g
 //   p -= step_size * m / (sqrt(v) / corr2_sqrt + eps)   the float64 factors applied in double, as
 //                               torch's type promotion with a float64 tensor does for float32
 template <typename T>
-MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, bool adam_step, int64_t begin, int64_t end) {
+MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, bool adam_step) {
   T *p = u.p, *g = u.g, *m = u.m, *v = u.v;
+  const int64_t n = u.n;
   if (adam_step) {
-    for (int64_t k = begin; k < end; ++k) {
+    for (int64_t k = 0; k < n; ++k) {
       const T denom = static_cast<T>(double(u.root[k]) / u.corr2_sqrt) + u.eps;
       p[k] = p[k] - static_cast<T>(double(T(m[k] / denom)) * u.step_size);
     }
     return;
   }
-  for (int64_t k = begin; k < std::min(end, u.decayed); ++k) g[k] = std::fma(u.decay, p[k], g[k]);
+  for (int64_t k = 0; k < u.decayed; ++k) g[k] = std::fma(u.decay, p[k], g[k]);
   switch (u.kind) {
     case OptimizerKind::kSgd:
-      for (int64_t k = begin; k < end; ++k) p[k] = std::fma(u.neg_lr, g[k], p[k]);
+      for (int64_t k = 0; k < n; ++k) p[k] = std::fma(u.neg_lr, g[k], p[k]);
       break;
     case OptimizerKind::kMomentum:
-      for (int64_t k = begin; k < end; ++k) {
+      for (int64_t k = 0; k < n; ++k) {
         m[k] = T(m[k] * u.mu) + g[k];
         p[k] = std::fma(u.neg_lr, m[k], p[k]);
       }
       break;
     case OptimizerKind::kAdam:
-      for (int64_t k = begin; k < end; ++k) {
+      for (int64_t k = 0; k < n; ++k) {
         m[k] = std::fma(u.coeff, T(g[k] - m[k]), u.small_weight ? m[k] : g[k]);
         v[k] = std::fma(T(u.one_minus_b2 * g[k]), g[k], T(v[k] * u.b2));
       }
@@ -158,15 +218,34 @@ MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, bool adam_s
 #define MANUALNN_FMA_CLONES
 #endif
 
-MANUALNN_FMA_CLONES void update_range(const LayerUpdate<float>& u, bool adam_step, int64_t begin, int64_t end) {
-  update_elements(u, adam_step, begin, end);
+MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<float>& u, bool adam_step) {
+  update_elements(u, adam_step);
 }
 
-MANUALNN_FMA_CLONES void update_range(const LayerUpdate<double>& u, bool adam_step, int64_t begin, int64_t end) {
-  update_elements(u, adam_step, begin, end);
+MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<double>& u, bool adam_step) {
+  update_elements(u, adam_step);
 }
 
-void check_like(const at::Tensor& t, const at::Tensor& like, const char* what, size_t i) {
+// r = sqrt(a) over n elements, with torch.sqrt's own kernel where it is MKL's (vsSqrt), else ATen's.
+inline void sqrt_into(const float* a, float* r, int64_t n) {
+  if (vsSqrt != nullptr && n <= std::numeric_limits<int>::max()) {
+    vsSqrt(int(n), a, r);
+    return;
+  }
+  at::Tensor out = at::from_blob(r, {n}, at::kFloat);
+  at::sqrt_out(out, at::from_blob(const_cast<float*>(a), {n}, at::kFloat));
+}
+
+inline void sqrt_into(const double* a, double* r, int64_t n) {
+  if (vdSqrt != nullptr && n <= std::numeric_limits<int>::max()) {
+    vdSqrt(int(n), a, r);
+    return;
+  }
+  at::Tensor out = at::from_blob(r, {n}, at::kDouble);
+  at::sqrt_out(out, at::from_blob(const_cast<double*>(a), {n}, at::kDouble));
+}
+
+inline void check_like(const at::Tensor& t, const at::Tensor& like, const char* what, size_t i) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes() &&
                   t.is_contiguous(),
               what, "[", i, "]: expected a contiguous CPU tensor of dtype ", like.scalar_type(), " and shape ",

@@ -18,6 +18,7 @@ A step never synchronises with the host and never prints.
 """
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -26,6 +27,10 @@ NAMES = ("torch", "triton", "native")
 
 class BackendUnavailableError(RuntimeError):
     """The asked-for backend cannot run on these tensors here."""
+
+
+class SlowPathWarning(UserWarning):
+    """backend="auto" on the CPU could not have the native runner and trains with torch ops (slower)."""
 
 
 def triton_unavailable_reason(device):
@@ -53,16 +58,27 @@ def native_unavailable_reason(device):
     return native_build.unavailable_reason()
 
 
+_warned = set()
+
+
 def resolve(name, device, dtype=torch.float32):
     """Turn "auto" into a concrete backend name and check that the named one can run.
 
-    "auto" is Triton for float32 CUDA tensors when Triton is installed, else torch. It never picks
-    the native runner, even once built: that sums the loss in float64, so its printed losses can
-    differ from the torch backend's in the last digit, and ``manualnn train`` must print the seed's
-    lines exactly as before. Ask for backend "native" by name.
+    "auto" is the native runner on the CPU when it is built or can be built here (the first use compiles
+    it, once, and says so on stderr), else torch, with a warning (once per process) that says why and how
+    to get the fast path; on CUDA, Triton for float32 tensors when Triton is installed, else torch.
     """
     device = torch.device(device)
     if name == "auto":
+        if device.type == "cpu":
+            why = native_unavailable_reason(device)
+            if why is None:
+                return "native"
+            if why not in _warned:
+                _warned.add(why)
+                warnings.warn(f"training with torch ops, not the compiled native runner (several times faster on "
+                              f"small networks): {why}", SlowPathWarning, stacklevel=3)
+            return "torch"
         kernels_run = device.type == "cuda" and dtype == torch.float32 and triton_unavailable_reason(device) is None
         return "triton" if kernels_run else "torch"
     reasons = {"native": native_unavailable_reason, "triton": triton_unavailable_reason}

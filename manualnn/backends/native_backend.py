@@ -1,17 +1,43 @@
-"""The native backend: the compiled C++ step (kernels/native/runner.cpp) on CPU tensors.
+"""The native backend: the compiled C++ runner (kernels/native/runner.cpp) on CPU tensors.
 
 The torch backend's step (manualnn/backends/torch_backend.py) with no Python between its ops: the
 same buffers (activations with a column of ones when the network has biases, one output error),
-the same GEMMs through ATen, the same optimizers (plain SGD folded into the weight-gradient GEMM;
-momentum and Adam from gradient buffers, updating ``params.state``, ``params.step`` and
-``params.powers`` in place). ``run_epochs`` runs a whole chunk of full-batch epochs in one call.
-The loss is summed in float64 (so in float32 its last digit can differ from the torch backend's).
-Built on first use (see manualnn.backends.native_build).
+the same GEMMs (BLAS called directly, as torch's matmul calls it), the same optimizers (plain SGD
+folded into the weight-gradient GEMM; momentum and Adam from gradient buffers, updating
+``params.state``, ``params.step`` and ``params.powers`` in place). Two ways in:
+
+- ``NativeStep``: one step on a fixed batch (the step protocol of manualnn.backends), for the
+  data-parallel step, which all-reduces between ``gradients()`` and ``update()``;
+- ``NativeEpochs``: whole epochs in one call (the Trainer's path on the CPU): each epoch's shuffled
+  order, its batches, every step, the epoch's loss, the validation pass and early stopping.
+
+A "sse" loss is BLAS's dot, as torch.dot computes it; a "ce" loss and an epoch's sum over batches are
+accumulated in double. Subnormal floats are flushed to zero during the runner's work (see
+kernels/native/step_math.h). Built on first use (see manualnn.backends.native_build).
 """
 import torch
 
 from ..spec import with_ones
 from . import native_build
+
+
+def _check_cpu(spec, **tensors):
+    if spec.precision != "ieee":
+        raise ValueError(f"precision: the native backend computes in the tensors' own dtype and supports "
+                         f"only 'ieee', got {spec.precision!r}")
+    for name, t in tensors.items():
+        if t.device.type != "cpu":
+            raise ValueError(f"{name}: the native backend runs on the CPU only, got a tensor on {t.device}")
+
+
+def _step_settings(params, spec):
+    """The keyword arguments both native classes take for the step's math and the optimizer's state."""
+    state = params.state
+    return dict(momentum_buffers=state.get("momentum_buffer", []), exp_avgs=state.get("exp_avg", []),
+                exp_avg_sqs=state.get("exp_avg_sq", []), step_count=params.step, powers=params.powers,
+                bias=params.bias, grad=spec.grad, loss=spec.loss, reduction=spec.reduction, optimizer=spec.optimizer,
+                lr=spec.lr, weight_decay=spec.weight_decay, momentum=spec.momentum, beta1=spec.betas[0],
+                beta2=spec.betas[1], eps=spec.eps)
 
 
 class NativeStep:
@@ -25,29 +51,10 @@ class NativeStep:
     name = "native"
 
     def __init__(self, x, y, params, spec, *, rows=None, grads=None):
-        if spec.precision != "ieee":
-            raise ValueError(f"precision: the native backend computes in the tensors' own dtype and supports "
-                             f"only 'ieee', got {spec.precision!r}")
-        for name, t in (("x", x), ("y", y)):
-            if t.device.type != "cpu":
-                raise ValueError(f"{name}: the native backend runs on the CPU only, got a tensor on {t.device}")
-        module = native_build.load()
-        batch = x.shape[0]
-        tensors = params.tensors
-        acts = [with_ones(batch, p.shape[1], like=x, bias=params.bias) for p in tensors[:-1]]   # [h_l, 1] (or h_l)
-        # a 0-row batch (a rank with none of a small batch) writes zero gradients whatever the scale
-        scale = spec.grad_scale(rows or batch or 1)
-        fold = spec.optimizer == "sgd" and not (spec.weight_decay and params.bias)
-        if grads is None and not fold:
-            grads = [torch.empty_like(p) for p in tensors]
-        self.grads, self.params, self.layers = grads, params, len(tensors)
-        state = params.state
-        self.runner = module.Step(
-            x, y, tensors, acts, grads or [], state.get("momentum_buffer", []), state.get("exp_avg", []),
-            state.get("exp_avg_sq", []), params.step, params.powers, bias=params.bias, relu_mode=spec.grad == "relu",
-            cross_entropy=spec.loss == "ce", scale=scale, fold=fold, optimizer=spec.optimizer, lr=spec.lr,
-            weight_decay=spec.weight_decay, momentum=spec.momentum, beta1=spec.betas[0], beta2=spec.betas[1],
-            eps=spec.eps)
+        _check_cpu(spec, x=x, y=y)
+        self.grads, self.layers = grads, len(params.tensors)
+        self.runner = native_build.load().Step(x, y, params.tensors, grads or [], rows=float(rows or x.shape[0]),
+                                               **_step_settings(params, spec))
 
     def step(self, loss_out):
         """Forward, loss (the batch's sum, before any reduction) into the 0-d ``loss_out``, backward, update."""
@@ -65,7 +72,64 @@ class NativeStep:
         """Apply the optimizer from ``grads`` (after ``gradients()`` and, say, an all-reduce)."""
         self.runner.update()
 
-    def run_epochs(self, losses):
-        """``losses.numel()`` steps on this batch (full-batch epochs) in one native call; step i's loss
-        (before its update) into ``losses[i]`` (a 1-D tensor of x's dtype, any stride)."""
-        self.runner.run_epochs(losses)
+
+class NativeEpochs:
+    """Whole epochs of training in one native call (an epoch runner, see manualnn.training.epoch).
+
+    x [N, in (+1)] and y [N, out] (float targets) are all the training rows; ``batch_size`` rows per
+    step, each epoch's order drawn from ``(shuffle_seed, epoch)`` exactly as ``batches.batch_order``
+    draws it; ``scorer``: the validation rows' ``metrics.Scorer`` (or None); ``stopper``: the
+    early-stopping rule's ``stopping.Stopper`` (or None), whose tensors the runner updates in place;
+    ``threads``: the steps' thread rule, (most, adapt) as ``training.threads.ThreadPolicy`` takes them
+    (its twin, ThreadChooser in kernels/native/threads.h, decides inside the epoch loop).
+    """
+    name = "native"
+
+    def __init__(self, x, y, params, spec, *, batch_size, shuffle, shuffle_seed, scorer=None, stopper=None,
+                 threads=(None, False)):
+        _check_cpu(spec, x=x, y=y)
+        from ..training.batches import batches
+        self.x, self.params, self.scorer = x, params, scorer
+        self.shuffle_seed = shuffle_seed
+        n = x.shape[0]
+        self.full = batch_size >= n
+        self.shuffled = shuffle and not self.full
+        self.step_rows = [hi - lo for lo, hi, _ in batches(n, min(batch_size, n))]
+        empty = x.new_empty(0, x.shape[1])
+        val_x, val_y, labels = empty, y.new_empty(0, y.shape[1]), torch.empty(0, dtype=torch.int64)
+        if scorer is not None:
+            val_x = with_ones(scorer.rows, scorer.x.shape[1], like=x, bias=params.bias)
+            val_x[:, :scorer.x.shape[1]].copy_(scorer.x)
+            val_y = scorer.y
+            labels = scorer.labels.contiguous() if scorer.labels is not None else labels
+        self.stopper = stopper
+        best, snapshot = (stopper.best, stopper.snapshot) if stopper else (torch.zeros(2, dtype=torch.float64), [])
+        self.epochs = native_build.load().Epochs(
+            x, y, params.tensors, batch_size=min(batch_size, n), shuffle=self.shuffled, val_x=val_x, val_y=val_y,
+            val_labels=labels, patience=stopper.patience if stopper else 0, best=best,
+            state=params.all_tensors() if stopper else [], snapshot=snapshot,
+            most_threads=threads[0] or torch.get_num_threads(), adapt_threads=threads[1], **_step_settings(params, spec))
+        self.row_width = self.epochs.row_width
+        self.loss_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+
+    @property
+    def step_objects(self):
+        return []
+
+    def new_rows(self, n):
+        """An output buffer for n epochs' rows (see training.epoch.new_rows)."""
+        from ..training.epoch import new_rows
+        return new_rows(n, self.row_width, self.loss_dtype, self.x.device)
+
+    @property
+    def best_threads(self):
+        """The thread count the steps run with now (see training.threads)."""
+        return self.epochs.best_threads
+
+    def run_chunk(self, first_epoch, n, out):
+        """Epochs first_epoch .. first_epoch + n - 1, their rows into out[:n]. Returns (epochs run, stopped
+        early): fewer than n after a loss that is not finite, or when early stopping ends the run."""
+        from ..training.batches import epoch_seed
+        seeds = torch.tensor([epoch_seed(self.shuffle_seed, first_epoch + i) if self.shuffled else 0
+                              for i in range(n)], dtype=torch.int64)
+        return self.epochs.run(first_epoch, seeds, out[:n])

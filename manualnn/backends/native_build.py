@@ -118,7 +118,8 @@ def _build(name, folder, src, verbose, log):
     from torch.utils.cpp_extension import load as cpp_load
 
     os.makedirs(folder, exist_ok=True)
-    print(f"manualnn: compiling the native runner (once) into {folder} ...", file=log, flush=True)
+    print(f"manualnn: compiling the native CPU runner (once, about 20 s; 'manualnn build-native' does it ahead of "
+          f"time) into {folder} ...", file=log, flush=True)
     started = time.perf_counter()
     try:
         module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=folder,

@@ -3,10 +3,12 @@
 The step of ``manualnn.spec`` written for speed, as a list of torch calls built once:
 - every buffer is allocated once; activations keep a last column of ones when the network has
   biases (so ``[h, 1] @ p`` is the layer, and ``[h, 1]^T @ e`` holds the bias gradient too);
-- the output error ``e`` (``z - y``, or ``softmax(z) - y``) is the only output buffer: the loss's
-  constant and the mean's ``1/rows`` go into the weight gradient's alpha;
-- plain SGD is folded into the weight-gradient matmul (``p.addmm_(a.t(), e, alpha=-lr * scale)``), so
-  no gradient tensor exists; momentum and Adam take one gradient buffer per layer and in-place
+- the output error ``e`` (``z - y``, or ``softmax(z) - y``) is the only output buffer; after the loss it
+  is scaled by the loss's constant and the mean's ``1/rows`` (not the matmuls' alpha: BLAS applies an
+  alpha that is not a power of two differently with one thread and with several, see
+  manualnn/training/threads.py);
+- plain SGD is folded into the weight-gradient matmul (``p.addmm_(a.t(), e, alpha=-lr)``), so no
+  gradient tensor exists; momentum and Adam take one gradient buffer per layer and in-place
   updates (``TorchOptimizer``);
 - the loss is written into a slot of a device tensor, so nothing waits for the host;
 - on CUDA its float32 matmuls are IEEE fp32 whatever the global TF32 setting says.
@@ -138,6 +140,7 @@ class TorchStep:
         if spec.loss == "sse":
             plan.append(partial(torch.addmm, y, inputs[-1], tensors[-1], beta=-1, out=e))
             loss = partial(torch.dot, e_flat, e_flat)
+            self.after_loss = []
         else:
             lse = new(1)
             plan += [partial(torch.mm, inputs[-1], tensors[-1], out=e),
@@ -145,6 +148,8 @@ class TorchStep:
                      partial(torch.sub, lse, e, out=e)]          # -log softmax(z), stable
             loss = partial(torch.dot, y.reshape(-1), e_flat)       # sum of y * -log p
             self.after_loss = [e.neg_, e.exp_, partial(e.sub_, y)]  # e = softmax(z) - y
+        if scale != 1:   # e becomes dL/dz, after the loss has read it
+            self.after_loss.append(partial(e.mul_, scale))
         self.forward_plan, self.loss = plan, loss
 
         # Backward, last layer first: grad_h_{i-1} = mask(e_i @ w_i^T) reads w_i before w_i's update.
@@ -158,12 +163,11 @@ class TorchStep:
                 w_t = p[:widths[i - 1]].t()                 # the weight without its bias row
                 back += [partial(torch.mm, g, w_t, out=grad_hs[i - 1]), mask_op(grad_hs[i - 1], hs[i - 1], spec.grad)]
             if grads is not None:
-                grad = (partial(torch.mm, a.t(), g, out=grads[i]) if scale == 1 else
-                        partial(torch.addmm, grads[i], a.t(), g, beta=0, alpha=scale, out=grads[i]))
+                grad = partial(torch.mm, a.t(), g, out=grads[i])
                 self.gradient_plan += back + [grad, partial(self._ready, i)]
             if fold:
                 decay = 1.0 - spec.lr * spec.weight_decay
-                self.backward_plan += back + [partial(p.addmm_, a.t(), g, beta=decay, alpha=-spec.lr * scale)]
+                self.backward_plan += back + [partial(p.addmm_, a.t(), g, beta=decay, alpha=-spec.lr)]
             else:
                 self.backward_plan += back + [grad, partial(self.optimizer.apply, i)]
             if i > 0:
@@ -182,9 +186,8 @@ class TorchStep:
         for op in self.forward_plan:
             op()
         self.loss(out=loss_out)
-        if self.spec.loss == "ce":
-            for op in self.after_loss:
-                op()
+        for op in self.after_loss:
+            op()
 
     def _tf32_off(self, fn, *args):
         """Run fn with float32 matmuls in IEEE fp32 on CUDA, whatever a script set globally."""

@@ -7,6 +7,7 @@ stderr, each a single line; a mistake of the user's never shows a traceback.
 """
 import os
 import sys
+import warnings
 
 from .config import UsageError
 
@@ -15,6 +16,12 @@ from .options import build_parser
 
 
 def main(argv=None):
+    with warnings.catch_warnings():   # a warning is one line on stderr, as every message here is
+        warnings.showwarning = lambda message, *_, **__: print(f"manualnn: warning: {message}", file=sys.stderr)
+        return _main(argv)
+
+
+def _main(argv):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)

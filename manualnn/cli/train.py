@@ -302,7 +302,7 @@ def train_loop(args, run, rank=0):
     if outcome.status == "ok":
         outcome.warning = trainer.diagnose()
         if trainer.stopped_early:
-            outcome.best_epoch = trainer.best[0]
+            outcome.best_epoch = trainer.best_epoch
     return finish(args, run, rank, outcome, time.perf_counter() - started, start_epoch, code)
 
 

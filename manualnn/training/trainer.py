@@ -4,6 +4,8 @@ One epoch walks the training rows in batches of ``batch_size`` (shuffled by a se
 or in row order); each batch is one step: forward, loss, backward and the optimizer's update. The
 epoch's loss is the sum of its batches' losses, each taken before its own update (divided by the
 rows for reduction "mean"), so with one batch (the default) an epoch is exactly the seed's step.
+The epochs run in chunks (see epoch.py: on the CPU, the native runner does a whole chunk in one
+call); the host waits for the device once per chunk, checks the losses and records them.
 """
 import contextlib
 import math
@@ -17,30 +19,15 @@ import torch
 from .. import checks
 from ..backends import resolve
 from ..spec import Params, StepSpec, with_ones
-from .batches import batch_order
-from .epoch import EpochRunner
+from .epoch import make_runner
 from .graphs import ChunkGraph, graph_length
 from .metrics import check_probabilities, dead_network, targets_for, validation_scorer
 from .result import NonFiniteLossError, TrainResult
+from .stopping import Stopper
+from .threads import cpu_threads, same_results, step_products
 
-# Below this many FLOPs per step, a CPU run uses one thread: waking a second thread for GEMMs this
-# small costs more than it saves (on a busy 2-core machine, twenty times more; see the README).
-ONE_THREAD_FLOPS = 4e6
 CHUNK_SECONDS = 0.25   # with every="auto", the host waits for the device about this often
-
-
-@contextlib.contextmanager
-def cpu_threads(n):
-    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
-    if n is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+HISTORIES = ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")
 
 
 class Trainer:
@@ -54,7 +41,8 @@ class Trainer:
       ``loss`` ("sse" or "ce"), ``reduction`` ("sum" or "mean"), ``optimizer`` ("sgd", "momentum",
       "adam") with ``momentum``, ``betas``, ``eps``, ``weight_decay``, and ``precision`` (triton).
     - ``bias=True`` gives every layer a bias (zeros, or ``biases=[b1, ..., bL]`` to start from).
-    - ``backend``: "auto" (Triton on CUDA when available, else torch), "torch", "triton" or "native".
+    - ``backend``: "auto" (the native runner on the CPU where it is built or can be, Triton on CUDA when
+      available, else torch), "torch", "triton" or "native".
     - ``batch_size``: rows per step (default: all, the seed's full-batch step); the last batch of an
       epoch may be smaller. ``shuffle`` draws each epoch's order from ``(shuffle_seed, epoch)``;
       ``shuffle=False`` takes the rows in order. A single batch is never shuffled.
@@ -66,6 +54,8 @@ class Trainer:
       and losses are summed over ranks, so every rank holds the same weights.
     - ``graph``: on CUDA (default there), ``run()`` replays chunks of epochs as one CUDA graph after a
       first eager epoch: identical numbers, no per-step launch overhead. ``graph=False`` steps eagerly.
+    - On the CPU the steps' thread count is chosen by timing them (see threads.py), only where the
+      choice cannot change a number; callbacks and everything outside the steps keep the caller's.
     """
 
     def __init__(self, x, y, weights, *, biases=None, bias=None, batch_size=None, shuffle=True, shuffle_seed=0,
@@ -109,16 +99,20 @@ class Trainer:
         if self.patience and self.scorer is None:
             raise ValueError("patience: stops on the validation loss; expected val_data=(x_val, y_val)")
         self.target_scale = target_scale
-        self.inplace = inplace
         self._callers = (weights, biases if bias else None) if inplace else None
         shared = inplace and not bias and all(w.is_contiguous() for w in weights)   # train the caller's tensors
         self.params = Params.from_weights(weights, biases if bias else None, spec, copy=not shared)
-        x_in = self.x
         if bias:   # [x, 1]: the bias is the last row of each layer's parameter (see manualnn.spec)
             x_in = with_ones(n, x.shape[1], like=x)
             x_in[:, :-1].copy_(self.x)
-        self.runner = EpochRunner(x_in, self.y, self.params, spec, self.backend_name, batch_size=self.batch_size,
-                                  scorer=self.scorer, distributed=self.distributed, rank=rank, world=world)
+        else:      # rows of unit column stride, as the runners read them
+            x_in = self.x if self.x.stride(1) == 1 or x.shape[1] == 1 else self.x.contiguous()
+        self.stopper = Stopper(self.params, self.patience) if self.patience else None
+        threads = self._thread_rule() if self.device.type == "cpu" else None
+        self.runner = make_runner(x_in, self.y, self.params, spec, self.backend_name, batch_size=self.batch_size,
+                                  shuffle=self.shuffle, shuffle_seed=self.shuffle_seed, scorer=self.scorer,
+                                  stopper=self.stopper, threads=threads, distributed=self.distributed, rank=rank,
+                                  world=world)
         if graph and self.device.type != "cuda":
             raise ValueError(f"graph: CUDA graphs need a CUDA device, got device {self.device}")
         if graph and self.distributed:
@@ -126,13 +120,27 @@ class Trainer:
         self.graph = self.device.type == "cuda" and not self.distributed if graph is None else bool(graph)
         self.stream = torch.cuda.Stream(self.device) if self.graph and self.device.type == "cuda" else None
         self.chunk_graph, self.capture, self._warm = None, None, False
-        step_flops = 6 * self.batch_size * sum(p.numel() for p in self.params.tensors)
-        self.threads = 1 if self.device.type == "cpu" and step_flops < ONE_THREAD_FLOPS else None
         self.epoch = 0
-        self.history = {key: [] for key in ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")}
+        self.history = {key: [] for key in HISTORIES}
         self._pending = []   # rows from step(), still on the device
-        self.best = None     # with patience: (epoch, val loss, snapshot)
         self.stopped_early = False
+
+    def _thread_rule(self):
+        """(most, adapt) for the steps' ThreadPolicy: one thread or all, chosen by timing, where both give the
+        same numbers (a distributed rank keeps its count: the ranks' steps wait for each other)."""
+        most = torch.get_num_threads()
+        if self.distributed:
+            return most, False
+        sizes = [self.x.shape[1]] + [w.shape[1] for w in self.params.weights]
+        n, b = self.rows, self.batch_size
+        batch_rows = [b] + ([n % b] if n % b else []) + ([min(self.scorer.rows, 1024)] if self.scorer is not None else [])
+        products, dots = step_products(sizes, batch_rows, self.spec, self.params.bias)
+        return most, same_results(products, dots, most, self.x.dtype)
+
+    @property
+    def threads(self):
+        """The thread count the steps run with now (CPU; None on CUDA): see training/threads.py."""
+        return getattr(self.runner, "best_threads", None)
 
     @property
     def device(self):
@@ -148,6 +156,11 @@ class Trainer:
         """The biases being trained ([out] views), or None."""
         return self.params.biases
 
+    @property
+    def best_epoch(self):
+        """With ``patience``: the epoch whose weights are kept (counted from the start), else None."""
+        return self.stopper.best_epoch if self.stopper is not None else None
+
     def _history(key):   # noqa: N805  (a property maker, used in the class body)
         def read(self):
             self._settle()   # waits for the device if step() left epochs there
@@ -162,77 +175,73 @@ class Trainer:
 
     @property
     def steps(self):
-        """The backend's step objects (one per batch size)."""
+        """The backend's step objects (one per batch size; none for the native whole-epoch runner)."""
         return self.runner.step_objects
 
     def _settle(self):
         if self._pending:
             rows = torch.stack(self._pending).tolist()
             self._pending.clear()
-            self._record(rows)
+            self._commit(rows, self.epoch - len(rows))
 
-    def _record(self, rows, callback=None):
-        first = self.epoch - len(rows)
+    def _commit(self, rows, first):
+        """Record epochs first, first + 1, ... from their rows. The epoch count is set last, and every
+        history is cut back to it on the way in: the record is whole whenever this is interrupted."""
+        for key in HISTORIES:
+            del self.history[key][first:]
         for row in rows:
-            self.history["losses"].append(row[0] / self.rows if self.spec.reduction == "mean" else row[0])
             if self.scorer is not None:
                 ev = self.scorer.read(row[1:], self.target_scale)
                 self.history["val_losses"].append(ev.loss)
                 for key, value in (("val_accuracies", ev.accuracy), ("val_rmse", ev.rmse), ("val_r2", ev.r2)):
                     if value is not None:
                         self.history[key].append(value)
-        if callback is not None and rows:
-            callback(first, self.history["losses"][first:])
-
-    def _host_order(self, epoch):
-        return batch_order(self.rows, epoch, shuffle=self.shuffle, seed=self.shuffle_seed)
-
-    def _order(self, epoch):
-        if self.runner.full:
-            return None
-        order = self._host_order(epoch)
-        if self.device.type == "cuda":  # pinned + non_blocking: the copy does not wait for the device
-            return order.pin_memory().to(self.device, non_blocking=True)
-        return order
+            self.history["losses"].append(row[0] / self.rows if self.spec.reduction == "mean" else row[0])
+        self.epoch = first + len(rows)
 
     def _stream(self):
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
-    def _chunk(self, n):
-        """Train the next ``n`` epochs; their output rows on the device (eager or replayed)."""
-        out = self.runner.new_rows(n)
-        done = 0
-        whole = self.runner.steps[0][2] if self.runner.full and self.scorer is None and not self.distributed else None
-        if whole is not None and hasattr(whole, "run_epochs"):   # the native runner: the chunk in one call
-            whole.run_epochs(out[:, 0])
-            self._warm = True
-            return out
-        if self.graph and self._warm:
+    def _chunk(self, n, out):
+        """Train up to ``n`` epochs from self.epoch, their rows into out[:n]; returns (epochs run, stopped
+        early). Nothing waits for the device unless early stopping must look."""
+        first, done = self.epoch, 0
+        if self.graph and self._warm and self.stopper is None:
             if self.chunk_graph is None and graph_length(n):
-                self.chunk_graph = ChunkGraph(self.runner, graph_length(n), self._host_order, capture=self.capture,
-                                              stream=self.stream)
+                self.chunk_graph = ChunkGraph(self.runner, graph_length(n), self.runner.host_order,
+                                              capture=self.capture, stream=self.stream)
             g = self.chunk_graph
             while g is not None and n - done >= g.n:
-                out[done:done + g.n].copy_(g.run(self.epoch + done))
+                out[done:done + g.n].copy_(g.run(first + done))
                 done += g.n
-        for i in range(done, n):
-            self.runner.run(self._order(self.epoch + i), out[i])
+        ran, stopped = self.runner.run_chunk(first + done, n - done, out[done:]) if n > done else (0, False)
         self._warm = True
-        return out
+        return done + ran, stopped
 
     def step(self) -> torch.Tensor:
         """One epoch. Returns its loss sum (before the updates) as a 0-d tensor on the device, unsynchronised.
 
-        It does not check the loss for NaN/Inf: that would wait for the device. ``run()`` does.
+        It does not check the loss for NaN/Inf: that would wait for the device. ``run()`` does. With
+        ``patience`` the host looks at the epoch (and the run may stop: ``stopped_early``).
         """
-        self.params.check_unmoved()   # the steps hold its memory
-        with self._stream(), cpu_threads(self.threads):
-            out = self._chunk(1)
+        self._check_can_train()
+        self._settle()
+        out = self.runner.new_rows(1)
+        with self._stream():
+            _, stopped = self._chunk(1, out)
         self._after_device_work()
         self.epoch += 1
         self._pending.append(out[0, :self.runner.row_width])
+        self.stopped_early = stopped
         self._copy_to_callers()
         return out[0, 0]
+
+    def _check_can_train(self):
+        self.params.check_unmoved()   # the steps hold its memory
+        if self.stopped_early:
+            raise RuntimeError(f"the run stopped early at epoch {self.epoch - 1} (patience {self.patience}) and "
+                               f"holds the weights of epoch {self.best_epoch}; to train on, make a new Trainer "
+                               f"from these weights")
 
     def run(self, epochs, *, every=None, callback: Optional[Callable[[int, List[float]], None]] = None,
             align=None) -> TrainResult:
@@ -243,85 +252,92 @@ class Trainer:
         that chunk's losses and calls ``callback(first_epoch, losses)`` (the validation figures of
         those epochs are in ``self.val_losses`` etc. by then). If a loss is NaN or Inf, the run stops,
         the weights go back to the last finite ones, and NonFiniteLossError is raised with the partial
-        result attached. With ``patience``, the run may stop early (``result.stopped_early``).
+        result attached. With ``patience``, the run may stop early (``result.stopped_early``); a run
+        that has stopped does not train on.
         """
         epochs = checks.check_epochs(epochs)
         if every is not None and every != "auto":
             every = checks.check_epochs(every, "every")
-        self.params.check_unmoved()   # the steps hold its memory
+        self._check_can_train()
         self._settle()
         started, start_epoch, done, chunk = time.perf_counter(), self.epoch, 0, 1
         try:
-            with self._stream(), cpu_threads(self.threads):
-                while done < epochs and not self.stopped_early:
-                    n = epochs - done if every is None else chunk if every == "auto" else every
-                    n = min(n, epochs - done)
-                    if align:
-                        n = min(n, align - self.epoch % align)
-                    if self.graph and not self._warm:
-                        n = 1   # one eager epoch first: autotuning, compiling and allocating happen before a capture
-                    if self.patience:
-                        n = 1   # the best epoch's weights are kept: the host looks after every epoch
-                    tick = time.perf_counter()
-                    self._run_chunk(n, callback, start_epoch, started)
-                    done += n
-                    wanted = max(1, min(4 * chunk, int(n * CHUNK_SECONDS / max(time.perf_counter() - tick, 1e-6))))
-                    chunk = 1 << (wanted.bit_length() - 1)   # powers of two: one graph length serves them all
+            while done < epochs and not self.stopped_early:
+                n = epochs - done if every is None else chunk if every == "auto" else every
+                n = min(n, epochs - done)
+                if align:
+                    n = min(n, align - self.epoch % align)
+                if self.graph and not self._warm:
+                    n = 1   # one eager epoch first: autotuning, compiling and allocating happen before a capture
+                tick, first = time.perf_counter(), self.epoch
+                try:
+                    ran = self._run_chunk(n)
+                except NonFiniteLossError:
+                    if callback is not None and self.epoch > first:   # the chunk's finite epochs, kept
+                        callback(first, self.history["losses"][first:])
+                    raise
+                if callback is not None and ran:
+                    callback(first, self.history["losses"][first:])
+                done += ran
+                wanted = max(1, min(4 * chunk, int(n * CHUNK_SECONDS / max(time.perf_counter() - tick, 1e-6))))
+                chunk = 1 << (wanted.bit_length() - 1)   # powers of two: one graph length serves them all
         finally:
             self._after_device_work()
             self._copy_to_callers()
         return self._result(start_epoch, time.perf_counter() - started)
 
-    def _run_chunk(self, n, callback, start_epoch, started):
-        snapshot = self.params.snapshot()
-        try:
-            rows = self._chunk(n)[:, :self.runner.row_width].tolist()
-        except BaseException:   # Ctrl-C mid-chunk: back to the last finished (recorded) epoch
-            self._after_device_work()
-            self.params.restore(snapshot)
-            raise
-        bad = next((i for i, row in enumerate(rows) if not math.isfinite(row[0])), None)
-        if bad is not None:
-            kept = self._rewind(snapshot, bad)
-            self.epoch += kept
-            self._record(rows[:kept], callback)
-            result = self._result(start_epoch, time.perf_counter() - started)
-            raise NonFiniteLossError(
-                f"loss became {rows[bad][0]} at epoch {self.epoch - kept + bad}; stopped, keeping the weights "
-                f"that entered epoch {self.epoch} (the last finite ones). Try a smaller lr.",
-                epoch=self.epoch - kept + bad, loss=rows[bad][0], result=result)
-        self.epoch += n
-        self._record(rows, callback)
-        if self.patience:
-            self._watch_patience()
+    def _save_state(self):
+        return self.params.snapshot(), self.stopper.save() if self.stopper is not None else None
 
-    def _watch_patience(self):
-        """After an epoch: keep the best validation loss's weights; stop after ``patience`` worse epochs."""
-        epoch, loss = self.epoch - 1, self.history["val_losses"][-1]
-        if self.best is None or loss < self.best[1]:
-            self.best = (epoch, loss, self.params.snapshot())
-        elif epoch - self.best[0] >= self.patience:
-            self.params.restore(self.best[2])
-            self.stopped_early = True
+    def _load_state(self, saved):
+        self._after_device_work()
+        self.params.restore(saved[0])
+        if self.stopper is not None:
+            self.stopper.load(saved[1])
+
+    def _run_chunk(self, n):
+        """Up to n epochs, recorded; returns how many ran. Interrupted (Ctrl-C), it leaves the trainer as it
+        was before the chunk; a loss that is not finite rewinds to the last finite epoch and raises."""
+        first, saved = self.epoch, self._save_state()
+        out = self.runner.new_rows(n)
+        try:
+            with self._stream():
+                done, stopped = self._chunk(n, out)
+            rows = out[:done, :self.runner.row_width].tolist()
+            bad = next((i for i, row in enumerate(rows) if not math.isfinite(row[0])), None)
+            if bad is None:
+                self._commit(rows, first)
+                self.stopped_early = stopped
+                return done
+        except BaseException:
+            self._load_state(saved)
+            self._commit([], first)
+            raise
+        kept = self._rewind(saved, bad)
+        self._commit(rows[:kept], first)
+        result = self._result(first, 0.0)
+        raise NonFiniteLossError(
+            f"loss became {rows[bad][0]} at epoch {first + bad}; stopped, keeping the weights that entered epoch "
+            f"{first + kept} (the last finite ones). Try a smaller lr.", epoch=first + bad, loss=rows[bad][0],
+            result=result)
 
     @torch.no_grad()
-    def _rewind(self, snapshot, bad):
-        """Replay the chunk from its snapshot up to the first non-finite loss; return epochs kept.
+    def _rewind(self, saved, bad):
+        """Replay the chunk from its saved state up to the first non-finite loss; return epochs kept.
 
         The weights entering epoch ``bad`` are kept if they are all finite, else those one epoch
-        earlier. The kernels and the batch order are deterministic, so the replay repeats the
-        same numbers.
-        """
+        earlier. The steps and the batch order are deterministic (whatever threads they take: see
+        threads.py), so the replay repeats the same numbers."""
         for kept in (bad, bad - 1):
             if kept < 0:
                 break
-            self.params.restore(snapshot)
-            scratch = self.runner.new_rows(1)
-            for i in range(kept):
-                self.runner.run(self._order(self.epoch + i), scratch[0])
+            self._load_state(saved)
+            if kept:
+                with self._stream():
+                    self.runner.run_chunk(self.epoch, kept, self.runner.new_rows(kept))
             if all(bool(torch.isfinite(p).all()) for p in self.params.tensors):
                 return kept
-        self.params.restore(snapshot)
+        self._load_state(saved)
         return 0
 
     def _after_device_work(self):
@@ -353,29 +369,45 @@ class Trainer:
                            backend=self.backend_name, seconds=seconds, start_epoch=start_epoch,
                            val_losses=tail("val_losses"), val_accuracies=tail("val_accuracies"),
                            val_rmse=tail("val_rmse"), val_r2=tail("val_r2"),
-                           best_epoch=self.best[0] if self.best else None, stopped_early=self.stopped_early)
+                           best_epoch=self.best_epoch, stopped_early=self.stopped_early)
 
     def state_dict(self):
-        """Weights, biases, optimizer state (on the CPU), epoch, histories and settings: a checkpoint's."""
+        """Weights, biases, optimizer state (on the CPU), epoch, histories, settings and, with ``patience``,
+        early stopping's state (the best epoch, its loss and its weights and optimizer state): a checkpoint's."""
         self._settle()
         biases = self.params.biases
-        return {"weights": [w.detach().cpu().clone() for w in self.params.weights],
-                "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
-                "optimizer": self.params.state_dict(), "epoch": self.epoch,
-                **{key: list(values) for key, values in self.history.items()},
-                "spec": self.spec, "batch_size": self.batch_size, "shuffle": self.shuffle,
-                "shuffle_seed": self.shuffle_seed}
+        state = {"weights": [w.detach().cpu().clone() for w in self.params.weights],
+                 "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
+                 "optimizer": self.params.state_dict(), "epoch": self.epoch,
+                 **{key: list(values[:self.epoch]) for key, values in self.history.items()},
+                 "spec": self.spec, "batch_size": self.batch_size, "shuffle": self.shuffle,
+                 "shuffle_seed": self.shuffle_seed, "stopped_early": self.stopped_early, "best": None}
+        if self.stopper is not None and self.best_epoch is not None:
+            weights, biases = self.params.weights_of(self.stopper.snapshot)
+            state["best"] = {"epoch": self.best_epoch, "loss": self.stopper.best_loss, "weights": weights,
+                             "biases": biases, "optimizer": self.params.state_dict(self.stopper.snapshot)}
+        return state
 
     @torch.no_grad()
     def load_state_dict(self, state):
         """Continue from ``state_dict()``: copies its weights, biases and optimizer state in, takes its
-        epoch and histories."""
+        epoch, histories and early stopping's state."""
         self.params.load_weights(state["weights"], state.get("biases"))
         self.params.load_state_dict(state.get("optimizer") or {})
+        best = state.get("best")
+        if self.stopper is not None and best is not None:
+            saved = self.params.snapshot()   # the best's tensors pass through the live ones, then back
+            self.params.load_weights(best["weights"], best.get("biases"))
+            self.params.load_state_dict(best.get("optimizer") or {})
+            for s, t in zip(self.stopper.snapshot, self.params.all_tensors()):
+                s.copy_(t)
+            self.params.restore(saved)
+            self.stopper.best.copy_(torch.tensor([float(best["epoch"]), float(best["loss"])], dtype=torch.float64))
         self._pending.clear()
         for key in self.history:
             self.history[key] = [float(v) for v in state.get(key, [])]
         self.epoch = int(state["epoch"])
+        self.stopped_early = bool(state.get("stopped_early", False))
         self._copy_to_callers()
 
 

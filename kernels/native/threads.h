@@ -1,0 +1,108 @@
+// How many threads each step's GEMMs use: manualnn/training/threads.py's ThreadPolicy, the same rule in
+// C++ so that the native runner decides inside its epoch loop (the reasons and the constants are
+// explained there; tests/test_threads.py feeds both the same step times and requires the same choices).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace manualnn_native {
+
+class ThreadChooser {
+ public:
+  static constexpr int kSamples = 3, kWindow = 4, kProbe = 3;
+  static constexpr int64_t kGapLeast = 8;
+  static constexpr double kCost = 0.01, kProbeEvery = 5.0, kClearLoser = 3.0, kDrift = 1.3;
+
+  ThreadChooser(int most, bool adapt) : most_(std::max(most, 1)), adapt_(adapt && most > 1), best_(most_) {}
+
+  int most() const { return most_; }
+  int best() const { return best_; }
+  bool adapt() const { return adapt_; }
+  bool decided() const { return decided_; }
+
+  // The thread count for the next step.
+  int next() {
+    if (!adapt_) return most_;
+    if (!decided_) return samples_[0].size() <= samples_[1].size() ? most_ : 1;
+    if (probe_left_ > 0) {
+      --probe_left_;
+      return other();
+    }
+    if (countdown_ <= 0) {
+      probe_left_ = kProbe - 1;
+      countdown_ = gap();
+      samples_[slot(other())].clear();  // judged on fresh steps: the load may have changed
+      return other();
+    }
+    --countdown_;
+    return best_;
+  }
+
+  // A step's thread count and its time in seconds; comparable: a step of the full batch size.
+  void record(int n, double seconds, bool comparable) {
+    ++steps_;
+    if (!adapt_ || steps_ == 1 || !comparable) return;
+    std::vector<double>& window = samples_[slot(n)];
+    window.push_back(seconds);
+    if (int(window.size()) > kWindow) window.erase(window.begin());
+    const size_t many = samples_[0].size(), one = samples_[1].size();
+    if (!decided_) {
+      if (std::min(many, one) >= size_t(kSamples) || (std::min(many, one) >= 1 && clear_loser())) {
+        decided_ = true;
+        choose();
+      }
+      return;
+    }
+    if (n == best_ && !(reference_ / kDrift <= mean(n) && mean(n) <= reference_ * kDrift)) {
+      reference_ = mean(n);  // the load changed: try the other now
+      countdown_ = 0;
+    }
+    if (many && one && fastest() != best_) choose();
+  }
+
+ private:
+  int slot(int n) const { return n == most_ ? 0 : 1; }
+  int other() const { return best_ == most_ ? 1 : most_; }
+
+  double mean(int n) const {
+    const std::vector<double>& w = samples_[slot(n)];
+    double sum = 0;
+    for (double v : w) sum += v;
+    return sum / double(w.size());
+  }
+
+  int fastest() const { return mean(1) <= mean(most_) ? 1 : most_; }  // a tie goes to one thread
+
+  int64_t gap() const {
+    const double best = mean(best_);
+    if (best <= 0) return kGapLeast;
+    const double extra = (mean(other()) - best) / best;
+    const double steps = std::min(std::ceil(kProbe * extra / kCost), std::ceil(kProbeEvery / best));
+    return int64_t(std::max<double>(double(kGapLeast), steps));
+  }
+
+  bool clear_loser() const {
+    const double a = mean(most_), b = mean(1);
+    return a >= kClearLoser * b || b >= kClearLoser * a;
+  }
+
+  void choose() {
+    best_ = fastest();
+    reference_ = mean(best_);
+    countdown_ = gap();
+    probe_left_ = 0;
+  }
+
+  int most_;
+  bool adapt_;
+  int best_;
+  bool decided_ = false;
+  std::vector<double> samples_[2];  // [0]: `most` threads, [1]: one thread
+  int64_t countdown_ = 0, probe_left_ = 0, steps_ = 0;
+  double reference_ = 0;
+};
+
+}  // namespace manualnn_native

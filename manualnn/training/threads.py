@@ -1,0 +1,175 @@
+"""How many threads a CPU run's steps use: chosen by timing them, on this machine, under its load now.
+
+torch's threads wait for each other at every GEMM. On an idle machine two threads make a large step
+faster; with one other busy process on a two-core machine the second thread waits for a core at some
+barriers, for a whole scheduler slice, and the run becomes several times slower than on one thread
+(measured: the README's CPU benchmark). No fixed size threshold is right on every machine and under
+every load, so ``ThreadPolicy`` measures instead, step by step: it times steps with one thread and with
+all (the count torch had when the run began, the user's setting), keeps the faster, and tries the other
+again now and then: as often as costs about 1% of the run (rarely when it is much slower) but at least
+every few seconds, and at once when the chosen count's own steps become faster or slower (the load
+changed). It compares means, not
+medians: under load most steps are quick and a few take milliseconds, and the few decide the time.
+
+The same rule is written twice, as the project writes its kernels: here for the torch backend's
+steps, and in C++ for the native runner (kernels/native/threads.h, ``ThreadChooser``), which decides
+inside its epoch loop; tests/test_threads.py feeds both the same step times and requires the same
+choices. Only steps of the full batch size are compared (a smaller last batch is quicker for another
+reason), and the run's first step is not (it pays for first touches).
+
+A choice of threads must never change a result: the same run gives the same numbers, whatever the load.
+BLAS splits some products over their inner dimension when it has several threads (the seed's 100 x 1000
+@ 1000 x 100, a dot of a million elements), and then the sums are added in another order; and it applies
+an alpha or a beta that is not a power of two in another place (other rounding). So the steps scale the
+output error instead of the products' alpha, and ``same_results`` tries each product a step makes with
+one thread and with all, once per process; where any differs (the seed's, plain SGD's update folded into
+its product), the run keeps torch's own count (``adapt=False``: its numbers are what torch gives).
+"""
+import contextlib
+import math
+
+import torch
+
+SAMPLES = 3          # comparable steps of each count before the first choice
+WINDOW = 4           # the steps each count's mean is taken over (the latest)
+PROBE = 3            # steps of the other count per probe (its earlier times are forgotten first)
+COST = 0.01          # the share of the run that probing may cost
+GAP_LEAST = 8        # steps between probes, at least
+PROBE_EVERY = 5.0    # seconds between probes, at most (a load that went away is noticed)
+CLEAR_LOSER = 3.0    # a count whose mean is this many times the other's loses before SAMPLES steps
+DRIFT = 1.3          # the chosen count's mean moved by this factor since the choice: probe now
+
+
+@contextlib.contextmanager
+def cpu_threads(n):
+    """torch's intra-op threads set to ``n`` for the block (None: left alone), then restored."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class ThreadPolicy:
+    """Chooses each step's thread count: ``most`` (default torch's count now) or one. ``adapt=False``
+    keeps ``most``. Per step: ``n = next()``, then ``record(n, seconds, comparable)``. ``best`` is the
+    current choice (for work outside the steps, such as the validation pass)."""
+
+    def __init__(self, most=None, adapt=True):
+        self.most = int(most or torch.get_num_threads())
+        self.adapt = adapt and self.most > 1
+        self.samples = {self.most: [], 1: []}
+        self.best, self.decided = self.most, False
+        self.countdown, self.probe_left, self.steps, self.reference = 0, 0, 0, 0.0
+
+    def mean(self, n):
+        return sum(self.samples[n]) / len(self.samples[n])
+
+    @property
+    def other(self):
+        return 1 if self.best == self.most else self.most
+
+    def next(self):
+        """The thread count for the next step."""
+        if not self.adapt:
+            return self.most
+        if not self.decided:   # the count with fewer samples; all threads first
+            return self.most if len(self.samples[self.most]) <= len(self.samples[1]) else 1
+        if self.probe_left > 0:
+            self.probe_left -= 1
+            return self.other
+        if self.countdown <= 0:
+            self.probe_left, self.countdown = PROBE - 1, self.gap()
+            self.samples[self.other].clear()   # judged on fresh steps: the load may have changed
+            return self.other
+        self.countdown -= 1
+        return self.best
+
+    def gap(self):
+        """Steps until the next probe: a probe costs PROBE steps of the other count's extra time, at most
+        COST of the run; and at most PROBE_EVERY seconds."""
+        best = self.mean(self.best)
+        if best <= 0:
+            return GAP_LEAST
+        extra = (self.mean(self.other) - best) / best
+        return max(GAP_LEAST, min(math.ceil(PROBE * extra / COST), math.ceil(PROBE_EVERY / best)))
+
+    def record(self, n, seconds, comparable=True):
+        """A step's thread count and its time in seconds; ``comparable``: a step of the full batch size."""
+        self.steps += 1
+        if not self.adapt or self.steps == 1 or not comparable:
+            return
+        window = self.samples[n]
+        window.append(seconds)
+        del window[:-WINDOW]
+        many, one = len(self.samples[self.most]), len(self.samples[1])
+        if not self.decided:
+            if min(many, one) >= SAMPLES or (min(many, one) >= 1 and self._clear_loser()):
+                self.decided = True
+                self._choose()
+            return
+        if n == self.best and not self.reference / DRIFT <= self.mean(n) <= self.reference * DRIFT:
+            self.reference, self.countdown = self.mean(n), 0   # the load changed: try the other now
+        if many and one and self._fastest() != self.best:
+            self._choose()
+
+    def _fastest(self):
+        return min((self.mean(self.most), self.most), (self.mean(1), 1))[1]   # a tie goes to one thread
+
+    def _clear_loser(self):
+        a, b = self.mean(self.most), self.mean(1)
+        return a >= CLEAR_LOSER * b or b >= CLEAR_LOSER * a
+
+    def _choose(self):
+        self.best = self._fastest()
+        self.reference, self.countdown, self.probe_left = self.mean(self.best), self.gap(), 0
+
+
+def step_products(sizes, batch_rows, spec, bias):
+    """Every matrix product of a training step, as (trans_a, trans_b, m, n, k, alpha, beta) of a row-major
+    ``C[m, n] = alpha * op(A) @ op(B) + beta * C``, for batches of each size in ``batch_rows`` (the
+    validation pass's blocks included), as both CPU backends compute them; and the lengths of the loss's
+    dot products. ``sizes``: [in, hidden..., out]; ``spec``: the StepSpec."""
+    fold = spec.optimizer == "sgd" and not (spec.weight_decay and bias)
+    update = (-spec.lr, 1.0 - spec.lr * spec.weight_decay) if fold else (1.0, 0.0)   # into p, or a gradient
+    products, extra = set(), 1 if bias else 0
+    for rows in set(batch_rows):
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            last = i == len(sizes) - 2
+            out_beta = -1.0 if last and spec.loss == "sse" else 0.0            # e = z - y is y's buffer
+            products.add((False, False, rows, fan_out, fan_in + extra, 1.0, out_beta))   # [h, 1] @ p
+            products.add((False, False, rows, fan_out, fan_in, 1.0, 1.0 if bias else 0.0))   # scoring: h @ w + b
+            products.add((True, False, fan_in + extra, fan_out, rows) + update)          # [h, 1]^T @ g
+            if i > 0:
+                products.add((False, True, rows, fan_in, fan_out, 1.0, 0.0))           # g @ w^T
+    dots = {rows * sizes[-1] for rows in set(batch_rows)} if spec.loss == "sse" else set()
+    return sorted(products), sorted(dots)
+
+
+_same = {}   # (products, dots, most, dtype) -> answer: once per process
+
+
+@torch.no_grad()
+def same_results(products, dots, most, dtype=torch.float32):
+    """True when every product (see ``step_products``) and every dot of these lengths gives bitwise the same
+    result with one thread as with ``most``. Answered once per process for each set of shapes."""
+    if most <= 1:
+        return True
+    key = (tuple(products), tuple(dots), most, dtype)
+    if key not in _same:
+        gen = torch.Generator().manual_seed(0)
+        rand = lambda *shape: torch.randn(*shape, generator=gen, dtype=dtype)  # noqa: E731
+        cases = [(rand(m, n), rand(k, m).t() if ta else rand(m, k), rand(n, k).t() if tb else rand(k, n), alpha, beta)
+                 for ta, tb, m, n, k, alpha, beta in products]
+        vectors = [rand(n) for n in dots]
+        results = []
+        for threads in (1, most):
+            with cpu_threads(threads):
+                results.append([torch.addmm(c, a, b, alpha=alpha, beta=beta) for c, a, b, alpha, beta in cases]
+                               + [torch.dot(v, v) for v in vectors])
+        _same[key] = all(torch.equal(a, b) for a, b in zip(*results))
+    return _same[key]

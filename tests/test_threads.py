@@ -1,0 +1,146 @@
+"""The CPU thread rule (manualnn/training/threads.py) and its C++ twin (kernels/native/threads.h).
+
+Step times come from a model of a machine (no timing here: tests never assert on time), so every
+choice is deterministic: both twins must make the same choices step for step; the rule must pick the
+faster count on an idle and on a loaded machine, follow a change of load, and cost little while it
+looks; and a run's numbers must not depend on the threads its steps took."""
+import random
+
+import pytest
+import torch
+
+import manualnn
+from manualnn import seed_data
+from manualnn.training import threads as th
+from manualnn.training import trainer as trainer_module
+
+
+def idle(n, step):           # two threads are faster: a large step on an idle machine
+    return 180e-6 if n > 1 else 260e-6
+
+
+def loaded(n, step):         # one other busy process: the second thread sometimes waits a whole time slice
+    if n == 1:
+        return 340e-6
+    return 20e-3 if random.Random(step).random() < 0.15 else 360e-6
+
+
+def load_comes_and_goes(n, step):
+    return loaded(n, step) if 3000 <= step < 20000 else idle(n, step)
+
+
+def drive(policy, model, steps):
+    """Run ``steps`` steps under ``model``: the counts chosen and the time they took."""
+    chosen, total = [], 0.0
+    for k in range(steps):
+        n = policy.next()
+        seconds = model(n, k)
+        policy.record(n, seconds, k % 9 != 8)   # every ninth step is a smaller last batch: not compared
+        chosen.append(n)
+        total += seconds
+    return chosen, total
+
+
+@pytest.fixture
+def native_module(native_build, monkeypatch):
+    from manualnn.backends import native_build as native
+    monkeypatch.setenv(native.CACHE_ENV, native_build[0])
+    return native.load()
+
+
+@pytest.mark.parametrize("model", [idle, loaded, load_comes_and_goes])
+def test_the_twins_choose_alike(native_module, model):
+    python, native = th.ThreadPolicy(2), native_module.ThreadChooser(2, True)
+    a, _ = drive(python, model, 30000)
+    b, _ = drive(native, model, 30000)
+    first = next((k for k, (p, q) in enumerate(zip(a, b)) if p != q), None)
+    assert first is None, f"the twins part at step {first}"
+    assert python.best == native.best
+
+
+@pytest.mark.parametrize("model,best", [(idle, 2), (loaded, 1)])
+def test_the_faster_count_is_kept_and_looking_costs_little(model, best):
+    policy = th.ThreadPolicy(2)
+    chosen, total = drive(policy, model, 5000)
+    fixed = min(drive(th.ThreadPolicy(n, adapt=False), model, 5000)[1] for n in (1, 2))
+    print(f"{model.__name__}: {total / fixed:.4f} of the better fixed count; {chosen.count(best)} of 5000 steps "
+          f"on {best}")
+    assert policy.best == best and chosen[-1000:].count(best) >= 960
+    assert total <= 1.03 * fixed
+
+
+def test_a_change_of_load_is_followed():
+    policy = th.ThreadPolicy(2)
+    chosen, _ = drive(policy, load_comes_and_goes, 30000)
+    assert chosen[2000:3000].count(2) > 900            # idle: two threads
+    assert chosen[5000:20000].count(1) > 14500         # loaded: one, found soon after the load came
+    assert chosen[-2000:].count(2) > 1900              # idle again: back to two
+
+
+def test_one_thread_or_no_adapting_keeps_the_count():
+    assert set(drive(th.ThreadPolicy(1), idle, 50)[0]) == {1}
+    assert set(drive(th.ThreadPolicy(4, adapt=False), loaded, 50)[0]) == {4}
+
+
+def test_same_results_looks_at_every_product_and_remembers(monkeypatch):
+    from manualnn.spec import StepSpec
+    products, dots = th.step_products([5, 7, 3], [4, 2], StepSpec(loss="sse", optimizer="adam"), bias=True)
+    assert (False, False, 4, 7, 6, 1.0, 0.0) in products and (True, False, 6, 7, 4, 1.0, 0.0) in products
+    assert (False, True, 2, 7, 3, 1.0, 0.0) in products and (False, False, 2, 3, 8, 1.0, -1.0) in products
+    assert dots == [6, 12]
+    folded, no_dots = th.step_products([5, 3], [4], StepSpec(lr=0.1, loss="ce"), bias=False)
+    assert (True, False, 5, 3, 4, -0.1, 1.0) in folded and no_dots == []
+    monkeypatch.setattr(th, "_same", {})
+    assert th.same_results(products, dots, 2)           # products this small are never split
+    real_addmm = torch.addmm
+    calls = []
+
+    def thread_dependent(c, a, b, **kw):   # a BLAS whose sums depend on the thread count
+        calls.append(1)
+        return real_addmm(c, a, b, **kw) + (torch.get_num_threads() - 1) * 1e-3
+    monkeypatch.setattr(th.torch, "addmm", thread_dependent)
+    assert not th.same_results(products[:1], dots, 2)
+    assert th.same_results(products, dots, 2) and len(calls) == 2   # the earlier answer, remembered
+
+
+def digits_like():
+    x, y, w = seed_data(4, batch=300, features=64, hidden=(96,), out=10, init="kaiming")
+    return x, y.argmax(1), w
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+def test_the_thread_count_never_changes_a_result(backend, monkeypatch):
+    """Where the rule may adapt (same_results), a run on one thread and on two gives the same bits."""
+    x, y, w = digits_like()
+    options = dict(lr=3e-3, bias=True, loss="ce", reduction="mean", optimizer="adam", batch_size=64, backend=backend,
+                   val_data=(x[:50], y[:50]), patience=5)
+    results = []
+    for rule in ((1, False), (2, False)):
+        monkeypatch.setattr(trainer_module.Trainer, "_thread_rule", lambda self, rule=rule: rule)
+        results.append(manualnn.train(x[50:], y[50:], w, epochs=6, **options))
+    one, two = results
+    assert one.losses == two.losses and one.val_losses == two.val_losses
+    assert all(torch.equal(a, b) for a, b in zip(one.weights + one.biases, two.weights + two.biases))
+
+
+def test_steps_choose_threads_but_callbacks_and_the_caller_keep_theirs(monkeypatch):
+    before = torch.get_num_threads()
+    if before < 2:
+        pytest.skip("one core: there is no other count to choose")
+
+    class OneThread(th.ThreadPolicy):   # steps on one thread, whatever their times
+        def next(self):
+            return 1
+    monkeypatch.setattr("manualnn.training.epoch.ThreadPolicy", OneThread)
+    x, y, w = digits_like()
+    seen, inside = [], []
+    from manualnn.backends.torch_backend import TorchStep
+    real_step = TorchStep._step   # what step() runs on the CPU
+    monkeypatch.setattr(TorchStep, "_step", lambda self, out: (inside.append(torch.get_num_threads()),
+                                                               real_step(self, out)))
+    manualnn.train(x, y, w, epochs=3, bias=True, batch_size=100, backend="torch", every=1,
+                   callback=lambda *_: seen.append(torch.get_num_threads()))
+    assert set(inside) == {1} and seen == [before] * 3 and torch.get_num_threads() == before
+    manualnn.train(x, y, w, epochs=3, bias=True, batch_size=100, every=1,
+                   callback=lambda *_: seen.append(torch.get_num_threads()))
+    assert seen[3:] == [before] * 3 and torch.get_num_threads() == before
