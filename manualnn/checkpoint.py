@@ -35,13 +35,18 @@ class Checkpoint:
     val_r2: List[float] = field(default_factory=list)
     biases: Optional[List[torch.Tensor]] = None
     optimizer: dict = field(default_factory=dict)
+    best: Optional[dict] = None       # early stopping's kept epoch: epoch, loss, weights, biases, optimizer
+    stopped_early: bool = False
 
 
-def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None, config=None, **histories):
+def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None, config=None, best=None,
+                    stopped_early=False, **histories):
     """Write a checkpoint to ``path`` atomically (see manualnn.files.atomic_open).
 
     Refuses (ValueError) weights or biases that are not finite: a run's good checkpoint is never
-    replaced by a broken one. ``histories``: val_losses, val_accuracies, val_rmse, val_r2.
+    replaced by a broken one. ``histories``: val_losses, val_accuracies, val_rmse, val_r2. ``best``:
+    early stopping's state (a dict: the kept ``epoch`` and its validation ``loss``, its ``weights``,
+    ``biases`` and ``optimizer`` state), so that a resumed run stops where the uninterrupted one does.
     """
     unknown = set(histories) - set(HISTORIES)
     if unknown:
@@ -57,6 +62,12 @@ def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None
         "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
         "optimizer": optimizer or {},
         "config": dict(config or {}),
+        "stopped_early": bool(stopped_early),
+        "best": None if best is None else {
+            "epoch": int(best["epoch"]), "loss": float(best["loss"]),
+            "weights": [w.detach().cpu().clone() for w in best["weights"]],
+            "biases": None if best.get("biases") is None else [b.detach().cpu().clone() for b in best["biases"]],
+            "optimizer": best.get("optimizer") or {}},
         **{name: [float(v) for v in histories.get(name, ())] for name in HISTORIES},
     }
     buffer = io.BytesIO()   # serialised first: a failed write is then the OS's OSError (disk full), not torch's
@@ -127,21 +138,7 @@ def _floats(where, name, values, length=None, finite=True):
 
 
 def _checked(where, state):
-    weights = _tensors(where, "weights", state.get("weights"), 2)
-    dtype = weights[0].dtype
-    _tensors(where, "weights", weights, 2, dtype)
-    for i, (a, b) in enumerate(zip(weights[:-1], weights[1:])):
-        if a.shape[1] != b.shape[0]:
-            _fail(where, f"weights[{i + 1}]", f"shape {tuple(b.shape)} does not follow weights[{i}] "
-                                              f"{tuple(a.shape)}: they do not chain into a network")
-    biases = state.get("biases")
-    if biases is not None:
-        _tensors(where, "biases", biases, 1, dtype)
-        if len(biases) != len(weights):
-            _fail(where, "biases", f"expected {len(weights)} tensors (one per weight), got {len(biases)}")
-        for i, (b, w) in enumerate(zip(biases, weights)):
-            if b.shape[0] != w.shape[1]:
-                _fail(where, f"biases[{i}]", f"expected shape ({w.shape[1]},), got {tuple(b.shape)}")
+    weights, biases, optimizer = _parameters(where, "", state)
     epoch = state.get("epoch")
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         _fail(where, "epoch", f"expected an integer >= 0, got {epoch!r}")
@@ -150,22 +147,59 @@ def _checked(where, state):
     config = state.get("config") or {}
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         _fail(where, "config", f"expected a dict with string keys, got {type(config).__name__}")
+    stopped = state.get("stopped_early", False)
+    if not isinstance(stopped, bool):
+        _fail(where, "stopped_early", f"expected true or false, got {stopped!r}")
+    best = state.get("best")
+    if best is not None:
+        if not isinstance(best, dict):
+            _fail(where, "best", f"expected a dict or nothing, got {type(best).__name__}")
+        kept = best.get("epoch")
+        if isinstance(kept, bool) or not isinstance(kept, int) or not 0 <= kept < epoch:
+            _fail(where, "best.epoch", f"expected an integer from 0 to {epoch - 1}, got {kept!r}")
+        _floats(where, "best.loss", [best.get("loss")] if isinstance(best.get("loss"), numbers.Real) else None)
+        b_weights, b_biases, b_optimizer = _parameters(where, "best.", best)
+        if [t.shape for t in b_weights] != [t.shape for t in weights] or (b_biases is None) != (biases is None) \
+                or b_weights[0].dtype != weights[0].dtype:
+            _fail(where, "best.weights", "expected the shapes and dtype of 'weights' (and biases alike)")
+        best = dict(best, weights=b_weights, biases=b_biases, optimizer=b_optimizer, loss=float(best["loss"]))
+    return Checkpoint(weights=weights, epoch=epoch, losses=losses, config=dict(config), biases=biases,
+                      optimizer=optimizer, best=best, stopped_early=stopped, **histories)
+
+
+def _parameters(where, prefix, state):
+    """(weights, biases, optimizer) of a checkpoint (prefix ""), or of its early stopping's kept epoch
+    (prefix "best."), checked."""
+    weights = _tensors(where, prefix + "weights", state.get("weights"), 2)
+    dtype = weights[0].dtype
+    _tensors(where, prefix + "weights", weights, 2, dtype)
+    for i, (a, b) in enumerate(zip(weights[:-1], weights[1:])):
+        if a.shape[1] != b.shape[0]:
+            _fail(where, f"{prefix}weights[{i + 1}]", f"shape {tuple(b.shape)} does not follow weights[{i}] "
+                                                      f"{tuple(a.shape)}: they do not chain into a network")
+    biases = state.get("biases")
+    if biases is not None:
+        _tensors(where, prefix + "biases", biases, 1, dtype)
+        if len(biases) != len(weights):
+            _fail(where, prefix + "biases", f"expected {len(weights)} tensors (one per weight), got {len(biases)}")
+        for i, (b, w) in enumerate(zip(biases, weights)):
+            if b.shape[0] != w.shape[1]:
+                _fail(where, f"{prefix}biases[{i}]", f"expected shape ({w.shape[1]},), got {tuple(b.shape)}")
     optimizer = state.get("optimizer") or {}
     if not isinstance(optimizer, dict):
-        _fail(where, "optimizer", f"expected a dict, got {type(optimizer).__name__}")
+        _fail(where, prefix + "optimizer", f"expected a dict, got {type(optimizer).__name__}")
     extra = int(biases is not None)   # the optimizer's buffers are shaped like Params' [in (+1), out]
     shapes = [(w.shape[0] + extra, w.shape[1]) for w in weights]
     for name, value in optimizer.items():
         if name == "step":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                _fail(where, "optimizer.step", f"expected an integer >= 0, got {value!r}")
+                _fail(where, f"{prefix}optimizer.step", f"expected an integer >= 0, got {value!r}")
         elif name == "powers":
             if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, float) and 0 <= v <= 1
                                                                          for v in value):
-                _fail(where, "optimizer.powers", f"expected two numbers in [0, 1], got {value!r}")
+                _fail(where, f"{prefix}optimizer.powers", f"expected two numbers in [0, 1], got {value!r}")
         else:
-            _tensors(where, f"optimizer.{name}", value, 2, dtype)
+            _tensors(where, f"{prefix}optimizer.{name}", value, 2, dtype)
             if [tuple(t.shape) for t in value] != shapes:
-                _fail(where, f"optimizer.{name}", "shapes do not match the parameters")
-    return Checkpoint(weights=weights, epoch=epoch, losses=losses, config=dict(config), biases=biases,
-                      optimizer=optimizer, **histories)
+                _fail(where, f"{prefix}optimizer.{name}", "shapes do not match the parameters")
+    return weights, biases, optimizer

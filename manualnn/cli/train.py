@@ -213,6 +213,10 @@ def prepare_run(args, device=None, rank=0):
     config["checksum"] = problem.checksum
     if checkpoint is not None:
         resume(trainer, checkpoint, config, args, problem)
+    if trainer.stopped_early:
+        raise UsageError(f"--resume: the checkpoint's run stopped early at epoch {trainer.epoch - 1} (its validation "
+                         f"loss had not improved for {trainer.patience} epochs) and holds the weights of epoch "
+                         f"{trainer.best_epoch}; it is finished (start a new run to train again)")
     remaining = config["epochs"] - trainer.epoch
     if remaining < 1:
         if args.epochs is None:
@@ -255,7 +259,8 @@ def resume(trainer, checkpoint, config, args, problem):
         raise UsageError(f"--resume: {what} differs from the data the checkpoint was trained on; cannot resume exactly")
     state = {"weights": checkpoint.weights, "biases": checkpoint.biases, "optimizer": checkpoint.optimizer,
              "epoch": checkpoint.epoch, "losses": checkpoint.losses, "val_losses": checkpoint.val_losses,
-             "val_accuracies": checkpoint.val_accuracies, "val_rmse": checkpoint.val_rmse, "val_r2": checkpoint.val_r2}
+             "val_accuracies": checkpoint.val_accuracies, "val_rmse": checkpoint.val_rmse, "val_r2": checkpoint.val_r2,
+             "best": checkpoint.best, "stopped_early": checkpoint.stopped_early}
     try:
         trainer.load_state_dict(state)
     except ValueError as e:
@@ -361,7 +366,8 @@ def save(trainer, path, config, outcome, barrier=True):
             return
     state = trainer.state_dict()
     checkpoint = dict(weights=state["weights"], biases=state["biases"], optimizer=state["optimizer"],
-                      epoch=state["epoch"], losses=state["losses"], config=config,
+                      epoch=state["epoch"], losses=state["losses"], config=config, best=state["best"],
+                      stopped_early=state["stopped_early"],
                       **{key: state[key] for key in ("val_losses", "val_accuracies", "val_rmse", "val_r2")})
     try:
         outcome.saved_to = save_checkpoint(path, **checkpoint)

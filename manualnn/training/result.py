@@ -15,9 +15,11 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What a run returns: one loss per epoch, the trained weights and biases (a snapshot: later
-    training does not change them) and, with validation data, the validation figures after each
-    epoch. ``best_epoch``: with ``patience``, the epoch whose weights were kept."""
+    """What a run returns: one loss per epoch of this run, the trained weights and biases (a snapshot:
+    later training does not change them) and, with validation data, the validation figures after each
+    epoch. Epochs are counted from the start of training, as the printed lines count them: the lists
+    begin at ``start_epoch`` (0, or where a resumed run went on). ``best_epoch``: with ``patience``, the
+    epoch whose weights were kept (its figures are at index ``best_epoch - start_epoch``)."""
     losses: List[float]
     weights: List[torch.Tensor]
     backend: str
