@@ -29,6 +29,9 @@ def load_comes_and_goes(n, step):
     return loaded(n, step) if 3000 <= step < 20000 else idle(n, step)
 
 
+STEPS = 60000   # long enough to notice, at most ten seconds later, that the load went away
+
+
 def drive(policy, model, steps):
     """Run ``steps`` steps under ``model``: the counts chosen and the time they took."""
     chosen, total = [], 0.0
@@ -51,8 +54,8 @@ def native_module(native_build, monkeypatch):
 @pytest.mark.parametrize("model", [idle, loaded, load_comes_and_goes])
 def test_the_twins_choose_alike(native_module, model):
     python, native = th.ThreadPolicy(2), native_module.ThreadChooser(2, True)
-    a, _ = drive(python, model, 30000)
-    b, _ = drive(native, model, 30000)
+    a, _ = drive(python, model, STEPS)
+    b, _ = drive(native, model, STEPS)
     first = next((k for k, (p, q) in enumerate(zip(a, b)) if p != q), None)
     assert first is None, f"the twins part at step {first}"
     assert python.best == native.best
@@ -66,15 +69,20 @@ def test_the_faster_count_is_kept_and_looking_costs_little(model, best):
     print(f"{model.__name__}: {total / fixed:.4f} of the better fixed count; {chosen.count(best)} of 5000 steps "
           f"on {best}")
     assert policy.best == best and chosen[-1000:].count(best) >= 960
-    assert total <= 1.03 * fixed
+    assert total <= (1.02 if model is idle else 1.05) * fixed
 
 
 def test_a_change_of_load_is_followed():
     policy = th.ThreadPolicy(2)
-    chosen, _ = drive(policy, load_comes_and_goes, 30000)
+    chosen, _ = drive(policy, load_comes_and_goes, STEPS)
     assert chosen[2000:3000].count(2) > 900            # idle: two threads
-    assert chosen[5000:20000].count(1) > 14500         # loaded: one, found soon after the load came
-    assert chosen[-2000:].count(2) > 1900              # idle again: back to two
+    came = next(k for k in range(3000, STEPS) if chosen[k] == 1)
+    assert came < 3100 and chosen[came:20000].count(1) > 0.99 * (20000 - came)   # loaded: one, found at once
+    went = next(k for k in range(20000, STEPS) if chosen[k:k + 50].count(2) >= 45)
+    seconds = sum(loaded(1, k) for k in range(20000, went))
+    print(f"the load came at step 3000, one thread from step {came}; it went at 20000, two threads again from "
+          f"step {went} ({seconds:.1f} s later)")
+    assert seconds <= 1.1 * th.PROBE_EVERY and chosen[-2000:].count(2) > 1900   # idle again: back to two
 
 
 def test_one_thread_or_no_adapting_keeps_the_count():

@@ -12,9 +12,9 @@ namespace manualnn_native {
 
 class ThreadChooser {
  public:
-  static constexpr int kSamples = 3, kWindow = 4, kProbe = 3;
+  static constexpr int kSamples = 3, kWindow = 4, kProbe = 2;
   static constexpr int64_t kGapLeast = 8;
-  static constexpr double kCost = 0.01, kProbeEvery = 5.0, kClearLoser = 3.0, kDrift = 1.3;
+  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0;
 
   ThreadChooser(int most, bool adapt) : most_(std::max(most, 1)), adapt_(adapt && most > 1), best_(most_) {}
 
@@ -26,7 +26,7 @@ class ThreadChooser {
   // The thread count for the next step.
   int next() {
     if (!adapt_) return most_;
-    if (!decided_) return samples_[0].size() <= samples_[1].size() ? most_ : 1;
+    if (!decided_) return samples_[1].size() <= samples_[0].size() ? 1 : most_;  // one thread first
     if (probe_left_ > 0) {
       --probe_left_;
       return other();
@@ -56,10 +56,6 @@ class ThreadChooser {
       }
       return;
     }
-    if (n == best_ && !(reference_ / kDrift <= mean(n) && mean(n) <= reference_ * kDrift)) {
-      reference_ = mean(n);  // the load changed: try the other now
-      countdown_ = 0;
-    }
     if (many && one && fastest() != best_) choose();
   }
 
@@ -76,12 +72,13 @@ class ThreadChooser {
 
   int fastest() const { return mean(1) <= mean(most_) ? 1 : most_; }  // a tie goes to one thread
 
-  int64_t gap() const {
+  int64_t gap() {
     const double best = mean(best_);
     if (best <= 0) return kGapLeast;
     const double extra = (mean(other()) - best) / best;
-    const double steps = std::min(std::ceil(kProbe * extra / kCost), std::ceil(kProbeEvery / best));
-    return int64_t(std::max<double>(double(kGapLeast), steps));
+    const double steps = std::max({double(kGapLeast), std::ceil(kProbe * extra / kCost), 2.0 * double(last_gap_)});
+    last_gap_ = int64_t(std::min(steps, std::ceil(kProbeEvery / best)));
+    return last_gap_;
   }
 
   bool clear_loser() const {
@@ -91,7 +88,7 @@ class ThreadChooser {
 
   void choose() {
     best_ = fastest();
-    reference_ = mean(best_);
+    last_gap_ = 0;
     countdown_ = gap();
     probe_left_ = 0;
   }
@@ -101,8 +98,7 @@ class ThreadChooser {
   int best_;
   bool decided_ = false;
   std::vector<double> samples_[2];  // [0]: `most` threads, [1]: one thread
-  int64_t countdown_ = 0, probe_left_ = 0, steps_ = 0;
-  double reference_ = 0;
+  int64_t countdown_ = 0, probe_left_ = 0, steps_ = 0, last_gap_ = 0;
 };
 
 }  // namespace manualnn_native

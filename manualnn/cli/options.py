@@ -154,6 +154,9 @@ def build_parser():
     d.add_argument("--dtype", choices=DTYPES, help="tensor dtype (default float32)")
     d.add_argument("--precision", choices=PRECISIONS,
                    help="matmul precision of the triton backend: ieee fp32 (default), tf32, or bf16 operands")
+    d.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU: the threads every step uses (default: one or all, chosen by timing the steps as the "
+                        "run goes, where the choice cannot change a number)")
     d.add_argument("--no-graph", action="store_true",
                    help="on CUDA, step eagerly instead of replaying chunks of epochs as CUDA graphs")
     d.add_argument("--timeout", type=number(0, low_open=True), default=DEFAULT_TIMEOUT, metavar="SECONDS",

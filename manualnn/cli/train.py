@@ -207,7 +207,7 @@ def prepare_run(args, device=None, rank=0):
                           shuffle_seed=config["seed"], patience=config["patience"],
                           val_data=None if problem.x_val is None else (problem.x_val, problem.y_val),
                           target_scale=config.get("y_std"), distributed=distributed.active(),
-                          graph=False if args.no_graph else None, **step)
+                          graph=False if args.no_graph else None, threads=args.threads, **step)
     except (ValueError, TypeError, BackendUnavailableError, distributed.DistributedError) as e:
         raise UsageError(as_option(str(e))) from None
     config["checksum"] = problem.checksum

@@ -6,10 +6,11 @@ barriers, for a whole scheduler slice, and the run becomes several times slower 
 (measured: the README's CPU benchmark). No fixed size threshold is right on every machine and under
 every load, so ``ThreadPolicy`` measures instead, step by step: it times steps with one thread and with
 all (the count torch had when the run began, the user's setting), keeps the faster, and tries the other
-again now and then: as often as costs about 1% of the run (rarely when it is much slower) but at least
-every few seconds, and at once when the chosen count's own steps become faster or slower (the load
-changed). It compares means, not
-medians: under load most steps are quick and a few take milliseconds, and the few decide the time.
+again now and then: as often as costs about 1% of the run (rarely when it is much slower), ever more
+rarely while the choice holds, and at least every ten seconds (a load that went away is noticed). The chosen count's own steps are timed all along,
+so a load that comes is seen at once. It compares means, not medians: under load most steps are quick
+and a few take milliseconds, and the few decide the time. It looks at one thread first (the safe choice
+on a busy machine) and drops a count that is three times slower after one step.
 
 The same rule is written twice, as the project writes its kernels: here for the torch backend's
 steps, and in C++ for the native runner (kernels/native/threads.h, ``ThreadChooser``), which decides
@@ -32,12 +33,11 @@ import torch
 
 SAMPLES = 3          # comparable steps of each count before the first choice
 WINDOW = 4           # the steps each count's mean is taken over (the latest)
-PROBE = 3            # steps of the other count per probe (its earlier times are forgotten first)
+PROBE = 2            # steps of the other count per probe (its earlier times are forgotten first)
 COST = 0.01          # the share of the run that probing may cost
 GAP_LEAST = 8        # steps between probes, at least
-PROBE_EVERY = 5.0    # seconds between probes, at most (a load that went away is noticed)
+PROBE_EVERY = 10.0   # seconds between probes, at most (a load that went away is noticed)
 CLEAR_LOSER = 3.0    # a count whose mean is this many times the other's loses before SAMPLES steps
-DRIFT = 1.3          # the chosen count's mean moved by this factor since the choice: probe now
 
 
 @contextlib.contextmanager
@@ -64,7 +64,7 @@ class ThreadPolicy:
         self.adapt = adapt and self.most > 1
         self.samples = {self.most: [], 1: []}
         self.best, self.decided = self.most, False
-        self.countdown, self.probe_left, self.steps, self.reference = 0, 0, 0, 0.0
+        self.countdown, self.probe_left, self.steps, self.last_gap = 0, 0, 0, 0
 
     def mean(self, n):
         return sum(self.samples[n]) / len(self.samples[n])
@@ -77,8 +77,8 @@ class ThreadPolicy:
         """The thread count for the next step."""
         if not self.adapt:
             return self.most
-        if not self.decided:   # the count with fewer samples; all threads first
-            return self.most if len(self.samples[self.most]) <= len(self.samples[1]) else 1
+        if not self.decided:   # the count with fewer samples; one thread first
+            return 1 if len(self.samples[1]) <= len(self.samples[self.most]) else self.most
         if self.probe_left > 0:
             self.probe_left -= 1
             return self.other
@@ -90,13 +90,16 @@ class ThreadPolicy:
         return self.best
 
     def gap(self):
-        """Steps until the next probe: a probe costs PROBE steps of the other count's extra time, at most
-        COST of the run; and at most PROBE_EVERY seconds."""
+        """Steps until the next probe: long enough that a probe (PROBE steps of the other count's extra time)
+        costs at most COST of the run, and twice the last gap while the choice holds (a few steps cannot
+        show the rare slow ones of a loaded count); at most PROBE_EVERY seconds."""
         best = self.mean(self.best)
         if best <= 0:
             return GAP_LEAST
         extra = (self.mean(self.other) - best) / best
-        return max(GAP_LEAST, min(math.ceil(PROBE * extra / COST), math.ceil(PROBE_EVERY / best)))
+        steps = max(GAP_LEAST, math.ceil(PROBE * extra / COST), 2 * self.last_gap)
+        self.last_gap = min(steps, math.ceil(PROBE_EVERY / best))
+        return self.last_gap
 
     def record(self, n, seconds, comparable=True):
         """A step's thread count and its time in seconds; ``comparable``: a step of the full batch size."""
@@ -112,8 +115,6 @@ class ThreadPolicy:
                 self.decided = True
                 self._choose()
             return
-        if n == self.best and not self.reference / DRIFT <= self.mean(n) <= self.reference * DRIFT:
-            self.reference, self.countdown = self.mean(n), 0   # the load changed: try the other now
         if many and one and self._fastest() != self.best:
             self._choose()
 
@@ -125,8 +126,8 @@ class ThreadPolicy:
         return a >= CLEAR_LOSER * b or b >= CLEAR_LOSER * a
 
     def _choose(self):
-        self.best = self._fastest()
-        self.reference, self.countdown, self.probe_left = self.mean(self.best), self.gap(), 0
+        self.best, self.last_gap = self._fastest(), 0
+        self.countdown, self.probe_left = self.gap(), 0
 
 
 def step_products(sizes, batch_rows, spec, bias):

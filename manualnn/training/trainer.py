@@ -54,13 +54,14 @@ class Trainer:
       and losses are summed over ranks, so every rank holds the same weights.
     - ``graph``: on CUDA (default there), ``run()`` replays chunks of epochs as one CUDA graph after a
       first eager epoch: identical numbers, no per-step launch overhead. ``graph=False`` steps eagerly.
-    - On the CPU the steps' thread count is chosen by timing them (see threads.py), only where the
-      choice cannot change a number; callbacks and everything outside the steps keep the caller's.
+    - ``threads``: on the CPU, None (default) chooses each step's thread count, one or torch's, by timing
+      them (see threads.py), only where the choice cannot change a number; an integer fixes it.
+      Callbacks and everything outside the steps keep the caller's setting.
     """
 
     def __init__(self, x, y, weights, *, biases=None, bias=None, batch_size=None, shuffle=True, shuffle_seed=0,
                  val_data=None, patience=None, target_scale=None, backend="auto", distributed=False, graph=None,
-                 inplace=False, **step_args):
+                 threads=None, inplace=False, **step_args):
         try:
             self.spec = spec = StepSpec(**step_args)
         except TypeError as e:
@@ -108,7 +109,10 @@ class Trainer:
         else:      # rows of unit column stride, as the runners read them
             x_in = self.x if self.x.stride(1) == 1 or x.shape[1] == 1 else self.x.contiguous()
         self.stopper = Stopper(self.params, self.patience) if self.patience else None
-        threads = self._thread_rule() if self.device.type == "cpu" else None
+        if threads is not None:
+            threads = (checks.check_positive_int(threads, "threads"), False)
+        elif self.device.type == "cpu":
+            threads = self._thread_rule()
         self.runner = make_runner(x_in, self.y, self.params, spec, self.backend_name, batch_size=self.batch_size,
                                   shuffle=self.shuffle, shuffle_seed=self.shuffle_seed, scorer=self.scorer,
                                   stopper=self.stopper, threads=threads, distributed=self.distributed, rank=rank,
