@@ -52,6 +52,22 @@ def mma(a, b, acc, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def relu(x):
+    """clamp(x, min=0) keeping NaN (NaN < 0 is false), as torch's relu_ and clamp do; tl.maximum would turn a
+    NaN into 0 and train on with finite losses where the other backends stop."""
+    return tl.where(x < 0.0, 0.0, x)
+
+
+@triton.jit
+def relu_backward(grad, h, MODE: tl.constexpr):
+    """The ReLU backward of grad, as torch's: "relu" zeroes it where the activation h <= 0 (a NaN h lets it
+    through, as threshold_backward does); "tutorial" is the seed's clamp of grad's own values."""
+    if MODE == "relu":
+        return tl.where(h <= 0.0, 0.0, grad)
+    return relu(grad)
+
+
+@triton.jit
 def grouped_tile(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
     """This program's tile as int64 row and column offsets; tiles ordered GROUP_M rows at a time (L2 reuse)."""
     pid = tl.program_id(0)

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ._common import autotuned, batch_bucket, check_matrix, check_precision, check_shape, check_writable, \
-    grouped_tile, matmul_tile, prepare_launch
+    grouped_tile, matmul_tile, prepare_launch, relu_backward
 
 MODES = ("relu", "tutorial")
 
@@ -26,11 +26,10 @@ def input_grad_kernel(g_ptr, w_ptr, h_ptr, out_ptr, M, N, K, batch_bucket,
     acc = matmul_tile(g_ptr, stride_gm, stride_gk, w_ptr, stride_wk, stride_wn, M, N, K, offs_m, offs_n,
                       PRECISION=PRECISION, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
     inside = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    h = acc   # unread by "tutorial"
     if MODE == "relu":
         h = tl.load(h_ptr + offs_m[:, None] * stride_hm + offs_n[None, :] * stride_hn, mask=inside, other=0.0)
-        acc = tl.where(h > 0, acc, 0.0)
-    else:
-        acc = tl.maximum(acc, 0.0)
+    acc = relu_backward(acc, h, MODE)
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on, acc, mask=inside)
 
 

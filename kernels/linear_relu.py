@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from ._common import autotuned, batch_bucket, check_matrix, check_precision, check_shape, check_writable, \
-    grouped_tile, matmul_tile, prepare_launch
+    grouped_tile, matmul_tile, prepare_launch, relu
 
 
 @triton.jit(do_not_specialize=["batch_bucket"])   # only the autotuner's key reads it
@@ -21,7 +21,7 @@ def linear_relu_kernel(a_ptr, w_ptr, h_ptr, M, N, K, batch_bucket,
     offs_m, offs_n = grouped_tile(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     acc = matmul_tile(a_ptr, stride_am, stride_ak, w_ptr, stride_wk, stride_wn, M, N, K, offs_m, offs_n,
                       PRECISION=PRECISION, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
-    acc = tl.maximum(acc, 0.0)
+    acc = relu(acc)
     inside = (offs_m[:, None] < M) & (offs_n[None, :] < N)
     tl.store(h_ptr + offs_m[:, None] * stride_hm + offs_n[None, :] * stride_hn, acc, mask=inside)
 

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from ._common import INTERPRET, MAXNREG, check_matrix, check_precision, check_scalar_out, check_shape, check_writable, \
-    mma, pow2_block, prepare_launch
+    mma, pow2_block, prepare_launch, relu, relu_backward
 from .optim import advance_adam, apply_optimizer, optimizer_args
 from .output_loss import LOSSES, output_error, unused_adam
 
@@ -106,12 +106,11 @@ def backward_layer(table_ptr, layer, rows, rows_in, cols, MODE: tl.constexpr, PR
         w_t = tl.load(p_ptr + cols[None, :] * n_out + kk[:, None],     # w_l^T[k, c] = p_l[c, k]
                       mask=(kk[:, None] < n_out) & (cols[None, :] < h_width), other=0.0)
         acc = mma(g, w_t, acc, PRECISION)
+    h = acc   # unread by "tutorial"
     if MODE == "relu":
         h = tl.load(layer_ptr(table_ptr, layer, IN_ADDR) + rows[:, None] * layer_field(table_ptr, layer, IN_SROW)
                     + cols[None, :] * layer_field(table_ptr, layer, IN_SCOL), mask=in_h, other=0.0)
-        acc = tl.where(h > 0, acc, 0.0)
-    else:
-        acc = tl.maximum(acc, 0.0)
+    acc = relu_backward(acc, h, MODE)
     below = layer - 1
     tl.store(layer_ptr(table_ptr, below, G_ADDR) + rows[:, None] * layer_field(table_ptr, below, N_OUT)
              + cols[None, :], acc, mask=in_h)
@@ -161,7 +160,7 @@ def mlp_rows_kernel(table_ptr, y_ptr, partial_ptr, zsplit_ptr, count_ptr, step_p
                                   PRECISION, BLOCK_M, BLOCK_K, WIDTH)
             above = layer + 1
             tl.store(layer_ptr(table_ptr, above, IN_ADDR) + rows[:, None] * layer_field(table_ptr, above, IN_SROW)
-                     + cols[None, :] * layer_field(table_ptr, above, IN_SCOL), tl.maximum(z, 0.0),
+                     + cols[None, :] * layer_field(table_ptr, above, IN_SCOL), relu(z),
                      mask=rows_in[:, None] & (cols[None, :] < layer_field(table_ptr, layer, N_OUT)))
             tl.debug_barrier()
 

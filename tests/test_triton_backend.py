@@ -289,3 +289,18 @@ def test_precision_modes_on_cuda(path, precision, grad):
 def test_auto_picks_triton_on_cuda():
     x, y, weights = seed_data(46, batch=8, features=12, hidden=(9,), out=3, device="cuda")
     assert manualnn.train(x, y, weights, epochs=2, lr=1e-3).backend == "triton"
+
+
+@pytest.mark.parametrize("grad", ["relu", "tutorial"])
+def test_a_nan_feature_stops_every_backend_alike(path, grad):
+    """NaN in the data: every backend's loss becomes NaN and the run stops (NonFiniteLossError), keeping finite
+    weights; a ReLU that turned NaN into 0 (tl.maximum) trained on with finite losses and NaN weights."""
+    x, y, weights = seed_data(61, batch=12, features=7, hidden=(9,), out=3, device=DEVICE)
+    for backend in ("triton", "torch") + (("native",) if DEVICE == "cpu" else ()):
+        data = x.clone()
+        trainer = manualnn.Trainer(data, y, weights, lr=1e-3, grad=grad, backend=backend)   # checked: finite
+        data[3, 2] = float("nan")   # then a NaN in the rows it trains on (they are the caller's tensor here)
+        with pytest.raises(manualnn.NonFiniteLossError) as info:
+            trainer.run(3)
+        assert info.value.epoch == 0 and info.value.result.epochs == 0, backend
+        assert all(bool(torch.isfinite(w).all()) for w in info.value.result.weights), backend
