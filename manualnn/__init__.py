@@ -10,9 +10,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "train": "training", "Trainer": "training", "TrainResult": "training", "NonFiniteLossError": "training",
-    "evaluate": "training", "Evaluation": "training", "StepSpec": "spec",
+    "evaluate": "model", "Evaluation": "training", "StepSpec": "spec",
     "BackendUnavailableError": "backends",
     "MLP": "model", "TwoLayerNet": "model", "load": "model",
+    "MLPClassifier": "estimators", "MLPRegressor": "estimators",
     "seed_data": "data", "load_data": "data", "init_weights": "data", "DataError": "data",
     "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint", "Checkpoint": "checkpoint",
     "CheckpointError": "checkpoint",
