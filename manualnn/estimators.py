@@ -126,7 +126,7 @@ class _ManualnnMLP(BaseEstimator):
         self.n_iter_ = len(result.losses)
         self.loss_curve_ = list(result.losses)
         self.loss_ = self.loss_curve_[-1]
-        self.t_ = getattr(self, "t_", 0) * keep + X.shape[0] * self.n_iter_
+        self.t_ = (self.t_ if keep else 0) + X.shape[0] * self.n_iter_   # training rows seen, as scikit-learn counts
         scores = result.val_accuracies if classes is not None else result.val_r2
         self.validation_scores_ = list(scores) if val is not None else None
         kept = result.best_epoch if result.best_epoch is not None else len(scores) - 1

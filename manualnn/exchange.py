@@ -55,7 +55,7 @@ def load_model(cls, path, *, device=None):
     config = dict(checkpoint.config)
     model = assemble(cls, checkpoint.weights, checkpoint.biases, device=device)
     set_preprocessing(model, prep.read_config(config, model.sizes[0], model.sizes[-1], fail))
-    model.loss, model.reduction = config.get("loss", "sse"), config.get("reduction", "sum")
+    model.loss, model.reduction = config.get("loss") or "sse", config.get("reduction") or "sum"
     if model.loss not in LOSSES or model.reduction not in REDUCTIONS:
         fail("loss" if model.loss not in LOSSES else "reduction", f"expected one of "
              f"{LOSSES if model.loss not in LOSSES else REDUCTIONS}, got {model.loss!r}/{model.reduction!r}")

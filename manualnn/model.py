@@ -14,7 +14,7 @@ from torch import nn
 from . import preprocessing as prep
 from .backends.torch_backend import forward as network_forward
 from .data import init_weights
-from .spec import DATA_DEFAULTS
+from .spec import DATA_DEFAULTS, LOSSES, REDUCTIONS, check_choice
 from .training import evaluate as evaluate_weights
 from .training import train
 
@@ -82,7 +82,8 @@ class MLP(nn.Module):
                                    "feature_names": state.get("feature_names")}, self.sizes[0], self.sizes[-1],
                                   lambda key, problem: _raise(ValueError, f"state_dict: {key}: {problem}"))
         self.task, self.class_names, self.feature_names = fields["task"], fields["class_names"], fields["feature_names"]
-        self.loss, self.reduction = state.get("loss", "sse"), state.get("reduction", "sum")
+        self.loss = check_choice("state_dict: loss", state.get("loss", "sse"), LOSSES)
+        self.reduction = check_choice("state_dict: reduction", state.get("reduction", "sum"), REDUCTIONS)
         self.scaled = {"x": bool(state.get("scaled", {}).get("x")), "y": bool(state.get("scaled", {}).get("y"))}
 
     # -- raw rows in, the user's units out -------------------------------------------------------
@@ -145,8 +146,8 @@ class MLP(nn.Module):
     def targets(self, y, name="y"):
         """The user's targets as the network was trained on them: class indices, or standardized values."""
         if self.task == "classify":
-            if self.class_names is None:
-                return prep.as_tensor(name, y).long().to(self.weights[0].device)
+            if self.class_names is None:   # class indices, as given
+                return torch.as_tensor(prep.label_array(name, y).astype(np.int64), device=self.weights[0].device)
             return prep.encode_labels(name, y, self.class_names).to(self.weights[0].device)
         if self.task is None and not (y.is_floating_point() if isinstance(y, torch.Tensor) else
                                       np.asarray(y).dtype.kind in "fc"):
@@ -176,21 +177,21 @@ class MLP(nn.Module):
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
           sorted order, or in the order of ``classes``. A later fit keeps the first fit's labels.
-        - ``standardize``: the first fit standardizes the features, and a regressor's targets, with
-          its rows' mean and std (kept in the model; later fits keep them); False leaves them as given.
+        - ``standardize``: the first fit of an untrained model standardizes the features, and a
+          regressor's targets, with its rows' mean and std (kept in the model); a model that has trained
+          (fit before, or loaded) keeps what it has, as its weights were trained on that scale.
         """
-        first = not (self.scaled["x"] or self.scaled["y"])
+        first = self.epoch == 0 and not any(self.scaled.values())
         x_raw, names = x, prep.column_names(x)
         x = prep.as_features("x", x, self.sizes[0]).to(self.weights[0].device)
         task = self._fit_task(y, options.get("loss"), classes)
-        y_fit = self._fit_labels(y, classes, x.shape[0]) if task == "classify" else \
-            self._fit_values("y", y, x.shape[0], task_changes=self.task != task)
+        y_fit = self._fit_labels(y, classes, x.shape[0]) if task == "classify" else self._fit_values(y, x.shape[0])
         if standardize and first:
             self._learn(x, y_fit if task == "regress" else None)
         self.task = task
-        if names is not None or self.feature_names is None:
+        if self.feature_names is None:
             self.feature_names = names
-        x = self.inputs(x_raw)
+        x = self.inputs(x_raw)   # a later fit on a table with other columns is refused here
         y_fit = y_fit if task == "classify" else self.targets(y_fit)
         if val_data is not None:
             if not isinstance(val_data, (list, tuple)) or len(val_data) != 2:
@@ -243,14 +244,12 @@ class MLP(nn.Module):
         self.class_names = names
         return labels.to(self.weights[0].device)
 
-    def _fit_values(self, name, y, rows, task_changes):
-        y = prep.as_tensor(name, y, rows=rows).to(self.weights[0].device)
+    def _fit_values(self, y, rows):
+        y = prep.as_tensor("y", y, rows=rows).to(self.weights[0].device)
         y = y.reshape(-1, 1) if y.dim() == 1 else y
         if y.dim() != 2 or y.shape[1] != self.sizes[-1]:
-            raise ValueError(f"{name}: expected {rows} targets of {self.sizes[-1]} values (shape [{rows}] or "
+            raise ValueError(f"y: expected {rows} targets of {self.sizes[-1]} values (shape [{rows}] or "
                              f"[{rows}, {self.sizes[-1]}]), got shape {tuple(y.shape)}")
-        if task_changes:
-            self.class_names = None
         return y
 
     def _learn(self, x, y=None):

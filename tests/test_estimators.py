@@ -1,5 +1,6 @@
 """The scikit-learn estimators: scikit-learn's own checks, the tools around an estimator (Pipeline,
 ColumnTransformer, cross_val_score, GridSearchCV with two jobs), and the command line's training."""
+import json
 import os
 import pickle
 import subprocess
@@ -155,3 +156,15 @@ def test_without_scikit_learn_manualnn_trains_and_the_estimators_say_what_to_ins
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "need scikit-learn >= 1.6: pip install 'manualnn[sklearn]'" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_grid_search_on_digits_scores_within_a_point_of_the_command_line(tmp_path):
+    # benchmarks/sklearn_grid.py: GridSearchCV(n_jobs=2) over width and lr beside manualnn train + predict
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import sklearn_grid
+    assert sklearn_grid.main(["--seeds", "0", "--out", str(tmp_path)]) == 0
+    (run,) = json.loads((tmp_path / "grid-digits.json").read_text())["runs"]
+    assert run["cli_accuracy"] > 0.95 and abs(run["grid_test_accuracy"] - run["cli_accuracy"]) <= 0.01, run

@@ -184,3 +184,24 @@ def test_forward_stays_differentiable_through_the_preprocessing():
     xt = torch.tensor(x[:5], requires_grad=True)   # float64 rows: standardized in float64, then float32
     model(xt).sum().backward()
     assert xt.grad is not None and xt.grad.shape == (5, 4) and bool(xt.grad.abs().sum() > 0)
+
+
+def test_a_later_fit_keeps_the_statistics_and_the_columns():
+    pd = pytest.importorskip("pandas")
+    x, labels = raw_blobs()
+    frame = pd.DataFrame(x, columns=["cm", "mg", "count", "ratio"])
+    model = manualnn.MLP([4, 16, 3], seed=0)
+    model.fit(frame[:60], labels[:60], epochs=5, backend="torch")
+    assert model.feature_names == ["cm", "mg", "count", "ratio"]
+    mean = model.x_mean.clone()
+    model.fit(frame[60:], labels[60:], epochs=5, backend="torch")   # other rows: the network's scale stays
+    assert torch.equal(model.x_mean, mean) and model.epoch == 10 and len(model.losses) == 10
+    with pytest.raises(ValueError, match=r"x: columns \['mg', 'cm', 'count', 'ratio'\] differ from the 4 the model "
+                                         r"was fit on: \['cm', 'mg', 'count', 'ratio'\]"):
+        model.predict(frame[["mg", "cm", "count", "ratio"]])
+    assert torch.equal(model.predict(frame), model.predict(x))   # a table with the same columns, or a plain array
+    # a model trained without standardizing does not start standardizing on a later fit
+    plain = manualnn.MLP([4, 16, 3], seed=0)
+    plain.fit(x, labels, epochs=2, standardize=False, backend="torch")
+    plain.fit(x, labels, epochs=2, backend="torch")
+    assert plain.scaled == {"x": False, "y": False}
