@@ -61,9 +61,10 @@ def markdown(record):
              "| seed | manualnn train + predict: test accuracy | seconds | GridSearchCV best params | CV score | "
              "test accuracy | seconds | gap (points) |", "|---|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
+        gap = round(100 * (r["grid_test_accuracy"] - r["cli_accuracy"]), 2) + 0.0   # + 0.0: no "-0.00"
         lines.append(f"| {r['seed']} | {100 * r['cli_accuracy']:.2f} | {r['cli_seconds']:.1f} | "
                      f"{r['grid_best']} | {100 * r['grid_cv_score']:.2f} | {100 * r['grid_test_accuracy']:.2f} | "
-                     f"{r['grid_seconds']:.1f} | {100 * (r['grid_test_accuracy'] - r['cli_accuracy']):+.2f} |")
+                     f"{r['grid_seconds']:.1f} | {gap:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
