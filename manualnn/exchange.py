@@ -18,18 +18,17 @@ from .spec import LOSSES, REDUCTIONS
 PREPROCESSING_KEYS = ("x_mean", "x_std", "y_mean", "y_std", "task_used", "classes", "class_names", "feature_names")
 
 
-def assemble(cls, weights, biases, *, device=None, bias=None):
+def assemble(cls, weights, biases, *, device=None):
     """An MLP holding exactly these weights [in, out] and biases [out] (None: no biases), moved to ``device``."""
     sizes = [weights[0].shape[0]] + [w.shape[1] for w in weights]
-    model = cls(sizes, bias=biases is not None if bias is None else bias, dtype=weights[0].dtype, device="meta")
-    to = (lambda t: t.to(device)) if device is not None else (lambda t: t)  # noqa: E731
-    model.weights = nn.ParameterList(nn.Parameter(to(w)) for w in weights)
-    if model.biases is not None:
-        model.biases = nn.ParameterList(nn.Parameter(to(b if b is not None else torch.zeros_like(w[0])))
-                                        for w, b in zip(weights, biases or [None] * len(weights)))
+    model = cls(sizes, bias=biases is not None, dtype=weights[0].dtype, device="meta")   # meta: nothing drawn
+    device = torch.device(device) if device is not None else weights[0].device
+    model.weights = nn.ParameterList(nn.Parameter(w.to(device)) for w in weights)
+    if biases is not None:
+        model.biases = nn.ParameterList(nn.Parameter(b.to(device)) for b in biases)
     for name, fill, width in (("x_mean", 0.0, sizes[0]), ("x_std", 1.0, sizes[0]),
                               ("y_mean", 0.0, sizes[-1]), ("y_std", 1.0, sizes[-1])):
-        setattr(model, name, torch.full((width,), fill, dtype=torch.float64, device=to(weights[0]).device))
+        setattr(model, name, torch.full((width,), fill, dtype=torch.float64, device=device))
     return model
 
 

@@ -50,7 +50,8 @@ def as_tensor(name, value, *, rows=None):
     """``value`` (tensor, numpy array, pandas DataFrame/Series or nested list of numbers) as a float tensor.
 
     float64 stays float64 (it is cast to the model's dtype after standardizing, as ``manualnn predict``
-    does); other numbers become float32. Text or other non-numeric values are an error naming ``name``."""
+    does); other numbers (and true/false) become float32. Text or other non-numeric values are an error
+    naming ``name``."""
     if isinstance(value, torch.Tensor):
         t = value.detach() if value.requires_grad else value
     else:
@@ -64,7 +65,7 @@ def as_tensor(name, value, *, rows=None):
             raise TypeError(f"{name}: expected numbers, got an array of dtype {array.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(array))
     if t.dtype not in (torch.float32, torch.float64):
-        if t.is_complex() or t.dtype == torch.bool:
+        if t.is_complex():
             raise TypeError(f"{name}: expected real numbers, got dtype {t.dtype}")
         t = t.to(torch.float32)
     if rows is not None and (t.dim() == 0 or t.shape[0] != rows):
@@ -89,7 +90,7 @@ def column_names(x):
     return [str(c) for c in columns]
 
 
-def as_features(name, x, width, dtype=None):
+def as_features(name, x, width):
     """x as a 2-D float tensor of ``width`` columns (a single row of ``width`` values is refused: say x[None])."""
     t = as_tensor(name, x)
     if t.dim() != 2 or t.shape[1] != width:
@@ -99,7 +100,7 @@ def as_features(name, x, width, dtype=None):
         raise ValueError(f"{name}: expected at least one row, got shape {tuple(t.shape)}")
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
-    return t if dtype is None else t.to(dtype)
+    return t
 
 
 # ---------------------------------------------------------------------------------------------
