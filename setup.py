@@ -14,19 +14,23 @@ setup(
     package_dir={"manualnn.kernels": "kernels"},
     # the native runner's C++ sources are compiled on first use (manualnn.backends.native_build), so they ship as data
     package_data={"manualnn.kernels": ["native/*.cpp", "native/*.h"]},
+    # No Triton here: the CUDA builds of torch bring the Triton they were built with, and a CPU-only install
+    # cannot use it (the kernels then run only under the test suite's interpreter: the test extra asks for it).
     install_requires=[
         "torch>=2.4,<3",
-        "triton>=3.0; sys_platform == 'linux'",
         "numpy",  # reading .npz data, and the Triton interpreter; torch warns on every run without it
         "ninja",  # builds the native CPU runner (torch.utils.cpp_extension)
     ],
     extras_require={
         "data": ["scikit-learn"],  # --data digits: the bundled handwritten digits (nothing is downloaded)
         "plot": ["matplotlib"],    # --plot
-        # numpy < 2.4: Triton 3.6's interpreter needs it; matplotlib: the bench smoke test writes a plot;
-        # scikit-learn: the digits tests and README examples
+        "sklearn": ["scikit-learn>=1.6"],   # manualnn.MLPClassifier / MLPRegressor
+        # triton: the kernels' tests run under its CPU interpreter; numpy < 2.4: Triton 3.6's interpreter needs it;
+        # matplotlib: the bench smoke test writes a plot; scikit-learn: the digits tests, README examples and the
+        # estimators; pandas: the estimators' DataFrame tests (scikit-learn's own checks skip theirs without it)
         # pytest-xdist: the suite runs on every core (pyproject.toml's -n auto), half the time on two
-        "test": ["pytest>=7", "pytest-xdist", "numpy<2.4", "matplotlib", "scikit-learn"],
+        "test": ["pytest>=7", "pytest-xdist", "triton>=3.0; sys_platform == 'linux'", "numpy<2.4", "matplotlib",
+                 "scikit-learn>=1.6", "pandas"],
         "bench": ["matplotlib", "scikit-learn"],
     },
     entry_points={"console_scripts": ["manualnn=manualnn._entry:run"]},

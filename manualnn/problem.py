@@ -8,6 +8,8 @@ from typing import List, Optional
 import torch
 
 from .data import data_checksum, init_weights, load_data, seed_data, split
+# standardizing lives beside the model, which applies it again at predict time (names kept importable here)
+from .preprocessing import apply_features, fit_standardizer, standardize, unstandardize_targets  # noqa: F401
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -21,32 +23,6 @@ class Problem:
     y_val: Optional[torch.Tensor]
     checksum: str
     note: Optional[str] = None       # what the data loader decided, and why (for stderr)
-
-
-def fit_standardizer(x):
-    """Per-column mean and std of the training rows (a constant column's std is 1: it is only shifted)."""
-    mean, std = x.double().mean(0), x.double().std(0, unbiased=False)
-    std = torch.where(std > 0, std, torch.ones_like(std))
-    return mean.tolist(), std.tolist()
-
-
-def standardize(x, mean, std):
-    """(x - mean) / std, column by column, in x's dtype."""
-    return (x - torch.tensor(mean, dtype=x.dtype)) / torch.tensor(std, dtype=x.dtype)
-
-
-def apply_features(x, config):
-    """x with the training rows' feature statistics applied, as stored in a run's config."""
-    return standardize(x, config["x_mean"], config["x_std"]) if x is not None and config.get("x_mean") else x
-
-
-def unstandardize_targets(outputs, config):
-    """A regression network's outputs in the targets' own units."""
-    if not config.get("y_mean"):
-        return outputs
-    mean = torch.tensor(config["y_mean"], dtype=outputs.dtype, device=outputs.device)
-    std = torch.tensor(config["y_std"], dtype=outputs.dtype, device=outputs.device)
-    return outputs * std + mean
 
 
 def footprint(sizes, rows, batch_rows, *, element=4, optimizer="sgd", data_columns=0):
@@ -86,6 +62,8 @@ def build_problem(config, device, check=None):
     config["features"], config["out"] = x.shape[1], dataset.out
     config["classes"], config["class_names"] = dataset.classes, dataset.class_names
     config["task_used"] = dataset.task            # what predict must do again
+    if dataset.feature_names is not None:         # the model keeps its columns' names (manualnn.load(...).feature_names)
+        config["feature_names"] = list(dataset.feature_names)
     if config.get("loss") is None:
         config["loss"] = "ce" if dataset.task == "classify" else "sse"
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import manualnn
+from manualnn.backends.torch_backend import forward
 from manualnn.cli import main
 from manualnn.training import batch_order
 
@@ -213,22 +214,20 @@ def test_predict_round_trip(capsys, tmp_path):
     assert isinstance(model, manualnn.MLP) and model.sizes == [4, 16, 3] and model.config["data"] == str(data)
     # data files are standardized with the training rows' statistics, kept in the checkpoint
     assert model.config["standardize"] is True and len(model.config["x_mean"]) == 4
-    mean, std = torch.tensor(model.config["x_mean"]), torch.tensor(model.config["x_std"])
-    x = (x - mean) / std
+    # the loaded model applies them itself: it scores and predicts from raw rows
     ev = manualnn.evaluate(model, x, labels)
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(data))
     assert code == 0, err
     assert out == f"Loss:{ev.loss:.4f}, Accuracy:{ev.accuracy:.4f} (90 samples)\n"
     # predictions to a file, from a CSV without targets
     features = tmp_path / "features.csv"
-    features.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in (x * std + mean).tolist()) + "\n")
+    features.write_text("\n".join(",".join(f"{v:.6f}" for v in row) for row in x.tolist()) + "\n")
     pred = tmp_path / "pred.csv"
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features), "--output", str(pred))
     assert code == 0 and out == "" and "wrote 90 predictions" in err
     rows = pred.read_text().splitlines()
     assert rows[0] == "class,output_0,output_1,output_2" and len(rows) == 91
-    outputs = model.predict((torch.tensor(np.loadtxt(features, delimiter=","), dtype=torch.float32) - mean) / std)
-    assert [int(r.split(",")[0]) for r in rows[1:]] == outputs.argmax(1).tolist()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == model.predict(np.loadtxt(features, delimiter=",")).tolist()
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features))
     assert code == 2 and "has no targets to score against; give --output PATH" in err
 
@@ -337,11 +336,12 @@ def test_predict_scores_a_regression_model_as_regression(capsys, tmp_path):
     assert code == 0, err
     m = manualnn.load(model)
     from manualnn.data import load_data
-    x = load_data(tmp_path / "test.csv", task="regress").x.float()
-    x = ((x.double() - torch.tensor(m.config["x_mean"], dtype=torch.float64)) / torch.tensor(m.config["x_std"], dtype=torch.float64)).float()
-    # the network learnt standardized targets: its outputs in the targets' units, against the file's 0 targets
+    x = load_data(tmp_path / "test.csv", task="regress").x
+    # the network learnt standardized targets: the model predicts in the targets' units, against the file's 0 targets
     mean, std = m.config["y_mean"][0], m.config["y_std"][0]
-    pred = m.predict(x)[:, 0].double()
+    assert torch.equal(m.predict(x), m.outputs(x))
+    with torch.no_grad():   # the network's own outputs, in standardized units
+        pred = forward(m.inputs(x), list(m.weights), list(m.biases))[:, 0].double()
     rmse = float((pred * std + mean).pow(2).mean().sqrt())
     loss = float(((pred - (0 - mean) / std) ** 2).mean())   # as trained: mean over rows, standardized
     assert out == f"Loss:{loss:.4f}, RMSE:{rmse:.4f}, R2:0.0000 (40 samples)\n"   # no accuracy for values

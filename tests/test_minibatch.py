@@ -129,10 +129,20 @@ def test_evaluate_matches_a_plain_forward_and_counts_right_answers():
 
 def test_predict_checks_its_input():
     model = manualnn.MLP([5, 7, 3], seed=3)
-    with pytest.raises(ValueError, match=r"x: expected a 2-D tensor with 5 columns, got shape \(4, 6\)"):
+    with pytest.raises(ValueError, match=r"x: expected a 2-D array with 5 columns \(the model's input width\), got "
+                                         r"shape \(4, 6\)"):
         model.predict(torch.randn(4, 6))
-    with pytest.raises(ValueError, match=r"x: expected torch.float32 on cpu \(the model's\), got torch.float64"):
-        model.predict(torch.randn(4, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"x: expected a 2-D array with 5 columns .*got shape \(5,\) \(one sample\? "
+                                         r"pass it as one row: x\[None\]\)"):
+        model.predict(torch.randn(5))
+    with pytest.raises(TypeError, match=r"x: expected numbers, got values such as 'a'"):
+        model.predict([["a", 1, 2, 3, 4]])
+    # float64, numpy and lists are converted to the model's dtype, not refused
+    x = torch.randn(4, 5, dtype=torch.float64)
+    expected = model.predict(x.float())
+    assert torch.equal(model.predict(x.float().numpy()), expected) and torch.equal(model.predict(x.float().tolist()),
+                                                                                 expected)
+    assert torch.allclose(model.predict(x), expected) and model.predict(x).dtype == torch.float32
 
 
 def test_kaiming_init_scale_and_randn_is_the_seeds():

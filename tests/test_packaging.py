@@ -20,8 +20,11 @@ def names(requirements):
 
 def test_the_runtime_needs_numpy_and_ninja_and_no_more_than_it_uses(monkeypatch):
     setup = declared(monkeypatch)
-    assert names(setup["install_requires"]) == {"torch", "triton", "numpy", "ninja"}
-    assert any("sys_platform" in r for r in setup["install_requires"] if r.startswith("triton"))   # Linux only
+    # no Triton: CUDA builds of torch bring their own, and a CPU-only install cannot use it
+    assert names(setup["install_requires"]) == {"torch", "numpy", "ninja"}
+    test = setup["extras_require"]["test"]
+    assert any("sys_platform" in r for r in test if r.startswith("triton"))   # the interpreter tests; Linux only
+    assert {"scikit-learn", "pandas"} <= names(test) and names(setup["extras_require"]["sklearn"]) == {"scikit-learn"}
 
 
 def test_the_test_extra_keeps_numpy_below_2_4_for_the_triton_36_interpreter(monkeypatch):

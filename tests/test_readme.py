@@ -1,10 +1,12 @@
-"""Every code example in the README runs, and every training example trains.
+"""Every code example in the README and in the files beside it (docs/*.md) runs, and every training
+example trains.
 
-Python blocks are executed (each in a fresh namespace, in a scratch folder); every TrainResult they
-leave behind must show its loss falling at least 10x (2x on a real data set, whose noise stays in the
-loss). Shell blocks run line by line, in order, in one scratch folder, through bash with this
-environment's console script: each must exit 0, and each ``manualnn train`` line must train (the
-same rule; a digits run keeps weights of >= 98% validation accuracy, as the README states). The two contract commands (between the run-command and
+Each file has its own scratch folder: its shell blocks run there line by line, in order, through bash
+with this environment's console script, then its Python blocks (each in a fresh namespace), so a Python
+example may read what the file's shell lines wrote. Each line must exit 0, each ``manualnn train`` line
+must train, and every TrainResult a Python block leaves behind must show its loss falling at least 10x
+(2x on a real data set, whose noise stays in the loss; a digits run keeps weights of >= 98% validation
+accuracy, as the README states). The two contract commands (between the run-command and
 test-command markers) are CI's own job and are skipped here, as is a block right after a
 ``<!-- no-test: why -->`` line.
 """
@@ -17,12 +19,16 @@ import sys
 
 import pytest
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+DOCS = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs"))
+                              if f.endswith(".md"))
 BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+REAL_DATA = re.compile(r"\bload_\w+\(")   # load_data("digits"), scikit-learn's load_wine() ...
 
 
-def blocks():
-    text = open(README, encoding="utf-8").read()
+def blocks(doc="README.md"):
+    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
     found = []
     for m in BLOCK.finditer(text):
         before = text[:m.start()].rstrip().splitlines()[-1:] or [""]
@@ -32,27 +38,33 @@ def blocks():
     return found
 
 
-def shell_lines():
+def shell_lines(docs=DOCS):
     lines = []
-    for lang, body, line in blocks():
-        if lang not in ("bash", "sh", ""):
-            continue
-        for i, cmd in enumerate(body.splitlines()):
-            cmd = cmd.strip()
-            if cmd and not cmd.startswith("#"):
-                lines.append((cmd, line + 1 + i))
+    for doc in docs:
+        for lang, body, line in blocks(doc):
+            if lang not in ("bash", "sh", ""):
+                continue
+            for i, cmd in enumerate(body.splitlines()):
+                cmd = cmd.strip()
+                if cmd and not cmd.startswith("#"):
+                    lines.append((doc, cmd, line + 1 + i))
     return lines
 
 
-def python_blocks():
-    return [(body, line) for lang, body, line in blocks() if lang == "python"]
+def python_blocks(docs=DOCS):
+    return [(doc, body, line) for doc in docs for lang, body, line in blocks(doc) if lang == "python"]
 
 
 def test_the_readme_has_examples_of_each_kind():
-    commands = [c for c, _ in shell_lines()]
-    assert len(python_blocks()) >= 3
+    commands = [c for _, c, _ in shell_lines(["README.md"])]
+    assert len(python_blocks(["README.md"])) >= 3
     assert any(c.startswith("manualnn train --data digits") for c in commands)
     assert any(c.startswith("manualnn predict") for c in commands)
+
+
+def test_every_file_beside_the_readme_is_linked_from_it():
+    text = open(README, encoding="utf-8").read()
+    assert len(DOCS) > 1 and all(f"]({doc})" in text for doc in DOCS[1:]), DOCS
 
 
 def trained(losses, val_accuracies, cmd, best_epoch=None, real_data=False):
@@ -64,8 +76,8 @@ def trained(losses, val_accuracies, cmd, best_epoch=None, real_data=False):
 
 
 @pytest.fixture(scope="module")
-def scratch(tmp_path_factory):
-    return tmp_path_factory.mktemp("readme")
+def scratches(tmp_path_factory):
+    return {doc: tmp_path_factory.mktemp(os.path.basename(doc)[:-3]) for doc in DOCS}
 
 
 def env(native_cache=None):
@@ -88,8 +100,9 @@ def in_process(argv, cmd):
     return argv[0] == "manualnn" and argv[1:2] != ["build-native"] and not any(c in cmd for c in "|;&><$`")
 
 
-@pytest.mark.parametrize("cmd,line", shell_lines(), ids=[f"line{n}" for _, n in shell_lines()])
-def test_shell_example(cmd, line, scratch, request, monkeypatch, capsys):
+@pytest.mark.parametrize("doc,cmd,line", shell_lines(), ids=[f"{d}:{n}" for d, _, n in shell_lines()])
+def test_shell_example(doc, cmd, line, scratches, request, monkeypatch, capsys):
+    scratch = scratches[doc]
     cmd = cmd.split("  #")[0].strip()       # the README's trailing comments
     argv = shlex.split(cmd)
     check = None
@@ -111,13 +124,13 @@ def test_shell_example(cmd, line, scratch, request, monkeypatch, capsys):
         except SystemExit as e:   # --help
             code = e.code
         err = capsys.readouterr().err
-        assert code == 0, f"README line {line}: {cmd}\n{err[-2000:]}"
+        assert code == 0, f"{doc} line {line}: {cmd}\n{err[-2000:]}"
     else:
         if argv[0] == "python":
             cmd = shlex.quote(sys.executable) + cmd[len("python"):]
         proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(native_cache_for(cmd, request)),
                               capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"README line {line}: {cmd}\n{proc.stderr[-2000:]}"
+        assert proc.returncode == 0, f"{doc} line {line}: {cmd}\n{proc.stderr[-2000:]}"
         err = proc.stderr
     assert "Traceback" not in err
     if check:
@@ -125,15 +138,15 @@ def test_shell_example(cmd, line, scratch, request, monkeypatch, capsys):
         trained(record["losses"], record["val_accuracies"], cmd, record.get("best_epoch"))
 
 
-@pytest.mark.parametrize("body,line", python_blocks(), ids=[f"line{n}" for _, n in python_blocks()])
-def test_python_example(body, line, scratch, monkeypatch, capsys, request):
+@pytest.mark.parametrize("doc,body,line", python_blocks(), ids=[f"{d}:{n}" for d, _, n in python_blocks()])
+def test_python_example(doc, body, line, scratches, monkeypatch, capsys, request):
     from manualnn import TrainResult
-    monkeypatch.chdir(scratch)
+    monkeypatch.chdir(scratches[doc])
     if native_cache_for(body, request):
         monkeypatch.setenv("MANUALNN_NATIVE_CACHE", native_cache_for(body, request))
     namespace = {"__name__": f"readme_line{line}"}
-    exec(compile(body, f"README.md:{line}", "exec"), namespace)
+    exec(compile(body, f"{doc}:{line}", "exec"), namespace)
     for name, value in namespace.items():
         if isinstance(value, TrainResult):
-            trained(value.losses, value.val_accuracies, f"README.md:{line} {name}", value.best_epoch,
-                    real_data="load_data" in body)
+            trained(value.losses, value.val_accuracies, f"{doc}:{line} {name}", value.best_epoch,
+                    real_data=bool(REAL_DATA.search(body)))

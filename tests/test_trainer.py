@@ -6,6 +6,7 @@ import torch
 
 import manualnn
 from manualnn import NonFiniteLossError, Trainer, seed_data, train
+from manualnn.preprocessing import fit_standardizer, standardize
 
 
 def small(seed=20, dtype=torch.float32):
@@ -95,7 +96,8 @@ def test_model_fit_trains_in_place_and_forward_is_differentiable():
     assert torch.equal(model.weights[0], again.weights[0]) and model.biases is not None
     x, y, _ = small()
     before = model.weights[0].detach().clone()
-    result = model.fit(x, y, epochs=5, lr=1e-3, optimizer="sgd", reduction="sum", batch_size=None, backend="torch")
+    result = model.fit(x, y, epochs=5, lr=1e-3, optimizer="sgd", reduction="sum", batch_size=None, backend="torch",
+                       standardize=False)
     assert not torch.equal(before, model.weights[0]) and bool(model.biases[0].detach().any())
     assert result.losses[-1] < result.losses[0]
     loss = (model(x) - y).pow(2).sum()
@@ -209,7 +211,12 @@ def test_fit_defaults_are_the_data_runs():
     result = model.fit(x[:90], labels[:90], epochs=150, val_data=(x[90:], labels[90:]), backend="torch")
     spec = dict(lr=3e-3, optimizer="adam", reduction="mean", loss="ce", batch_size=200)
     again = manualnn.MLP([5, 16, 3], seed=5)
-    same = train(x[:90], labels[:90], [w.detach() for w in again.weights], biases=[b.detach() for b in again.biases],
-                 epochs=150, val_data=(x[90:], labels[90:]), patience=25, backend="torch", **spec)
+    # ... and standardized features, with the training rows' statistics (kept in the model)
+    mean, std = fit_standardizer(x[:90])
+    assert model.scaled == {"x": True, "y": False} and model.x_mean.tolist() == mean and model.x_std.tolist() == std
+    scaled = lambda t: standardize(t, mean, std)  # noqa: E731
+    same = train(scaled(x[:90]), labels[:90], [w.detach() for w in again.weights],
+                 biases=[b.detach() for b in again.biases], epochs=150, val_data=(scaled(x[90:]), labels[90:]),
+                 patience=25, backend="torch", **spec)
     assert result.losses == same.losses and model.loss == "ce" and model.reduction == "mean"
     assert result.val_accuracies[-1] > 0.9

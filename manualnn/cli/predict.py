@@ -7,8 +7,7 @@ import torch
 from ..checkpoint import CheckpointError
 from ..data import DataError, load_data
 from ..files import OutputPathError, atomic_open, check_distinct, check_output_path, describe_os_error
-from ..problem import apply_features, standardize, unstandardize_targets
-from ..training import evaluate
+from ..preprocessing import decode_labels
 from .config import UsageError, check_config, resolve_device
 
 PREDICTION_FORMATS = (".csv", ".npz", ".pt")
@@ -47,35 +46,33 @@ def predict_command(args):
     if dataset.y is None and not args.output:
         raise UsageError(f"--data: {dataset.source!r} has no targets to score against; give --output PATH "
                          f"to write the predictions")
-    x = apply_features(dataset.x, config).to(device, model.weights[0].dtype)
-    outputs = model.predict(x)
+    # the model applies what its run learned about the data: feature statistics, target scale, class labels
+    outputs = model.outputs(dataset.x)
     if dataset.y is not None:
-        print(score_line(model, x, dataset, config, device))
+        print(score_line(model, dataset))
     if args.output:
         classify = dataset.task == "classify" or config.get("task_used") == "classify" or bool(config.get("classes"))
-        values = outputs.cpu() if classify else unstandardize_targets(outputs, config).cpu()
+        values = outputs.cpu()
         try:
             write_predictions(args.output, values, classify=classify, class_names=names)
         except OSError as e:
             print(f"manualnn predict: --output: cannot write {args.output!r}: {describe_os_error(e)}", file=sys.stderr)
             return 4
-        print(f"manualnn predict: wrote {x.shape[0]} predictions to {args.output}", file=sys.stderr)
+        print(f"manualnn predict: wrote {outputs.shape[0]} predictions to {args.output}", file=sys.stderr)
     return 0
 
 
-def score_line(model, x, dataset, config, device):
+def score_line(model, dataset):
     """``Loss:..., Accuracy:... (N samples)`` for classes, ``Loss:..., RMSE:..., R2:... (N samples)`` for
     values (RMSE and R2 in the targets' own units; the loss as trained, on standardized targets)."""
-    y = dataset.y.to(device)
-    if not dataset.classes:
-        y = y.to(x.dtype)
-        if config.get("y_mean"):
-            y = standardize(y, config["y_mean"], config["y_std"])
     if dataset.classes and dataset.classes > model.sizes[-1]:
         raise UsageError(f"--data: {dataset.source!r} has class labels up to {dataset.classes - 1}; the model has "
                          f"{model.sizes[-1]} outputs")
+    y = dataset.y
+    if dataset.classes and model.task == "classify":   # load_data numbered them by the model's labels
+        y = decode_labels(y, model.class_names)
     try:
-        result = evaluate(model, x, y, target_scale=config.get("y_std"))
+        result = model.evaluate(dataset.x, y)
     except (ValueError, TypeError) as e:
         raise UsageError(f"--data: {e}") from None
     line = f"Loss:{result.loss:.4f}"
