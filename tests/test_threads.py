@@ -12,7 +12,6 @@ import torch
 import manualnn
 from manualnn import seed_data
 from manualnn.training import threads as th
-from manualnn.training import trainer as trainer_module
 
 
 def idle(n, step):           # two threads are faster: a large step on an idle machine
@@ -117,15 +116,12 @@ def digits_like():
 
 
 @pytest.mark.parametrize("backend", ["torch", "native"])
-def test_the_thread_count_never_changes_a_result(backend, monkeypatch):
+def test_the_thread_count_never_changes_a_result(backend):
     """Where the rule may adapt (same_results), a run on one thread and on two gives the same bits."""
     x, y, w = digits_like()
     options = dict(lr=3e-3, bias=True, loss="ce", reduction="mean", optimizer="adam", batch_size=64, backend=backend,
                    val_data=(x[:50], y[:50]), patience=5)
-    results = []
-    for rule in ((1, False), (2, False)):
-        monkeypatch.setattr(trainer_module.Trainer, "_thread_rule", lambda self, rule=rule: rule)
-        results.append(manualnn.train(x[50:], y[50:], w, epochs=6, **options))
+    results = [manualnn.train(x[50:], y[50:], w, epochs=6, threads=n, **options) for n in (1, 2)]
     one, two = results
     assert one.losses == two.losses and one.val_losses == two.val_losses
     assert all(torch.equal(a, b) for a, b in zip(one.weights + one.biases, two.weights + two.biases))

@@ -174,3 +174,17 @@ def same_results(products, dots, most, dtype=torch.float32):
                                + [torch.dot(v, v) for v in vectors])
         _same[key] = all(torch.equal(a, b) for a, b in zip(*results))
     return _same[key]
+
+
+def thread_rule(trainer):
+    """(most, adapt) for a CPU Trainer's ThreadPolicy: one thread or torch's count, chosen by timing, where
+    both give the same numbers for its step's products (a distributed rank keeps its count: the ranks'
+    steps wait for each other)."""
+    most = torch.get_num_threads()
+    if trainer.distributed:
+        return most, False
+    sizes = [trainer.x.shape[1]] + [w.shape[1] for w in trainer.params.weights]
+    n, b = trainer.rows, trainer.batch_size
+    batch_rows = [b] + ([n % b] if n % b else []) + ([min(trainer.scorer.rows, 1024)] if trainer.scorer else [])
+    products, dots = step_products(sizes, batch_rows, trainer.spec, trainer.params.bias)
+    return most, same_results(products, dots, most, trainer.x.dtype)

@@ -19,12 +19,14 @@ import torch
 from .. import checks
 from ..backends import resolve
 from ..spec import Params, StepSpec, with_ones
+from . import state
 from .epoch import make_runner
 from .graphs import ChunkGraph, graph_length
-from .metrics import check_probabilities, dead_network, targets_for, validation_scorer
+from .inputs import checked_inputs
+from .metrics import dead_network, validation_scorer
 from .result import NonFiniteLossError, TrainResult
 from .stopping import Stopper
-from .threads import cpu_threads, same_results, step_products
+from .threads import cpu_threads, thread_rule
 
 CHUNK_SECONDS = 0.25   # with every="auto", the host waits for the device about this often
 HISTORIES = ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")
@@ -34,8 +36,11 @@ class Trainer:
     """Trains a ReLU network with hand-written gradients, one epoch per ``step()``.
 
     x [N, features], y [N, out] targets (or integer class labels [N], which become one-hot rows) and
-    weights [w1, ..., wL] (w_i: in x out, the seed's layout) share one float dtype and one device.
-    Unless ``inplace=True`` the trainer works on copies, so the caller's tensors are left alone.
+    weights [w1, ..., wL] (w_i: in x out, the seed's layout) share one float dtype and one device
+    (numpy arrays for x and y are taken as tensors of the weights' dtype). Unless ``inplace=True`` the
+    trainer works on copies, so the caller's tensors are left alone. Defaults are the seed's step
+    (plain SGD, lr 1e-6, the sum of squares summed over one full batch, no biases); ``MLP.fit`` and the
+    estimators (manualnn.MLPClassifier, MLPRegressor) use the ``--data`` defaults instead.
 
     - The step: StepSpec's fields as keywords: ``lr``, ``grad`` ("relu" or the seed's "tutorial"),
       ``loss`` ("sse" or "ce"), ``reduction`` ("sum" or "mean"), ``optimizer`` ("sgd", "momentum",
@@ -69,16 +74,8 @@ class Trainer:
                 raise TypeError(f"Trainer: {str(e).split('() ', 1)[-1]} (see manualnn.spec.StepSpec)") from None
             raise
         checks.check_choice("backend", backend, checks.BACKENDS)
-        weights = list(weights) if isinstance(weights, (list, tuple)) else weights
         bias = biases is not None if bias is None else bool(bias)
-        if bias and biases is None and isinstance(weights, list) and all(isinstance(w, torch.Tensor) for w in weights):
-            biases = [torch.zeros(w.shape[1], dtype=w.dtype, device=w.device) for w in weights]
-        out = weights[-1].shape[1] if isinstance(weights, list) and weights and isinstance(weights[-1], torch.Tensor) \
-            and weights[-1].dim() == 2 else 0
-        y, labels = targets_for("y", x, y, out)
-        checks.check_tensors(x, y, weights, biases=biases if bias else None)
-        if spec.loss == "ce":
-            check_probabilities("y", y, labels)
+        x, y, weights, biases = checked_inputs(x, y, weights, biases, bias, spec.loss)
         n = x.shape[0]
         self.batch_size = n if batch_size is None else min(checks.check_positive_int(batch_size, "batch_size"), n)
         if isinstance(shuffle_seed, bool) or not isinstance(shuffle_seed, numbers.Integral):
@@ -95,14 +92,13 @@ class Trainer:
                                  f"rank (start at most {n} ranks)")
         self.backend_name = resolve(backend, x.device, x.dtype)
         self.x, self.y, self.rows = x.detach(), y.detach(), n
-        self.scorer = None if val_data is None else validation_scorer(val_data, self.x, weights,
-                                                                         biases if bias else None, spec)
+        self.scorer = None if val_data is None else validation_scorer(val_data, self.x, weights, biases, spec)
         if self.patience and self.scorer is None:
             raise ValueError("patience: stops on the validation loss; expected val_data=(x_val, y_val)")
         self.target_scale = target_scale
-        self._callers = (weights, biases if bias else None) if inplace else None
+        self._callers = (weights, biases) if inplace else None
         shared = inplace and not bias and all(w.is_contiguous() for w in weights)   # train the caller's tensors
-        self.params = Params.from_weights(weights, biases if bias else None, spec, copy=not shared)
+        self.params = Params.from_weights(weights, biases, spec, copy=not shared)
         if bias:   # [x, 1]: the bias is the last row of each layer's parameter (see manualnn.spec)
             x_in = with_ones(n, x.shape[1], like=x)
             x_in[:, :-1].copy_(self.x)
@@ -112,7 +108,7 @@ class Trainer:
         if threads is not None:
             threads = (checks.check_positive_int(threads, "threads"), False)
         elif self.device.type == "cpu":
-            threads = self._thread_rule()
+            threads = thread_rule(self)
         self.runner = make_runner(x_in, self.y, self.params, spec, self.backend_name, batch_size=self.batch_size,
                                   shuffle=self.shuffle, shuffle_seed=self.shuffle_seed, scorer=self.scorer,
                                   stopper=self.stopper, threads=threads, distributed=self.distributed, rank=rank,
@@ -128,18 +124,6 @@ class Trainer:
         self.history = {key: [] for key in HISTORIES}
         self._pending = []   # rows from step(), still on the device
         self.stopped_early = False
-
-    def _thread_rule(self):
-        """(most, adapt) for the steps' ThreadPolicy: one thread or all, chosen by timing, where both give the
-        same numbers (a distributed rank keeps its count: the ranks' steps wait for each other)."""
-        most = torch.get_num_threads()
-        if self.distributed:
-            return most, False
-        sizes = [self.x.shape[1]] + [w.shape[1] for w in self.params.weights]
-        n, b = self.rows, self.batch_size
-        batch_rows = [b] + ([n % b] if n % b else []) + ([min(self.scorer.rows, 1024)] if self.scorer is not None else [])
-        products, dots = step_products(sizes, batch_rows, self.spec, self.params.bias)
-        return most, same_results(products, dots, most, self.x.dtype)
 
     @property
     def threads(self):
@@ -379,44 +363,19 @@ class Trainer:
         """Weights, biases, optimizer state (on the CPU), epoch, histories, settings and, with ``patience``,
         early stopping's state (the best epoch, its loss and its weights and optimizer state): a checkpoint's."""
         self._settle()
-        biases = self.params.biases
-        state = {"weights": [w.detach().cpu().clone() for w in self.params.weights],
-                 "biases": None if biases is None else [b.detach().cpu().clone() for b in biases],
-                 "optimizer": self.params.state_dict(), "epoch": self.epoch,
-                 **{key: list(values[:self.epoch]) for key, values in self.history.items()},
-                 "spec": self.spec, "batch_size": self.batch_size, "shuffle": self.shuffle,
-                 "shuffle_seed": self.shuffle_seed, "stopped_early": self.stopped_early, "best": None}
-        if self.stopper is not None and self.best_epoch is not None:
-            weights, biases = self.params.weights_of(self.stopper.snapshot)
-            state["best"] = {"epoch": self.best_epoch, "loss": self.stopper.best_loss, "weights": weights,
-                             "biases": biases, "optimizer": self.params.state_dict(self.stopper.snapshot)}
-        return state
+        return state.trainer_state(self)
 
-    @torch.no_grad()
-    def load_state_dict(self, state):
+    def load_state_dict(self, saved):
         """Continue from ``state_dict()``: copies its weights, biases and optimizer state in, takes its
         epoch, histories and early stopping's state."""
-        self.params.load_weights(state["weights"], state.get("biases"))
-        self.params.load_state_dict(state.get("optimizer") or {})
-        best = state.get("best")
-        if self.stopper is not None and best is not None:
-            saved = self.params.snapshot()   # the best's tensors pass through the live ones, then back
-            self.params.load_weights(best["weights"], best.get("biases"))
-            self.params.load_state_dict(best.get("optimizer") or {})
-            for s, t in zip(self.stopper.snapshot, self.params.all_tensors()):
-                s.copy_(t)
-            self.params.restore(saved)
-            self.stopper.best.copy_(torch.tensor([float(best["epoch"]), float(best["loss"])], dtype=torch.float64))
+        state.load_trainer_state(self, saved)
         self._pending.clear()
-        for key in self.history:
-            self.history[key] = [float(v) for v in state.get(key, [])]
-        self.epoch = int(state["epoch"])
-        self.stopped_early = bool(state.get("stopped_early", False))
         self._copy_to_callers()
 
 
 def train(x, y, weights, *, epochs=20, every=None, callback=None, **options) -> TrainResult:
-    """Train a ReLU network (any depth) with hand-written gradients; returns a TrainResult.
+    """Train a ReLU network (any depth) with hand-written gradients; returns a TrainResult. The step is
+    the seed's unless told otherwise (``MLP.fit`` and the estimators use the ``--data`` defaults).
 
     ``.losses`` (one float per epoch), ``.weights`` (and ``.biases``) trained, and with
     ``val_data=(x_val, y_val)`` the validation figures per epoch. A network that ends dead (see
