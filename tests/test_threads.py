@@ -121,6 +121,9 @@ def test_the_thread_count_never_changes_a_result(backend):
     x, y, w = digits_like()
     options = dict(lr=3e-3, bias=True, loss="ce", reduction="mean", optimizer="adam", batch_size=64, backend=backend,
                    val_data=(x[:50], y[:50]), patience=5)
+    trainer = manualnn.Trainer(x[50:], y[50:], w, **options)
+    if trainer.device.type != "cpu" or th.thread_rule(trainer) != (2, True):
+        pytest.skip("this machine's BLAS sums these products by thread count: the rule keeps one count here")
     results = [manualnn.train(x[50:], y[50:], w, epochs=6, threads=n, **options) for n in (1, 2)]
     one, two = results
     assert one.losses == two.losses and one.val_losses == two.val_losses
