@@ -120,7 +120,6 @@ class Network {
     if (s_.kind == OptimizerKind::kAdam) {
       check_state(exp_avg_, "exp_avgs");
       check_state(exp_avg_sq_, "exp_avg_sqs");
-      for (const auto& p : params) denoms_.push_back(at::empty_like(p));
     }
     TORCH_CHECK(step_count.device().is_cpu() && step_count.scalar_type() == at::kLong && step_count.dim() == 0,
                 "step_count: expected a 0-d int64 CPU tensor, got ", step_count.scalar_type(), " ",
@@ -269,7 +268,6 @@ class Network {
           : s_.kind == OptimizerKind::kAdam   ? exp_avg_[i].data_ptr<T>()
                                               : nullptr;
     u.v = s_.kind == OptimizerKind::kAdam ? exp_avg_sq_[i].data_ptr<T>() : nullptr;
-    u.root = s_.kind == OptimizerKind::kAdam ? denoms_[i].data_ptr<T>() : nullptr;
     u.n = params_[i].numel();
     u.decayed = s_.weight_decay == 0.0 ? 0 : s_.bias ? u.n - widths_[i] : u.n;  // the elements before the bias row
     u.decay = T(s_.weight_decay);
@@ -283,13 +281,10 @@ class Network {
     u.eps = T(s_.eps);
     u.step_size = step_size_;
     u.corr2_sqrt = corr2_sqrt_;
-    update_layer(u, /*adam_step=*/false);
-    if (s_.kind != OptimizerKind::kAdam) return;
-    sqrt_into(u.v, u.root, u.n);
-    update_layer(u, /*adam_step=*/true);
+    update_layer(u);
   }
 
-  Tensors params_, grads_, momentum_, exp_avg_, exp_avg_sq_, denoms_, acts_, grad_hs_;
+  Tensors params_, grads_, momentum_, exp_avg_, exp_avg_sq_, acts_, grad_hs_;
   at::Tensor step_count_, powers_, error_;
   std::vector<int64_t> widths_;
   Settings s_;

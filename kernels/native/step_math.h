@@ -16,11 +16,6 @@
 #define MANUALNN_HAS_MXCSR 1
 #endif
 
-extern "C" {
-void vsSqrt(const int n, const float* a, float* r) __attribute__((weak));
-void vdSqrt(const int n, const double* a, double* r) __attribute__((weak));
-}
-
 namespace manualnn_native {
 
 // Subnormal floats flushed to zero on this thread while the runner works, then the caller's mode back.
@@ -162,7 +157,7 @@ inline OptimizerKind optimizer_kind(const std::string& name) {
 template <typename T>
 struct LayerUpdate {
   OptimizerKind kind;
-  T *p, *g, *m, *v, *root;  // parameter, gradient, momentum buffer or exp_avg, exp_avg_sq, sqrt(exp_avg_sq)
+  T *p, *g, *m, *v;         // parameter, gradient, momentum buffer or exp_avg, exp_avg_sq
   int64_t n;                // elements
   int64_t decayed;          // elements [0, decayed) are weights (decayed); the bias row, if any, follows
   T decay, neg_lr, mu, coeff, b2, one_minus_b2, eps;
@@ -170,26 +165,24 @@ struct LayerUpdate {
   double step_size, corr2_sqrt;  // Adam's lr / (1 - beta1^t) and sqrt(1 - beta2^t), in double
 };
 
-// The optimizers' math on a layer: the one definition here, element for element TorchOptimizer.apply's
-// torch ops, whose CPU kernels round `a + alpha * b`, lerp and addcmul as fused multiply-adds (std::fma
-// here). Weight decay (g += wd * p) reaches the weights only, never the bias row, and is written into the
-// gradient as torch does. Adam runs in two passes around the square root (adam_step=false: the moments;
-// true: the parameter):
+// The optimizers' math on a layer, in one pass over its elements: the one definition here, element for
+// element TorchOptimizer.apply's torch ops, whose CPU kernels round `a + alpha * b`, lerp and addcmul as
+// fused multiply-adds (std::fma here). Weight decay (g += wd * p) reaches the weights only, never the
+// bias row, and is written into the gradient as torch does. Adam:
 //   m.lerp_(g, 1 - b1)          torch's lerp: from m when its weight is under 0.5, else from g
 //   v = b2 * v + (1 - b2) * g * g
 //   p -= step_size * m / (sqrt(v) / corr2_sqrt + eps)   the float64 factors applied in double, as
 //                               torch's type promotion with a float64 tensor does for float32
+// The square root is the correctly rounded one (one instruction); torch's CPU sqrt, MKL's vsSqrt, is one
+// unit in the last place off for about 0.6% of float32 values, so Adam's last bits can differ from the
+// torch backend's there (both are judged against the float64 reference).
 template <typename T>
-MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, bool adam_step) {
-  T *p = u.p, *g = u.g, *m = u.m, *v = u.v;
+MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u) {
+  T* __restrict p = u.p;  // four separate buffers: the loops vectorise without checking for overlap
+  T* __restrict g = u.g;
+  T* __restrict m = u.m;
+  T* __restrict v = u.v;
   const int64_t n = u.n;
-  if (adam_step) {
-    for (int64_t k = 0; k < n; ++k) {
-      const T denom = static_cast<T>(double(u.root[k]) / u.corr2_sqrt) + u.eps;
-      p[k] = p[k] - static_cast<T>(double(T(m[k] / denom)) * u.step_size);
-    }
-    return;
-  }
   for (int64_t k = 0; k < u.decayed; ++k) g[k] = std::fma(u.decay, p[k], g[k]);
   switch (u.kind) {
     case OptimizerKind::kSgd:
@@ -203,8 +196,12 @@ MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, bool adam_s
       break;
     case OptimizerKind::kAdam:
       for (int64_t k = 0; k < n; ++k) {
-        m[k] = std::fma(u.coeff, T(g[k] - m[k]), u.small_weight ? m[k] : g[k]);
-        v[k] = std::fma(T(u.one_minus_b2 * g[k]), g[k], T(v[k] * u.b2));
+        const T mk = std::fma(u.coeff, T(g[k] - m[k]), u.small_weight ? m[k] : g[k]);
+        const T vk = std::fma(T(u.one_minus_b2 * g[k]), g[k], T(v[k] * u.b2));
+        m[k] = mk;
+        v[k] = vk;
+        const T denom = static_cast<T>(double(std::sqrt(vk)) / u.corr2_sqrt) + u.eps;
+        p[k] = p[k] - static_cast<T>(double(T(mk / denom)) * u.step_size);
       }
       break;
   }
@@ -213,37 +210,14 @@ MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, bool adam_s
 // On x86-64, a clone of the loops for CPUs with FMA (picked when the library loads): there std::fma is
 // one vectorised instruction, not a libm call per element (the default build targets plain x86-64).
 #if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define MANUALNN_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#define MANUALNN_FMA_CLONES __attribute__((target_clones("arch=x86-64-v4", "fma", "default")))
 #else
 #define MANUALNN_FMA_CLONES
 #endif
 
-MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<float>& u, bool adam_step) {
-  update_elements(u, adam_step);
-}
+MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<float>& u) { update_elements(u); }
 
-MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<double>& u, bool adam_step) {
-  update_elements(u, adam_step);
-}
-
-// r = sqrt(a) over n elements, with torch.sqrt's own kernel where it is MKL's (vsSqrt), else ATen's.
-inline void sqrt_into(const float* a, float* r, int64_t n) {
-  if (vsSqrt != nullptr && n <= std::numeric_limits<int>::max()) {
-    vsSqrt(int(n), a, r);
-    return;
-  }
-  at::Tensor out = at::from_blob(r, {n}, at::kFloat);
-  at::sqrt_out(out, at::from_blob(const_cast<float*>(a), {n}, at::kFloat));
-}
-
-inline void sqrt_into(const double* a, double* r, int64_t n) {
-  if (vdSqrt != nullptr && n <= std::numeric_limits<int>::max()) {
-    vdSqrt(int(n), a, r);
-    return;
-  }
-  at::Tensor out = at::from_blob(r, {n}, at::kDouble);
-  at::sqrt_out(out, at::from_blob(const_cast<double*>(a), {n}, at::kDouble));
-}
+MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<double>& u) { update_elements(u); }
 
 inline void check_like(const at::Tensor& t, const at::Tensor& like, const char* what, size_t i) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes() &&
