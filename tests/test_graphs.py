@@ -4,6 +4,8 @@ On the CPU the graph is a plain recording (graphs.RecordedChunk): that tests the
 per-epoch row orders copied into the graph's buffer, the loss slots, the eager first epoch, one
 graph per chunk length). On CUDA the real torch.cuda.CUDAGraph is compared with eager stepping.
 """
+import contextlib
+
 import pytest
 import torch
 
@@ -41,6 +43,40 @@ def test_recorded_chunks_equal_eager_epochs(batch_size):
 
 def test_a_graph_is_replayed_at_least_twice_per_chunk():
     assert [graph_length(n) for n in (1, 3, 4, 7, 8, 19, 64)] == [0, 0, 2, 2, 4, 8, 32]
+
+
+def test_a_graph_is_bounded_by_its_steps_and_its_orders_bytes():
+    from manualnn.training.graphs import MAX_GRAPH_BYTES, MAX_GRAPH_STEPS
+    # 2,000 epochs of a million rows in batches of 200: 5,000 steps and 8 MB of order per epoch
+    length = graph_length(2000, 5000, 8_000_000)
+    assert length == 8 and length * 5000 <= MAX_GRAPH_STEPS and length * 8_000_000 <= MAX_GRAPH_BYTES
+    assert graph_length(100, MAX_GRAPH_STEPS + 1) == 0          # one epoch is already too large: eager
+    assert graph_length(100, 1, MAX_GRAPH_BYTES // 3) == 2
+
+
+class FakeStream:
+    """A stand-in for torch.cuda.Stream on the CPU that records whom it waited for."""
+
+    def __init__(self, name, log):
+        self.name, self.log = name, log
+
+    def wait_stream(self, other):
+        self.log.append(f"{self.name} waits for {other.name}")
+
+
+def test_the_side_stream_waits_for_the_callers_stream(monkeypatch):
+    """The trainer's inputs, parameters and buffers are written on the caller's stream: its side stream waits
+    for that stream before its first kernel, every time it takes over (and the caller waits for it after)."""
+    x, y, w0, _ = problem()
+    log = []
+    caller, side = FakeStream("caller", log), FakeStream("side", log)
+    trainer = Trainer(x, y, w0, lr=1e-3, backend="torch")
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: caller)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: (log.append(f"work on {s.name}"), contextlib.nullcontext())[1])
+    trainer.stream = side
+    trainer.run(2)
+    trainer.step()
+    assert log == ["side waits for caller", "work on side", "caller waits for side"] * 2, log
 
 
 def test_the_graph_reads_each_epochs_order_from_its_buffer():
@@ -89,3 +125,19 @@ def test_cuda_graph_replays_equal_eager_stepping(backend, batch_size):
     assert graphed.chunk_graph is not None, "no chunk was replayed as a graph"
     assert graphed.losses == eager.losses and graphed.val_losses == eager.val_losses
     assert all(torch.equal(a, b) for a, b in zip(graphed.weights, eager.weights))
+
+
+@pytest.mark.cuda
+def test_the_first_kernels_see_what_the_callers_stream_wrote(monkeypatch):
+    """The caller's stream is kept busy just before the trainer builds its parameters ([w; b]) and its
+    [x, 1] there: a side stream that did not wait would train on memory not yet written."""
+    from manualnn.spec import Params
+    x, y, w0, _ = problem("cuda")
+    kw = dict(lr=1e-3, backend="torch", bias=True, batch_size=8)
+    expected = Trainer(x, y, w0, **kw).run(3)
+    real = Params.from_weights.__func__
+    monkeypatch.setattr(Params, "from_weights", classmethod(
+        lambda cls, *a, **k: (torch.cuda._sleep(200_000_000), real(cls, *a, **k))[1]))
+    got = Trainer(x, y, w0, **kw).run(3)
+    assert got.losses == expected.losses
+    assert all(torch.equal(a, b) for a, b in zip(got.weights, expected.weights))

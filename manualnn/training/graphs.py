@@ -40,12 +40,22 @@ def cuda_capture(fn, stream):
     return graph
 
 
-def graph_length(epochs):
+# What one captured graph may hold: its steps (each a few kernel nodes the driver keeps) and the bytes of
+# its epochs' row orders (a buffer the graph reads): 2,000 epochs of a million rows in batches of 200
+# would otherwise capture 2.5M steps and a 4 GB order buffer.
+MAX_GRAPH_STEPS = 1 << 16
+MAX_GRAPH_BYTES = 1 << 28
+
+
+def graph_length(epochs, steps_per_epoch=1, order_bytes_per_epoch=0):
     """The epochs one graph holds for a chunk of ``epochs``: a power of two that the chunk replays at
-    least twice (a graph replayed once costs its capture and saves nothing); 0: run it eagerly."""
-    if epochs < 4:
+    least twice (a graph replayed once costs its capture and saves nothing), within MAX_GRAPH_STEPS steps
+    and MAX_GRAPH_BYTES of row orders; 0: run it eagerly."""
+    most = min(epochs // 2, MAX_GRAPH_STEPS // max(1, steps_per_epoch),
+               MAX_GRAPH_BYTES // max(1, order_bytes_per_epoch))
+    if epochs < 4 or most < 1:
         return 0
-    return 1 << ((epochs // 2).bit_length() - 1)
+    return 1 << (most.bit_length() - 1)
 
 
 class ChunkGraph:

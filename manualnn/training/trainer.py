@@ -187,17 +187,26 @@ class Trainer:
             self.history["losses"].append(row[0] / self.rows if self.spec.reduction == "mean" else row[0])
         self.epoch = first + len(rows)
 
+    @contextlib.contextmanager
     def _stream(self):
-        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+        """The trainer's side stream for the block, after the caller's stream: the inputs, parameters and
+        buffers were written there (torch.cat, copies) and the first kernels must not read them early."""
+        if self.stream is None:
+            yield
+            return
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self.stream):
+            yield
 
     def _chunk(self, n, out):
         """Train up to ``n`` epochs from self.epoch, their rows into out[:n]; returns (epochs run, stopped
         early). Nothing waits for the device unless early stopping must look."""
         first, done = self.epoch, 0
         if self.graph and self._warm and self.stopper is None:
-            if self.chunk_graph is None and graph_length(n):
-                self.chunk_graph = ChunkGraph(self.runner, graph_length(n), self.runner.host_order,
-                                              capture=self.capture, stream=self.stream)
+            length = graph_length(n, len(self.runner.step_rows), 0 if self.runner.full else 8 * self.rows)
+            if self.chunk_graph is None and length:
+                self.chunk_graph = ChunkGraph(self.runner, length, self.runner.host_order, capture=self.capture,
+                                              stream=self.stream)
             g = self.chunk_graph
             while g is not None and n - done >= g.n:
                 out[done:done + g.n].copy_(g.run(first + done))
