@@ -143,13 +143,14 @@ def mlp_rows_kernel(table_ptr, y_ptr, partial_ptr, zsplit_ptr, count_ptr, step_p
     last = n_split == 1
     if n_split > 1:
         parts = zsplit_ptr + rows[:, None] * WIDTH + cols[None, :]      # [n_split, B, WIDTH]
-        tl.store(parts + split * B * WIDTH, z, mask=rows_in[:, None])
+        plane = B.to(tl.int64) * WIDTH      # one part's elements: past 2**31 at a million rows
+        tl.store(parts + split * plane, z, mask=rows_in[:, None])
         tl.debug_barrier()      # every thread's part is written before the count says so
         last = tl.atomic_add(count_ptr + block, 1, sem="acq_rel", scope="gpu") == n_split - 1
         if last:
             z = tl.zeros((BLOCK_M, WIDTH), dtype=tl.float32)
             for s in range(0, n_split):     # .cg: from L2, where the other programs' parts are
-                z += tl.load(parts + s * B * WIDTH, mask=rows_in[:, None], other=0.0, cache_modifier=".cg")
+                z += tl.load(parts + s * plane, mask=rows_in[:, None], other=0.0, cache_modifier=".cg")
             tl.store(count_ptr + block, 0)
     if last:
         # hidden layers: h_{l+1} = relu([a_l, 1] @ p_l), stored: the next layer, the relu mask and the
