@@ -50,17 +50,24 @@ def cache_root():
     return os.path.join(base, "manualnn", "native")
 
 
+_keys = {}   # (source folder, its files' names, sizes and times) -> key: each Trainer asks, twice
+
+
 def build_key(src=None):
     """A hash of everything the shared library depends on: the sources and any headers beside them
     (``*.cpp``, ``*.h``), the flags, torch and Python."""
     src = src or source_dir()
-    h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(src, "*.cpp")) + glob.glob(os.path.join(src, "*.h"))):
-        h.update(os.path.basename(path).encode() + b"\0")
-        with open(path, "rb") as f:
-            h.update(f.read() + b"\0")
-    h.update(repr((EXTRA_CFLAGS, torch.__version__, sys.version_info[:2], sysconfig.get_platform())).encode())
-    return h.hexdigest()[:16]
+    paths = sorted(glob.glob(os.path.join(src, "*.cpp")) + glob.glob(os.path.join(src, "*.h")))
+    stamp = (src, tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths))
+    if stamp not in _keys:
+        h = hashlib.sha256()
+        for path in paths:
+            h.update(os.path.basename(path).encode() + b"\0")
+            with open(path, "rb") as f:
+                h.update(f.read() + b"\0")
+        h.update(repr((EXTRA_CFLAGS, torch.__version__, sys.version_info[:2], sysconfig.get_platform())).encode())
+        _keys[stamp] = h.hexdigest()[:16]
+    return _keys[stamp]
 
 
 def _paths(src=None, cache=None):
