@@ -29,7 +29,7 @@ setup(
         # matplotlib: the bench smoke test writes a plot; scikit-learn: the digits tests, README examples and the
         # estimators; pandas: the estimators' DataFrame tests (scikit-learn's own checks skip theirs without it)
         # pytest-xdist: the suite runs on every core (pyproject.toml's -n auto), half the time on two
-        "test": ["pytest>=7", "pytest-xdist", "triton>=3.0; sys_platform == 'linux'", "numpy<2.4", "matplotlib",
+        "test": ["pytest>=7", "pytest-xdist", "triton>=3.6; sys_platform == 'linux'", "numpy<2.4", "matplotlib",
                  "scikit-learn>=1.6", "pandas"],
         "bench": ["matplotlib", "scikit-learn"],
     },

@@ -1,6 +1,8 @@
 """Run by every rank of a 2-rank launch (tests/test_distributed.py): each case trains with
-manualnn.train(distributed=True) and rank 0 prints one JSON line per case (losses, parameters).
-One launch serves every case: a process group starts once, and the cases differ only in settings."""
+manualnn.train(distributed=True) and rank 0 prints one JSON line per case (losses, parameters); every
+other rank writes the same lines to rank<R>.jsonl in the working folder, so the test can see that every
+rank holds the same weights. One launch serves every case: a process group starts once, and the cases
+differ only in settings."""
 import json
 import sys
 
@@ -43,8 +45,11 @@ if __name__ == "__main__":
     names = sys.argv[2].split(",") if len(sys.argv) > 2 else list(CASES)
     torch.set_num_threads(1)
     manualnn.distributed.init("cpu")
-    for name in names:
-        record = run(name, True, backend)
-        if torch.distributed.get_rank() == 0:
-            print(json.dumps(record), flush=True)
+    rank = torch.distributed.get_rank()
+    records = [json.dumps(run(name, True, backend)) for name in names]
+    if rank == 0:
+        print("\n".join(records), flush=True)
+    else:
+        with open(f"rank{rank}.jsonl", "w") as f:
+            f.write("\n".join(records) + "\n")
     manualnn.distributed.shutdown()

@@ -1,5 +1,6 @@
 """Every bad input gets a clear error naming the argument, what was expected and what came."""
 import math
+import os
 
 import pytest
 import torch
@@ -128,3 +129,17 @@ def test_auto_picks_triton_only_for_float32_cuda():
     assert resolve("auto", "cpu", torch.float32) == ("native" if native_unavailable_reason("cpu") is None else "torch")
     assert resolve("auto", "cuda", torch.float64) == "torch"
     assert resolve("auto", "cuda", torch.float32) == ("triton" if importlib.util.find_spec("triton") else "torch")
+
+
+def test_a_triton_older_than_the_floor_is_refused_naming_the_versions(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+    from manualnn import backends
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("Triton is not installed")
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.2.0" if name == "triton" else real(name))
+    why = backends.triton_unavailable_reason("cpu")
+    assert why.startswith("Triton 3.2 is installed; the kernels need 3.6 or newer"), why
+    setup = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "setup.py")).read()
+    assert "triton>=3.6" in setup and backends.TRITON_FLOOR == (3, 6)   # one floor, said in both places

@@ -149,7 +149,11 @@ def launch_cases(tmp_path, backend="torch", names=None):
     (rc0, out0, err0), (rc1, out1, err1) = finish(procs, timeout=3 * TIMEOUT)
     assert rc0 == 0 and rc1 == 0, err0 + err1
     assert out1 == ""   # rank 0 alone prints
-    return {r["case"]: r for r in map(json.loads, out0.splitlines())}
+    records = {r["case"]: r for r in map(json.loads, out0.splitlines())}
+    other = {r["case"]: r for r in map(json.loads, (tmp_path / "rank1.jsonl").read_text().splitlines())}
+    for name, record in records.items():   # every rank holds the same weights, bit for bit
+        assert other[name] == record, f"{name}: rank 1's losses or parameters differ from rank 0's"
+    return records
 
 
 def test_two_ranks_equal_one_process_in_every_case(tmp_path):

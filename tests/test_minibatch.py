@@ -155,3 +155,17 @@ def test_kaiming_init_scale_and_randn_is_the_seeds():
     assert abs(float(kaiming[0].std()) - (2 / 400) ** 0.5) < 0.002
     with pytest.raises(ValueError, match=r"init: expected one of 'randn', 'kaiming', got 'xavier'"):
         manualnn.init_weights([3, 2], "xavier")
+
+
+@pytest.mark.parametrize("backend", ["torch", "native"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_column_major_x_trains_as_row_major_x(backend, bias):
+    """x as a transposed view (column-major, as numpy's Fortran order gives) with mini-batches: the same
+    numbers as the contiguous x (the gathered batch's buffer no longer follows x's strides)."""
+    x, y, w = seed_data(8, batch=37, features=6, hidden=(5,), out=3, init="kaiming")
+    column_major = x.t().contiguous().t()
+    assert column_major.stride() == (1, 37)
+    runs = [manualnn.train(data, y, w, epochs=3, lr=1e-3, batch_size=8, bias=bias, backend=backend)
+            for data in (x, column_major)]
+    assert runs[0].losses == runs[1].losses
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].weights, runs[1].weights))

@@ -29,6 +29,19 @@ class BackendUnavailableError(RuntimeError):
     """The asked-for backend cannot run on these tensors here."""
 
 
+TRITON_FLOOR = (3, 6)   # the oldest Triton the kernels are compiled and tested with (setup.py's test extra says so)
+
+
+def _triton_version():
+    """(major, minor) of the installed Triton, read from its metadata (not imported), or None."""
+    import importlib.metadata
+    try:
+        parts = importlib.metadata.version("triton").split(".")[:2]
+        return tuple(int("".join(c for c in p if c.isdigit()) or 0) for p in parts)
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return None
+
+
 class SlowPathWarning(UserWarning):
     """backend="auto" on the CPU could not have the native runner and trains with torch ops (slower)."""
 
@@ -42,6 +55,11 @@ def triton_unavailable_reason(device):
     device = torch.device(device)
     if importlib.util.find_spec("triton") is None:
         return "Triton is not installed (pip install triton; Linux only)"
+    version = _triton_version()
+    if version is not None and version < TRITON_FLOOR:
+        return (f"Triton {'.'.join(map(str, version))} is installed; the kernels need {TRITON_FLOOR[0]}.{TRITON_FLOOR[1]} "
+                f"or newer (autotune's cache_results, alignment exemptions; CI compiles them under 3.6): pip install "
+                f"-U 'triton>={TRITON_FLOOR[0]}.{TRITON_FLOOR[1]}'")
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
         return ("its kernels run on CPU tensors only under the Triton interpreter (set TRITON_INTERPRET=1, "
                 "slow); use backend 'torch' on the CPU")
