@@ -9,7 +9,7 @@ tensors and, unless told otherwise, the seed's step (SGD, lr 1e-6, sum of square
 Names are imported on first use, so ``import manualnn`` (and the command line's start, which
 a Ctrl-C may interrupt) does not wait for torch until something needs it.
 """
-import importlib
+from importlib import import_module as _import_module
 
 __version__ = "0.1.0"
 
@@ -32,7 +32,7 @@ def __getattr__(name):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'manualnn' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(_import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
 

@@ -99,10 +99,14 @@ def judge(losses, weights, x, y, weights0, *, epochs, lr, grad, precision="fp32"
         if not err <= bound:
             failures.append(f"epoch {e}: loss {out!r} vs float64 {r64!r}: rel err {err:.3g} > {bound:.3g}")
     w_err, w_bound = [], []
+    if len(weights) != len(ref64.weights):   # zip would judge the common layers only
+        failures.append(f"expected {len(ref64.weights)} weight tensors, got {len(weights)}")
     pairs = list(zip(weights, ref64.weights, ref32.weights))
     if biases is not None or ref64.biases is not None:
         if biases is None or ref64.biases is None:
             failures.append("biases: one run has them and the other not")
+        elif len(biases) != len(ref64.biases):
+            failures.append(f"expected {len(ref64.biases)} bias tensors, got {len(biases)}")
         else:
             pairs += list(zip(biases, ref64.biases, ref32.biases))
     for i, (out, r64, r32) in enumerate(pairs):

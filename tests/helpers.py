@@ -1,17 +1,31 @@
 """Small helpers shared by the tests."""
+import torch
+
 import manualnn
 from manualnn.testing import judge
+from manualnn.training import batch_order
+
+
+TRAIN_ONLY = ("every", "callback", "threads", "inplace", "shuffle", "shuffle_seed", "biases", "bias")
 
 
 def run_and_judge(x, y, weights, *, epochs, lr, grad, backend, precision="ieee", judged_as=None, **kw):
-    """Train with manualnn, judge against the float64 reference, and assert with a readable report."""
+    """Train with manualnn, judge against the float64 reference run with the same settings (step, biases,
+    batches and their order), and assert with a readable report."""
     result = manualnn.train(x, y, weights, epochs=epochs, lr=lr, grad=grad, backend=backend,
                             precision=precision, **kw)
     if judged_as is None:
         judged_as = {"ieee": "fp64" if x.dtype.is_floating_point and x.dtype.itemsize == 8 else "fp32",
                      "tf32": "tf32", "bf16": "bf16"}[precision]
+    settings = {k: v for k, v in kw.items() if k not in TRAIN_ONLY}
+    if kw.get("batch_size"):
+        settings["order"] = lambda e: batch_order(x.shape[0], e, shuffle=kw.get("shuffle", True),
+                                                  seed=kw.get("shuffle_seed", 0))
+    biases0 = kw.get("biases")
+    if kw.get("bias") and biases0 is None:
+        biases0 = [torch.zeros(w.shape[1], dtype=w.dtype) for w in weights]
     verdict = judge(result.losses, result.weights, x, y, weights, epochs=epochs, lr=lr, grad=grad,
-                    precision=judged_as)
+                    precision=judged_as, biases=result.biases, biases0=biases0, **settings)
     print(f"{backend}/{grad}/{precision} {tuple(x.shape)}->{[tuple(w.shape) for w in weights]}: {verdict.summary()}")
     assert verdict.ok, verdict.summary()
     return result, verdict

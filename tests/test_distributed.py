@@ -245,7 +245,8 @@ def test_a_rank_that_dies_or_hangs_stops_the_others_with_its_number(tmp_path, vi
     assert seconds < 2 + 3 + 15   # --timeout, the grace for naming the rank, and start-up slack
     if ck.exists():   # a checkpoint, if one was written, is whole
         assert load_checkpoint(ck).epoch % 200 == 0
-    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    from manualnn.files import TMP_SUFFIX
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(TMP_SUFFIX)]   # no half-written file left
 
 
 @pytest.mark.parametrize("rank1,expected", [

@@ -87,7 +87,7 @@ def test_autotuning_benchmarks_each_config_once_per_bucketed_key(monkeypatch):
     trainer.run(2)
     per_kernel = {name: sum(n == name for n, _, _ in benched) for name, _, _ in benched}
     configs = len(common.TILES["matmul"])
-    # each kernel and layer tuned once over its precision's configs (ieee: BLOCK_K 8), whatever the batch size
+    # each kernel and layer tuned once over its precision's configs (ieee: BLOCK_K 16), whatever the batch size
     assert per_kernel == {"linear_relu_kernel": configs, "input_grad_kernel": configs,
                           "weight_grad_kernel": 2 * len(common.TILES["update"])}, per_kernel
     assert {k for _, _, k in benched} == {common.block_k("ieee")}

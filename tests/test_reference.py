@@ -3,6 +3,7 @@ run (biases, losses, reductions, optimizers, mini-batches) equal torch.autograd 
 import pytest
 import torch
 
+import manualnn
 from manualnn import StepSpec, reference_run, relu_loop, seed_data, tutorial_loop
 from manualnn.training import batch_order
 from seed_script import run_seed_script
@@ -125,3 +126,19 @@ def test_reference_run_equals_autograd_and_torch_optim(loss, reduction, optimize
     _, _, decayed = autograd_general(x, y, weights, biases, epochs=4, batch_size=5, order=order, spec=spec,
                                      decay_biases=True)
     assert not torch.allclose(got.biases[0], decayed[0], rtol=1e-9, atol=1e-12)
+
+
+def test_the_judge_fails_a_missing_layer_and_missing_biases():
+    """A run that lost a layer (or its biases) is not judged on the layers it kept."""
+    from manualnn.testing import judge
+    x, y, weights = seed_data(5, batch=12, features=8, hidden=(6, 5), out=3)
+    result = manualnn.train(x, y, weights, epochs=2, lr=1e-4, backend="torch")
+    whole = judge(result.losses, result.weights, x, y, weights, epochs=2, lr=1e-4, grad="relu")
+    assert whole.ok, whole.summary()
+    short = judge(result.losses, result.weights[:2], x, y, weights, epochs=2, lr=1e-4, grad="relu")
+    assert not short.ok and "expected 3 weight tensors, got 2" in short.summary()
+    biased = manualnn.train(x, y, weights, epochs=2, lr=1e-4, bias=True, backend="torch")
+    zeros = [torch.zeros(w.shape[1]) for w in weights]
+    verdict = judge(biased.losses, biased.weights, x, y, weights, epochs=2, lr=1e-4, grad="relu",
+                    biases=biased.biases[:2], biases0=zeros)
+    assert not verdict.ok and "expected 3 bias tensors, got 2" in verdict.summary()

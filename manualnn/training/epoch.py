@@ -20,7 +20,7 @@ from .batches import batch_order, batches
 from .parallel import AllReduceStep, flat_gradients
 from .threads import ThreadPolicy
 
-SLOT = 4   # loss slots are 4 floats apart: every slot 16-byte aligned, as Triton's kernels specialise on it
+SLOT = 4   # each epoch's row of loss slots starts 16 bytes on (the kernels do not rely on it: see test_gpu_startup)
 
 
 def make_runner(x, y, params, spec, backend, *, batch_size, shuffle, shuffle_seed, scorer=None, stopper=None,
@@ -51,7 +51,7 @@ class EpochRunner:
     """
 
     def __init__(self, x, y, params, spec, backend, *, batch_size, shuffle=True, shuffle_seed=0, scorer=None,
-                 stopper=None, threads=None, distributed=False, rank=0, world=1, overlap=True, **step_options):
+                 stopper=None, threads=None, distributed=False, rank=0, world=1, **step_options):
         self.x, self.y, self.params, self.spec = x, y, params, spec
         self.scorer, self.stopper, self.threads, self.distributed = scorer, stopper, threads, distributed
         self.shuffle, self.shuffle_seed = shuffle, shuffle_seed
@@ -64,7 +64,7 @@ class EpochRunner:
                 return make_step(backend, xb, yb, params, spec, rows=rows, **step_options)
             flat, grads = flat_gradients(params)
             return AllReduceStep(make_step(backend, xb, yb, params, spec, rows=rows, grads=grads, **step_options),
-                                 flat, grads, overlap=overlap)
+                                 flat, grads)
 
         plan = batches(n, n if self.full else batch_size, rank, world)
         self.step_rows = [rows for _, _, rows in plan]
