@@ -59,12 +59,10 @@ class TritonStep:
         # weight decay on the weight rows only: a bias row (the last) is not decayed
         decay_rows = [(p.shape[0] - 1 if params.bias else p.shape[0]) if spec.weight_decay else 0 for p in tensors]
         update = dict(hyper=self.hyper, state=state, powers=params.powers, decay_rows=decay_rows)
-        if self.empty:
-            # a rank with no rows of this batch: zero loss and gradients (no kernel), then the same
-            # update as every other rank; step() takes it from zero gradients of its own
-            self.zeros = [torch.zeros_like(p) for p in tensors]
-            self.zero_update = None if spec.optimizer == "sgd" and not spec.weight_decay else \
-                kernels.update_launcher(tensors, self.zeros, optimizer=spec.optimizer, step=params.step, **update)
+        if self.empty and grads is None:
+            # a rank with no rows of this batch: zero loss and gradients (no kernel), then the same update
+            # as every other rank (weight decay and Adam still move the parameters)
+            self.grads = grads = [torch.zeros_like(p) for p in tensors]
         self.update_launch = None if grads is None else \
             kernels.update_launcher(tensors, grads, optimizer=spec.optimizer, step=params.step, **update)
         if self.empty:
@@ -120,9 +118,8 @@ class TritonStep:
     def step(self, loss_out):
         """Forward, loss (the batch's sum, before any reduction) into the 0-d ``loss_out``, backward, update."""
         if self.empty:
-            loss_out.zero_()
-            if self.zero_update is not None:
-                self.zero_update()
+            self.gradients(loss_out)
+            self.update()
         elif self.two_launch:
             self.plan.step(loss_out)
         else:
