@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from . import preprocessing as prep
-from .backends.torch_backend import forward as network_forward
 from .data import init_weights
 from .spec import DATA_DEFAULTS, LOSSES, REDUCTIONS, check_choice
 from .training import evaluate as evaluate_weights
@@ -106,17 +105,11 @@ class MLP(nn.Module):
 
     def forward(self, x):
         """The network on raw rows, differentiable: a classifier's logits, a regressor's values in its units."""
-        from .functional import linear_relu
         if isinstance(x, torch.Tensor) and x.dtype == self.weights[0].dtype and not self.scaled["x"]:
             h = x   # nothing to standardize: autograd reaches the caller's tensor
         else:
             h = prep.standardize(x, self.x_mean, self.x_std).to(self.weights[0].dtype)
-        weights, biases = self._layers()
-        biases = biases or [None] * len(weights)
-        for w, b in zip(weights[:-1], biases[:-1]):
-            h = linear_relu(h, w, b)
-        z = h @ weights[-1]
-        return self._units(z if biases[-1] is None else z + biases[-1])
+        return self._units(_network(h, *self._layers()))
 
     @torch.no_grad()
     def outputs(self, x, *, dtype=None):
@@ -127,7 +120,7 @@ class MLP(nn.Module):
         if dtype is not None:
             weights = [w.to(dtype) for w in weights]
             biases = None if biases is None else [b.to(dtype) for b in biases]
-        return self._units(network_forward(self.inputs(x, dtype=dtype), weights, biases))
+        return self._units(_network(self.inputs(x, dtype=dtype), weights, biases))
 
     @torch.no_grad()
     def predict(self, x):
@@ -285,6 +278,17 @@ class MLP(nn.Module):
     def extra_repr(self):
         task = f", task={self.task!r}" if self.task else ""
         return f"sizes={self.sizes}, bias={self.biases is not None}{task}"
+
+
+def _network(h, weights, biases):
+    """relu(h @ w + b) per hidden layer (the fused, differentiable linear_relu: Triton's kernel where it runs),
+    then h @ w + b: the one forward of forward() and outputs()."""
+    from .functional import linear_relu
+    biases = biases or [None] * len(weights)
+    for w, b in zip(weights[:-1], biases[:-1]):
+        h = linear_relu(h, w, b)
+    z = h @ weights[-1]
+    return z if biases[-1] is None else z + biases[-1]
 
 
 def _raise(kind, message):
