@@ -75,7 +75,7 @@ def test_the_side_stream_waits_for_the_callers_stream(monkeypatch):
     monkeypatch.setattr(torch.cuda, "stream", lambda s: (log.append(f"work on {s.name}"), contextlib.nullcontext())[1])
     trainer.stream = side
     trainer.run(2)
-    trainer.step()
+    trainer.train_epoch()
     assert log == ["side waits for caller", "work on side", "caller waits for side"] * 2, log
 
 

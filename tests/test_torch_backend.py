@@ -44,7 +44,7 @@ def test_relu_mode_equals_autograd_step_by_step():
     losses, snapshots = autograd_run(x, y, weights, 6, 1e-3)
     trainer = manualnn.Trainer(x, y, weights, lr=1e-3, grad="relu", backend="torch")
     for epoch in range(6):
-        loss = trainer.step()
+        loss = trainer.train_epoch()
         assert abs(loss.item() - losses[epoch]) <= 1e-12 * abs(losses[epoch])
         for w, a in zip(trainer.weights, snapshots[epoch]):
             torch.testing.assert_close(w, a, rtol=1e-11, atol=1e-12)

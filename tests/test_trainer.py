@@ -46,7 +46,7 @@ def test_step_run_and_chunks_agree():
     x, y, weights = small()
     whole = train(x, y, weights, epochs=6, lr=1e-3, backend="torch")
     trainer = Trainer(x, y, weights, lr=1e-3, backend="torch")
-    stepped = [trainer.step() for _ in range(2)]
+    stepped = [trainer.train_epoch() for _ in range(2)]
     assert all(isinstance(s, torch.Tensor) and s.dim() == 0 for s in stepped)
     seen = []
     trainer.run(4, every=3, callback=lambda first, losses: seen.append((first, len(losses))))

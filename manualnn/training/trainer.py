@@ -33,7 +33,7 @@ HISTORIES = ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")
 
 
 class Trainer:
-    """Trains a ReLU network with hand-written gradients, one epoch per ``step()``.
+    """Trains a ReLU network with hand-written gradients: ``run(epochs)``, or one epoch per ``train_epoch()``.
 
     x [N, features], y [N, out] targets (or integer class labels [N], which become one-hot rows) and
     weights [w1, ..., wL] (w_i: in x out, the seed's layout) share one float dtype and one device
@@ -122,7 +122,7 @@ class Trainer:
         self.chunk_graph, self.capture, self._warm = None, None, False
         self.epoch = 0
         self.history = {key: [] for key in HISTORIES}
-        self._pending = []   # rows from step(), still on the device
+        self._pending = []   # rows from train_epoch(), still on the device
         self.stopped_early = False
 
     @property
@@ -151,7 +151,7 @@ class Trainer:
 
     def _history(key):   # noqa: N805  (a property maker, used in the class body)
         def read(self):
-            self._settle()   # waits for the device if step() left epochs there
+            self._settle()   # waits for the device if train_epoch() left epochs there
             return list(self.history[key])
         return property(read, doc=f"Every epoch's {key.replace('_', ' ')} so far.")
 
@@ -215,7 +215,7 @@ class Trainer:
         self._warm = True
         return done + ran, stopped
 
-    def step(self) -> torch.Tensor:
+    def train_epoch(self) -> torch.Tensor:
         """One epoch. Returns its loss sum (before the updates) as a 0-d tensor on the device, unsynchronised.
 
         It does not check the loss for NaN/Inf: that would wait for the device. ``run()`` does. With
@@ -232,6 +232,9 @@ class Trainer:
         self.stopped_early = stopped
         self._copy_to_callers()
         return out[0, 0]
+
+    # the seed's word for it: with one batch (the seed's default) an epoch is one step
+    step = train_epoch
 
     def _check_can_train(self):
         self.params.check_unmoved()   # the steps hold its memory
