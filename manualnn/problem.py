@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import torch
 
+from .columns import Columns
 from .data import data_checksum, init_weights, load_data, seed_data, split
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -26,6 +27,10 @@ class Problem:
 def fit_standardizer(x):
     """Per-column mean and std of the training rows (a constant column's std is 1: it is only shifted)."""
     mean, std = x.double().mean(0), x.double().std(0, unbiased=False)
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        # values near float64's limit (1e300) overflow the sums: the same statistics on columns scaled to [-1, 1]
+        scale = x.double().abs().amax(0).clamp(min=torch.finfo(torch.float64).tiny)
+        mean, std = (x.double() / scale).mean(0) * scale, (x.double() / scale).std(0, unbiased=False) * scale
     std = torch.where(std > 0, std, torch.ones_like(std))
     return mean.tolist(), std.tolist()
 
@@ -79,13 +84,20 @@ def build_problem(config, device, check=None):
         if config["val_split"]:
             x, y, x_val, y_val = split(x, y, config["val_split"], config["seed"])
         return Problem(x, y, weights, x_val, y_val, data_checksum(x, y))
-    dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"])
+    # reading the file: its columns, as chosen, and its missing cells, as the policy says
+    columns = Columns(target=config.get("target"), ignore=config.get("ignore") or [], id=config.get("id"))
+    dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"], columns=columns,
+                        missing=config.get("missing", "refuse"))
     x, y = dataset.x, dataset.y
     check([x.shape[1], *config["hidden"], dataset.out], x.shape[0])
     checksum = data_checksum(x, y)
     config["features"], config["out"] = x.shape[1], dataset.out
     config["classes"], config["class_names"] = dataset.classes, dataset.class_names
     config["task_used"] = dataset.task            # what predict must do again
+    config["feature_names"], config["target_names"] = dataset.feature_names, dataset.target_names
+    config["id_name"] = dataset.id_name
+    if dataset.fill_values is not None:
+        config["fill_values"] = dataset.fill_values
     if config.get("loss") is None:
         config["loss"] = "ce" if dataset.task == "classify" else "sse"
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
@@ -103,4 +115,4 @@ def build_problem(config, device, check=None):
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
     return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
-                   note=f"{dataset.source}: {dataset.task_reason}")
+                   note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]))

@@ -226,9 +226,11 @@ def test_predict_round_trip(capsys, tmp_path):
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features), "--output", str(pred))
     assert code == 0 and out == "" and "wrote 90 predictions" in err
     rows = pred.read_text().splitlines()
-    assert rows[0] == "class,output_0,output_1,output_2" and len(rows) == 91
+    assert rows[0] == "class,prob_0,prob_1,prob_2" and len(rows) == 91      # trained with ce: probabilities
     outputs = model.predict((torch.tensor(np.loadtxt(features, delimiter=","), dtype=torch.float32) - mean) / std)
     assert [int(r.split(",")[0]) for r in rows[1:]] == outputs.argmax(1).tolist()
+    probabilities = torch.tensor([[float(v) for v in r.split(",")[1:]] for r in rows[1:]])
+    assert torch.allclose(probabilities, torch.softmax(outputs, 1), atol=1e-6)
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features))
     assert code == 2 and "has no targets to score against; give --output PATH" in err
 
