@@ -92,23 +92,22 @@ def _pandas(data, body, delimiter, width, kinds):
         import pandas
     except ImportError:
         return _numpy(data, body, delimiter, width, kinds)
-    # every column is read (skipped ones as text) so that a short row, which pandas pads, shows as a non-text
-    dtype = {c: ("float64" if kinds.of(c) == "number" else object) for c in range(width)}
-    try:
-        frame = pandas.read_csv(io.BytesIO(memoryview(data)[body:]), sep=delimiter, header=None, names=range(width),
-                                dtype=dtype, na_filter=False, quotechar='"', engine="c", encoding="utf-8",
-                                skip_blank_lines=True, on_bad_lines="error")
-    except (ValueError, TypeError, OverflowError, IndexError, pandas.errors.ParserError):
+    buffer = io.BytesIO(data)
+    buffer.seek(body)
+    try:    # number dtypes inferred: faster than asking for float64 (measured); another type means text
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pandas.errors.ParserWarning)   # a long row, which it would cut short
+            frame = pandas.read_csv(buffer, sep=delimiter, header=None, names=range(width), index_col=False,
+                                    na_filter=False, dtype={c: object for c in kinds.text}, quotechar='"',
+                                    engine="c", encoding="utf-8", skip_blank_lines=True, on_bad_lines="error")
+    except (ValueError, TypeError, OverflowError, IndexError, pandas.errors.ParserError,
+            pandas.errors.ParserWarning):
         return None
+    dtypes = frame.dtypes
+    if not all(dtypes[c].kind in "iuf" for c in kinds.numeric):
+        return None          # text (or true/false, or an integer too big for 64 bits) in a number column
+    last = frame[width - 1]
+    if dtypes[width - 1].kind not in "iuf" and "" in set(last.tolist()):
+        return None          # a short row, which pandas pads with empty cells (an empty last cell looks the same)
     numbers = (frame if len(kinds.numeric) == width else frame[kinds.numeric]).to_numpy(np.float64)
-    if not np.isfinite(numbers.sum()) and np.isnan(numbers).any():
-        return None          # a padded short row (pandas refuses "nan" itself with na_filter off)
-    texts = {}
-    for c in range(width):
-        if kinds.of(c) != "number":
-            column = frame[c].tolist()
-            if not all(isinstance(cell, str) for cell in column):
-                return None
-            if c in kinds.text:
-                texts[c] = [cell.strip() for cell in column]
-    return numbers, texts
+    return numbers, {c: [cell.strip() for cell in frame[c].tolist()] for c in kinds.text}

@@ -17,7 +17,6 @@ the missing-cell policy. What the first row is (a header or data) is decided onc
 """
 import array
 import csv
-import functools
 import io
 import itertools
 import math
@@ -85,9 +84,9 @@ def read_csv(f, size, where, exc, spec, tsv, parser="auto"):
         cells = csvfast.parse(data, body, delimiter, plan.width, kinds, parser)
     if cells is not None:
         numbers, texts = cells
-        cells = _Cells(numbers, texts, lambda: _line_numbers(data, body, before, len(numbers)))
+        cells = _Cells(numbers, texts, _LineNumbers(data, body, before, len(numbers)))
     elif body >= len(data):
-        cells = _Cells(np.empty((0, len(kinds.numeric))), {c: [] for c in kinds.text}, lambda: np.empty(0, np.int64))
+        cells = _Cells(np.empty((0, len(kinds.numeric))), {c: [] for c in kinds.text}, np.empty(0, np.int64))
     else:
         cells = _careful(data, body, before, delimiter, first, plan, kinds, where, exc)
     return _assemble(where, exc, first, first_line, plan, kinds, cells, data_first)
@@ -139,22 +138,51 @@ def _kinds(plan, sample):
 class _Cells:
     numbers: np.ndarray                      # float64 [rows, len(kinds.numeric)]
     texts: dict                              # column -> list of str
-    lines: Callable                          # () -> int64 [rows]: each row's line in the file
+    lines: object                            # lines[i]: the file line of row i (an array, or _LineNumbers)
 
 
-def _line_numbers(data, body, first_line, rows):
-    """The file line of each row after the first, for a file whose rows are each one line (blank lines are
-    not rows): the fast parsers' files."""
-    lines = data.count(b"\n", body) + (not data.endswith(b"\n"))
-    if rows == lines:    # no blank line: a fast count instead of a pass that finds every line
-        return np.arange(first_line + 1, first_line + 1 + rows)
-    view = np.frombuffer(data, np.uint8, offset=body)
-    ends = np.flatnonzero(view == 10)
-    starts, stops = np.concatenate([[0], ends + 1]), np.concatenate([ends, [len(view)]])
-    length = stops - starts
-    cr = np.zeros(len(length), bool)
-    cr[length > 0] = view[stops[length > 0] - 1] == 13
-    return first_line + 1 + np.flatnonzero(~((length == 0) | ((length == 1) & cr)))
+class _After:
+    """Line numbers with the first row's in front."""
+
+    def __init__(self, first_line, later):
+        self.first_line, self.later = first_line, later
+
+    def __getitem__(self, i):
+        return self.first_line if i == 0 else self.later[i - 1]
+
+
+class _LineNumbers:
+    """The file line of each parsed row, for a file whose rows are each one line (blank lines are not rows):
+    the fast parsers' files. Found when a message needs them: a scan up to the row for the first rows, one
+    pass over the file for a row further on."""
+
+    FEW = 10_000
+
+    def __init__(self, data, body, before, rows):
+        self.data, self.body, self.before, self.rows, self.all = data, body, before, rows, None
+
+    def __call__(self):
+        if self.all is None:
+            view = np.frombuffer(self.data, np.uint8, offset=self.body)
+            ends = np.flatnonzero(view == 10)
+            starts, stops = np.concatenate([[0], ends + 1]), np.concatenate([ends, [len(view)]])
+            length = stops - starts
+            cr = np.zeros(len(length), bool)
+            cr[length > 0] = view[stops[length > 0] - 1] == 13
+            self.all = self.before + 1 + np.flatnonzero(~((length == 0) | ((length == 1) & cr)))[:self.rows]
+        return self.all
+
+    def __getitem__(self, i):
+        if self.all is not None or i >= self.FEW:
+            return int(self()[i])
+        line, pos, row = self.before, self.body, -1
+        while row < i:
+            end = self.data.find(b"\n", pos)
+            end = len(self.data) if end < 0 else end
+            line += 1
+            row += bool(self.data[pos:end].strip(b"\r"))
+            pos = end + 1
+        return line
 
 
 def _careful(data, body, first_line, delimiter, first, plan, kinds, where, exc):
@@ -199,8 +227,7 @@ def _careful(data, body, first_line, delimiter, first, plan, kinds, where, exc):
             texts[c] = cells
     kinds.numeric, kinds.text = list(columns), sorted(texts)
     result = np.stack([columns[c] for c in kinds.numeric], 1) if kinds.numeric else np.empty((len(lines), 0))
-    line_array = np.frombuffer(lines, dtype=np.int64)
-    return _Cells(result, texts, lambda: line_array)
+    return _Cells(result, texts, np.frombuffer(lines, dtype=np.int64))
 
 
 def _number(where, exc, first, plan, line, column, cell):
@@ -236,8 +263,7 @@ def _assemble(where, exc, first, first_line, plan, kinds, cells, data_first):
         row = [_number(where, exc, first, plan, first_line, c, first[c]) for c in kinds.numeric]
         numbers = np.concatenate([np.array(row, dtype=np.float64).reshape(1, -1), numbers])
         texts = {c: [first[c]] + column for c, column in texts.items()}
-        lines = functools.partial(lambda later: np.concatenate([[first_line], later()]), lines)
-    lines = functools.lru_cache(None)(lines)
+        lines = _After(first_line, lines)
     notes = list(plan.notes)
     at = {c: i for i, c in enumerate(kinds.numeric)}
     if plan.index is not None:
@@ -250,7 +276,7 @@ def _assemble(where, exc, first, first_line, plan, kinds, cells, data_first):
     for c in plan.features:
         if c in texts:     # text in a feature column (the unnamed first one, or a file whose sample misled)
             i = next(i for i, v in enumerate(texts[c]) if safeio.number(v) is None and v.lower() not in MISSING)
-            _number(where, exc, first, plan, int(lines()[i]), c, texts[c][i])
+            _number(where, exc, first, plan, int(lines[i]), c, texts[c][i])
     x = _columns(numbers, [at[c] for c in plan.features])
     if plan.targets and plan.targets[0] in texts:
         y = texts[plan.targets[0]]
@@ -259,7 +285,7 @@ def _assemble(where, exc, first, first_line, plan, kinds, cells, data_first):
     order = plan.features + plan.targets
 
     def row_name(i):
-        return f"row {int(lines()[i])}"
+        return f"row {int(lines[i])}"
 
     def place(i, j):
         return f"{row_name(i)}, column {order[j] + 1}{_name(first, order[j]) if header else ''}"

@@ -203,12 +203,13 @@ def _as_tensor(where, name, value):
 
 
 def _check_dense(where, name, t):
-    """Only plain tensors hold rows of numbers: sparse, nested, quantized and meta ones are refused."""
-    kind = ("a nested tensor" if t.is_nested else f"a {str(t.layout).replace('torch.', '')} tensor"
-            if t.layout != torch.strided else "a quantized tensor" if t.is_quantized else
-            "a meta tensor (it holds no values)" if t.is_meta else None)
+    """Only plain tensors hold rows of numbers: nested, sparse, quantized and meta ones are refused."""
+    kind = ("a nested tensor (rows of different lengths); pad it (torch.nested.to_padded_tensor)" if t.is_nested
+            else f"a {str(t.layout).replace('torch.', '')} tensor; save {name}.to_dense()"
+            if t.layout != torch.strided else f"a quantized tensor; save {name}.dequantize()" if t.is_quantized
+            else "a meta tensor: it has a shape but no values" if t.is_meta else None)
     if kind:
-        raise DataError(f"{where}: {name!r} is {kind}; save a plain dense tensor (e.g. x.to_dense())")
+        raise DataError(f"{where}: {name!r} is {kind}")
 
 
 def _labels(where, array_):
@@ -297,7 +298,7 @@ def _load_csv(f, size, where, columns, tsv, missing, fill, parser):
         y = _Labels(names, torch.tensor([rank[label] for label in y], dtype=torch.int64))
     elif y is not None:
         safeio.float32_table(y, where, lambda i, j: table.place(at(i), x64.shape[1] + j), DataError)
-        y = torch.from_numpy(np.ascontiguousarray(y))
+        y = torch.from_numpy(np.array(y, dtype=np.float64))   # a fresh copy: a one-row view may have odd strides
     ids = table.ids if rows is None or table.ids is None else [table.ids[i] for i in rows]
     meta = dict(feature_names=table.feature_names, target_names=table.target_names, ids=ids, id_name=table.id_name,
                 notes=table.notes + ([note] if note else []), fill_values=fill)
@@ -307,13 +308,14 @@ def _load_csv(f, size, where, columns, tsv, missing, fill, parser):
 def _no_holes(y):
     if y is None:
         return True
-    return "" not in y if isinstance(y, list) else bool(np.isfinite(y.sum()))
+    with np.errstate(over="ignore", invalid="ignore"):
+        return "" not in y if isinstance(y, list) else bool(np.isfinite(y.sum()))
 
 
 def _clean_float32(x64):
     """x as float32 when every value is finite and fits (one sum finds a NaN, an Inf or an overflow), else None."""
-    if not np.isfinite(x64.sum()):
-        return None
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not np.isfinite(x64.sum()):
+            return None
         as32 = x64.astype(np.float32)
-    return as32 if np.isfinite(as32.sum(dtype=np.float64)) else None
+        return as32 if np.isfinite(as32.sum(dtype=np.float64)) else None

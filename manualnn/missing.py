@@ -32,7 +32,8 @@ def apply(where, x, y, policy, fill, place, exc):
         if not counts.all():
             raise exc(f"{where}: feature {int(np.flatnonzero(counts == 0)[0]) + 1} has no value in any row: no mean "
                       f"to fill it with")
-        fill = (np.where(holes, 0, x).sum(0, dtype=np.float64) / counts).tolist()
+        # column by column over a contiguous copy: the same sum whatever the table's memory order
+        fill = [float(x[~holes[:, j], j].sum(dtype=np.float64) / counts[j]) for j in range(x.shape[1])]
     if policy == "mean" and len(fill) != x.shape[1]:
         raise exc(f"{where}: the model fills the missing cells of {len(fill)} features; this data has {x.shape[1]}")
     fill = fill if policy == "mean" else None

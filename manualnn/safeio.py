@@ -21,6 +21,7 @@ import io
 import math
 import os
 import stat
+import warnings
 import zipfile
 
 import numpy as np
@@ -251,7 +252,9 @@ def read_pt_dict(f, where, exc, names=("x", "y")):
         check_budget(where, "its contents", sum(info.file_size for info in infos), exc)
     f.seek(0)
     try:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's deprecation notes (TypedStorage) are not the user's business
+            warnings.simplefilter("ignore")
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load on arbitrary bytes raises many kinds (struct.error among them)
         pickled = "weights only" in str(e).lower() or "weights_only" in str(e)   # torch's safe unpickler said no
         why = "it holds Python objects other than tensors, which are not unpickled" if pickled else _first_line(e)

@@ -5,6 +5,7 @@ checkpoint brings is checked here before anything uses it, as a checkpoint is an
 """
 import math
 import numbers
+import os
 import secrets
 
 from ..checkpoint import CheckpointError, load_checkpoint
@@ -70,6 +71,10 @@ def run_config(args):
                                  f"a resumed run keeps its settings")
     # a given --data may name the checkpoint's data at another path: the data's hash must still match
     data = args.data if args.data is not None else config.get("data")
+    if args.data is None and data not in (None, "digits") and not os.path.lexists(data):
+        relative = "" if os.path.isabs(data) else " (a path relative to the folder the training ran in)"
+        raise UsageError(f"--data: the checkpoint's data file {data!r} is not here{relative}; give --data PATH "
+                         f"where the file is now")
     if data is not None:
         for option in ("batch", "features", "out"):
             if getattr(args, option) is not None:
