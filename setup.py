@@ -23,6 +23,7 @@ setup(
     extras_require={
         "data": ["scikit-learn"],  # --data digits: the bundled handwritten digits (nothing is downloaded)
         "plot": ["matplotlib"],    # --plot
+        "fast-csv": ["pandas>=3"],  # big CSV files read by pandas' C parser, ~3x numpy's (manualnn/csvfast.py)
         # numpy < 2.4: Triton 3.6's interpreter needs it; matplotlib: the bench smoke test writes a plot;
         # scikit-learn: the digits tests and README examples
         # pytest-xdist: the suite runs on every core (pyproject.toml's -n auto), half the time on two

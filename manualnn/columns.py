@@ -20,7 +20,8 @@ class Columns:
     - ``ignore``: columns read as nothing (not parsed: they may hold anything).
     - ``id``: a column carried beside the rows (``Dataset.ids``) and written with predictions.
     - ``features``/``targets``: a trained model's feature and target names; ``width`` its input width;
-      ``model_id``: the ID column it was trained beside, read when a file with a header has it.
+      ``model_id``: the ID column it was trained beside, read when a file with a header has it;
+      ``model_ignored``: the columns its training ignored (not worth a note when a file has them).
     """
     target: Optional[List] = None
     target_cols: int = 1
@@ -30,6 +31,7 @@ class Columns:
     targets: Optional[List[str]] = None
     width: Optional[int] = None
     model_id: Optional[str] = None
+    model_ignored: List = field(default_factory=list)
 
     @property
     def chosen(self):
@@ -116,7 +118,8 @@ def _by_model_names(first, spec, where, exc):
     if features != sorted(features):
         plan.notes.append(f"{where}: its columns are in another order than the training file's; read by name")
     unused = [c for c in range(len(first))
-              if c not in features + targets + [ident] and first[c] not in spec.ignore and first[c]]
+              if c not in features + targets + [ident] and first[c] not in spec.ignore + spec.model_ignored
+              and first[c]]
     if unused:
         plan.notes.append(f"{where}: column{'s' if len(unused) > 1 else ''} "
                           f"{_list([first[c] for c in unused])} not read (the model does not use "

@@ -49,9 +49,9 @@ class CsvData:
 
 def read_csv(f, size, where, exc, spec, tsv, parser="auto"):
     """``CsvData`` for the open file ``f``, its columns chosen by ``spec`` (a ``columns.Columns``)."""
-    # at least 2 bytes per number ("1,"), 8 bytes each as float64
-    safeio.check_budget(where, f"a {safeio.human(size)} CSV (up to {size // 2 + 1} numbers)", (size // 2 + 1) * 8,
-                        exc)
+    # the file's bytes, then at least 2 bytes per number ("1,"): 8 bytes each as float64, 4 more as float32
+    safeio.check_budget(where, f"a {safeio.human(size)} CSV (up to {size // 2 + 1} numbers)",
+                        size + (size // 2 + 1) * 12, exc)
     data, start = safeio.read_text_bytes(f, where, exc)
     if b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):   # old Mac line ends: lines end at \n below
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -88,7 +88,7 @@ def read_csv(f, size, where, exc, spec, tsv, parser="auto"):
     elif body >= len(data):
         cells = _Cells(np.empty((0, len(kinds.numeric))), {c: [] for c in kinds.text}, np.empty(0, np.int64))
     else:
-        cells = _careful(data, body, before, delimiter, first, plan, kinds, where, exc)
+        cells, kinds = _careful(data, body, before, delimiter, first, plan, kinds, where, exc)
     return _assemble(where, exc, first, first_line, plan, kinds, cells, data_first)
 
 
@@ -120,8 +120,12 @@ class _Kinds:
     text: List[int]         # columns kept as text
     width: int
 
+    def __post_init__(self):
+        self._number, self._text = set(self.numeric), set(self.text)   # a lookup per column: wide files
+
     def of(self, column):
-        return "number" if column in self.numeric else "text" if column in self.text else "skip"
+        """"number", "text" or "skip" (ignored columns: never parsed)."""
+        return "number" if column in self._number else "text" if column in self._text else "skip"
 
 
 def _kinds(plan, sample):
@@ -163,13 +167,7 @@ class _LineNumbers:
 
     def __call__(self):
         if self.all is None:
-            view = np.frombuffer(self.data, np.uint8, offset=self.body)
-            ends = np.flatnonzero(view == 10)
-            starts, stops = np.concatenate([[0], ends + 1]), np.concatenate([ends, [len(view)]])
-            length = stops - starts
-            cr = np.zeros(len(length), bool)
-            cr[length > 0] = view[stops[length > 0] - 1] == 13
-            self.all = self.before + 1 + np.flatnonzero(~((length == 0) | ((length == 1) & cr)))[:self.rows]
+            self.all = self.before + 1 + csvfast.nonblank_lines(self.data, self.body)[:self.rows]
         return self.all
 
     def __getitem__(self, i):
@@ -186,7 +184,8 @@ class _LineNumbers:
 
 
 def _careful(data, body, first_line, delimiter, first, plan, kinds, where, exc):
-    """The rows after the first, one at a time; the first problem is raised with its row and column."""
+    """(_Cells, _Kinds) of the rows after ``body``, one at a time; the first problem is raised with its row and
+    column."""
     reader = csv.reader(io.StringIO(data[body:].decode("utf-8"), newline=""), delimiter=delimiter,
                         skipinitialspace=True)
     numbers, lines = array.array("d"), array.array("q")
@@ -225,9 +224,9 @@ def _careful(data, body, first_line, delimiter, first, plan, kinds, where, exc):
             columns[c] = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
         else:
             texts[c] = cells
-    kinds.numeric, kinds.text = list(columns), sorted(texts)
+    kinds = _Kinds(list(columns), sorted(texts), kinds.width)      # the flexible columns decided by every row
     result = np.stack([columns[c] for c in kinds.numeric], 1) if kinds.numeric else np.empty((len(lines), 0))
-    return _Cells(result, texts, np.frombuffer(lines, dtype=np.int64))
+    return _Cells(result, texts, np.frombuffer(lines, dtype=np.int64)), kinds
 
 
 def _number(where, exc, first, plan, line, column, cell):
@@ -245,8 +244,8 @@ def _number(where, exc, first, plan, line, column, cell):
     elif "_" in cell and safeio.number(cell.replace("_", "")) is not None:
         hint = " (digit separators are not read: write 1000, not 1_000)"
     elif plan.targets:
-        hint = " (text is allowed only in the target column, the last)" if plan.targets == [plan.width - 1] else \
-            " (text is allowed only in the target column)"
+        last = ", the last" if plan.targets == [plan.width - 1] else ""
+        hint = f" (text is allowed only in the target column{last}; --id or --ignore takes a column of text)"
     raise exc(f"{where}: row {line}, column {column + 1}{_name(first, column)}: expected a number, got {cell!r}{hint}")
 
 

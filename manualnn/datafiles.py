@@ -313,9 +313,8 @@ def _no_holes(y):
 
 
 def _clean_float32(x64):
-    """x as float32 when every value is finite and fits (one sum finds a NaN, an Inf or an overflow), else None."""
+    """x as C-ordered float32 when every value is finite and fits float32, else None: one sum of the float32
+    copy finds a NaN, an Inf and a value too large alike (each turns the sum non-finite)."""
     with np.errstate(over="ignore", invalid="ignore"):
-        if not np.isfinite(x64.sum()):
-            return None
-        as32 = x64.astype(np.float32)
+        as32 = x64.astype(np.float32, order="C")
         return as32 if np.isfinite(as32.sum(dtype=np.float64)) else None

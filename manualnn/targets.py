@@ -35,7 +35,7 @@ def decide(where, y, task, class_names, row_name, text, exc):
     if isinstance(y, Labels):
         if task == "regress":
             raise exc(f"{where}: task 'regress' needs numbers, but the target column holds labels such as "
-                            f"{y.names[-1]!r}")
+                      f"{y.names[-1]!r}")
         kind = "true/false values" if all(isinstance(n, bool) for n in y.names) else "text labels"
         given = "--task classify given: " if task == "classify" else ""
         return y.codes, "classify", (f"{given}target column holds {kind} ({len(y.names)} distinct: "
@@ -53,7 +53,7 @@ def decide(where, y, task, class_names, row_name, text, exc):
         example = f"{float(y[first]):g} in {row_name(first)}"
         if task == "classify":
             raise exc(f"{where}: task 'classify' needs whole-number or text labels, but the target column "
-                            f"holds {example}")
+                      f"holds {example}")
         return _values(y, text), "regress", (f"target column holds numbers with fractions ({example}): values "
                                              f"(fractions cannot be classes)"), None
     uniq, codes = torch.unique(y, sorted=True, return_inverse=True)
@@ -106,7 +106,7 @@ def _encode(where, y, class_names, row_name, exc):
         if index is None:
             row = row_name(int((codes == j).nonzero()[0]))
             raise exc(f"{where}: label {label!r} ({row}) is not one of the model's {len(class_names)} classes: "
-                            f"{_preview(class_names, 20)}")
+                      f"{_preview(class_names, 20)}")
         mapping.append(index)
     y = torch.tensor(mapping, dtype=torch.int64)[codes.long()]
     return y, "classify", f"the model's {len(class_names)} classes ({_preview(class_names)}) encode the labels", \

@@ -98,7 +98,8 @@ BAD = [
     ("missing.csv", None, r"missing.csv': no such file"),
     ("d.txt", "1,2\n", r"d.txt': unknown format '.txt'; expected .npz, .pt, .csv"),
     ("d.csv", "1,2,3\n4,oops,6\n", r"d.csv': row 2, column 2: expected a number, got 'oops'"),
-    ("d.csv", "a,b,c\n1,2,3\n4,,6\n", r"d.csv': 1 row with a missing cell \(empty, NA or NaN\): row 3, column 2 \('b'\)"),
+    ("d.csv", "a,b,c\n1,2,3\n4,,6\n", r"d.csv': 1 row with a missing cell \(empty, NA or NaN\): row 3, column 2 "
+                                    r"\('b'\)"),
     ("d.csv", "1,2,3\n4,5\n", r"d.csv': row 2 has 2 columns, expected 3"),
     ("d.csv", "", r"d.csv': is empty"),
     ("d.csv", "a,b\n", r"d.csv': has a header but no data rows"),
@@ -130,7 +131,8 @@ def test_bad_arrays_get_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"noy.npz': has no targets 'y'"):
         load_data(tmp_path / "noy.npz")
     torch.save([1, 2], tmp_path / "list.pt")
-    with pytest.raises(DataError, match=r"list.pt': expected a dict with tensors 'x' and 'y' \(or 'X' and 'Y'\), got list"):
+    with pytest.raises(DataError, match=r"list.pt': expected a dict with tensors 'x' and 'y' \(or 'X' and 'Y'\), "
+                                        r"got list"):
         load_data(tmp_path / "list.pt")
     # forced classes may be any whole numbers (negative ones too); fractions cannot be classes
     np.savez(tmp_path / "neg.npz", x=np.ones((3, 2)), y=np.array([0, -1, 2]))

@@ -286,7 +286,7 @@ def test_binary_and_non_utf8_files_named_csv(tmp_path, content, pattern):
 
 def test_a_csv_larger_than_the_memory_budget_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(safeio, "memory_budget", lambda: 10_000)
-    with pytest.raises(DataError, match=r"d.csv': a 4.0 KB CSV \(up to 2001 numbers\) needs 16.0 KB, more than the "
+    with pytest.raises(DataError, match=r"d.csv': a 4.0 KB CSV \(up to 2001 numbers\) needs 28.0 KB, more than the "
                                         r"10.0 KB of memory available"):
         load_data(write(tmp_path, "d.csv", "1,2\n" * 1000))
 
@@ -443,7 +443,7 @@ def outcome(path, **kw):
 
 NUMBERS = ["1", "-2.5", " 3", "4 ", "+.5", "5.", "1e3", "1E-2", "007", "-0", "nan", "NaN", "inf", "-inf", "", "NA",
            "?", "1_000", "1,5", "x", '"6"', '"7,5"', ' "8"', "\u00a09", "\u0661", "0x10", "1e400", "True"]
-LABELS = ["a", "b", "setosa", "", '"d,e"', "NA", " f ", '"g""h"', "1", "2", '"multi\nline"', "caf\u00e9"]
+LABELS = ["a", "b", "setosa", "", '"d,e"', "NA", " f ", '"g""h"', ' "q"', "1", "2", '"multi\nline"', "caf\u00e9"]
 
 
 def random_csv(r):

@@ -66,7 +66,8 @@ def predict_command(args):
 def read_data(args, config, model, task, class_names):
     """The --data rows, their columns found by the names training kept (a header) or by position."""
     columns = Columns(ignore=args.ignore or [], id=args.id, features=config.get("feature_names"),
-                      targets=config.get("target_names"), model_id=None if args.id else config.get("id_name"))
+                      targets=config.get("target_names"), model_id=None if args.id else config.get("id_name"),
+                      model_ignored=config.get("ignore") or [])
     missing = args.missing or ("mean" if config.get("fill_values") else "refuse")
     if missing == "mean" and not config.get("fill_values"):
         raise UsageError("--missing: mean fills with the training rows' means, and this model was not trained with "
