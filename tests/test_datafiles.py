@@ -443,7 +443,8 @@ def outcome(path, **kw):
 
 NUMBERS = ["1", "-2.5", " 3", "4 ", "+.5", "5.", "1e3", "1E-2", "007", "-0", "nan", "NaN", "inf", "-inf", "", "NA",
            "?", "1_000", "1,5", "x", '"6"', '"7,5"', ' "8"', "\u00a09", "\u0661", "0x10", "1e400", "True"]
-LABELS = ["a", "b", "setosa", "", '"d,e"', "NA", " f ", '"g""h"', ' "q"', "1", "2", '"multi\nline"', "caf\u00e9"]
+LABELS = ["a", "b", "setosa", "", '"d,e"', "NA", " f ", '"g""h"', ' "q"', "1", "2", '"multi\nline"', "caf\u00e9",
+          "x\ry", "nul\0"]
 
 
 def random_csv(r):
@@ -452,8 +453,13 @@ def random_csv(r):
     width, delimiter, index = r.randint(2, 5), r.choice([",", ";", "\t"]), r.random() < 0.2
     text_target = r.random() < 0.4
     rows = [delimiter.join([""] * index + [f"c{i}" for i in range(width)])] if r.random() < 0.5 else []
-    for i in range(r.randint(0, 12)):
-        odd = r.random() < 0.15
+    clean = r.choice([0, 0, 60])     # rows past the first lines: a file the fast parsers read as it streams in
+    for i in range(r.randint(0, 12) + clean):
+        if i < clean:
+            label = ["a", "b", "setosa"][i % 3] if text_target else str(i % 3)
+            rows.append(delimiter.join([str(i)] * index + [str(i % 5)] * (width - 1) + [label]))
+            continue
+        odd = r.random() < (0.3 if clean else 0.15)
         cells = [r.choice(NUMBERS) if odd and r.random() < 0.3 else str(round(r.uniform(-5, 5), r.randint(0, 4)))
                  for _ in range(width - 1)]
         cells.append(r.choice(LABELS) if text_target else r.choice(NUMBERS) if odd else str(r.randint(0, 2)))
@@ -466,7 +472,7 @@ def random_csv(r):
 
 def test_fast_and_careful_readers_agree_on_random_files(tmp_path, monkeypatch):
     parsers = ["numpy"] + (["pandas"] if csvfast.pandas_available() else [])
-    for seed in range(400):
+    for seed in range(500):
         r = random.Random(seed)
         path = tmp_path / "r.csv"
         path.write_bytes(random_csv(r).encode("utf-8"))
@@ -479,6 +485,24 @@ def test_fast_and_careful_readers_agree_on_random_files(tmp_path, monkeypatch):
             careful = outcome(path, **kw)
         for parser, got in fast.items():
             assert got == careful, f"seed {seed}, {parser}: {path.read_bytes()!r} {kw}\n{got}\n{careful}"
+
+
+@pytest.mark.parametrize("tail,ignore", [
+    ("1,2,nul\0\n", []),                 # a NUL byte
+    ("1,2,a\r\r1e400,4,b\n", []),          # lone carriage returns (a blank line, as old Macs wrote it)
+    ("\n1e400,2,a\n", []),                # a blank line, then a value refused by its row
+    ('1,"x\ny",a\n', ["b"]),              # a quoted line break in a column never parsed
+    ("1,2\n", []),                        # a short row
+    ("1,2,a,4\n", []),                    # a long row
+    ("1,2,\n", []),                       # an empty label
+])
+def test_what_follows_the_first_lines_is_read_as_the_careful_reader_reads_it(tmp_path, monkeypatch, tail, ignore):
+    rows = "".join(f"{i},{i % 5},{'xyz'[i % 3]}\n" for i in range(80))
+    path = write(tmp_path, "t.csv", ("a,b,label\n" + rows + tail + "7,8,z\n").encode())
+    kw = dict(columns=Columns(ignore=ignore))
+    fast = [outcome(path, parser=parser, **kw) for parser in ["numpy", "pandas"]]
+    careful_only(monkeypatch)
+    assert fast == [outcome(path, **kw)] * 2
 
 
 def test_clean_files_are_read_by_the_fast_parser(tmp_path, monkeypatch):
