@@ -124,7 +124,6 @@ def load_data(spec, *, target_cols=1, task="auto", need_y=True, features=None, c
                                 f"file holds arrays x and y")
             else:
                 x, y, meta = _load_arrays(f, where, ext, missing, fill)
-    x = x if text else _tidy_x(where, x)
     if y is None:
         if need_y:
             raise DataError(f"{where}: has no targets 'y'")
@@ -145,10 +144,8 @@ def _load_arrays(f, where, ext, missing, fill):
         return x, y, {}       # refused with both shapes by _tidy_y
     place = lambda i, j: f"x[{i}, {j}]" if j < x.shape[1] else f"y[{i}]"  # noqa: E731
     kept, _, keep, fill, note = missing_cells.apply(where, x.numpy(), values, missing, fill, place, DataError)
-    if keep is not None:
-        x, y = torch.from_numpy(kept), _keep_rows(y, torch.from_numpy(keep))
-    elif note:
-        x = torch.from_numpy(kept)
+    if note:   # rows left out or cells filled: ``kept`` is the new x
+        x, y = torch.from_numpy(kept), y if keep is None else _keep_rows(y, torch.from_numpy(keep))
     return x, y, {"notes": [note] if note else [], "fill_values": fill}
 
 

@@ -208,8 +208,8 @@ def build_parser():
     p.add_argument("--ignore", type=column_list, metavar="COLS",
                    help="CSV without the model's column names: columns that are not features")
     p.add_argument("--missing", choices=MISSING,
-                   help="empty, NA or NaN cells: refuse, drop those rows, or mean (the training's means; the "
-                        "default when the model was trained with --missing mean, else refuse)")
+                   help="missing cells (as in train): refuse, drop those rows, or mean (the training's means; "
+                        "the default when the model was trained with --missing mean, else refuse)")
     p.add_argument("--task", choices=TASKS, help="as in train (default: what training decided)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     nb = sub.add_parser("build-native", help="compile the native CPU runner now (once; later runs load it)",
