@@ -52,7 +52,7 @@ def contenders():
 
 def measure(rows=200_000, cols=51, repeats=5):
     """Median read times (s) of each contender on one file, ratios to pandas, and the machine's state."""
-    runs = contenders()
+    runs, before = contenders(), loadavg()
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "big.csv")
         write_csv(path, rows, cols)
@@ -69,7 +69,7 @@ def measure(rows=200_000, cols=51, repeats=5):
     medians = {name: statistics.median(t) for name, t in times.items()}
     ratios = {name: medians[name] / medians["pandas"] for name in medians} if "pandas" in medians else {}
     return {"rows": rows, "cols": cols, "bytes": size, "repeats": repeats, "seconds": times, "median": medians,
-            "ratio_to_pandas": ratios, "machine": machine_name(), "loadavg_before_after": None,
+            "ratio_to_pandas": ratios, "machine": machine_name(), "loadavg_before_after": [before, loadavg()],
             "versions": _versions()}
 
 
@@ -90,11 +90,10 @@ def main(argv=None):
     parser.add_argument("--cols", type=int, default=51)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    before = loadavg()
     result = measure(args.rows, args.cols, args.repeats)
-    result["loadavg_before_after"] = [before, loadavg()]
+    before, after = result["loadavg_before_after"]
     print(f"CSV read: {result['rows']} rows x {result['cols']} columns, {result['bytes'] / 1e6:.1f} MB; "
-          f"{result['machine']}; load average before {before}, after {loadavg()}; {result['versions']}")
+          f"{result['machine']}; load average (1, 5, 15 min) before {before}, after {after}; {result['versions']}")
     print(f"{'contender':16} {'median s':>9} {'ratio':>7}  each run (s)")
     for name, median in result["median"].items():
         ratio = result["ratio_to_pandas"].get(name)

@@ -694,3 +694,11 @@ def test_capital_x_and_y_as_scikit_learn_names_them(tmp_path):
     np.savez(tmp_path / "both.npz", x=np.ones((10, 2)), X=np.ones((10, 2)), y=np.zeros(10))
     with pytest.raises(DataError, match=r"both.npz': holds both 'x' and 'X'; keep one"):
         load_data(tmp_path / "both.npz")
+
+
+def test_the_csv_benchmark_runs_and_reports_each_contender():
+    from benchmarks import csv_read
+    result = csv_read.measure(rows=300, cols=5, repeats=2)
+    assert {"manualnn", "manualnn_numpy"} <= set(result["median"]) and result["bytes"] > 300 * 5 * 2
+    assert all(len(times) == 2 for times in result["seconds"].values())
+    assert set(result["ratio_to_pandas"]) == (set(result["median"]) if "pandas" in result["median"] else set())
