@@ -702,3 +702,9 @@ def test_the_csv_benchmark_runs_and_reports_each_contender():
     assert {"manualnn", "manualnn_numpy"} <= set(result["median"]) and result["bytes"] > 300 * 5 * 2
     assert all(len(times) == 2 for times in result["seconds"].values())
     assert set(result["ratio_to_pandas"]) == (set(result["median"]) if "pandas" in result["median"] else set())
+
+
+def test_the_cli_offers_every_missing_cell_policy():
+    from manualnn import missing
+    from manualnn.cli.options import MISSING
+    assert MISSING == missing.POLICIES
