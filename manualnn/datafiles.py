@@ -259,14 +259,17 @@ def _tidy_y(where, x, y):
 
 
 def _check_finite(where, name, t):
-    """Infinite values are refused (NaN is a missing value: the ``missing`` policy's)."""
-    if t.is_floating_point():
-        bad = torch.isinf(t)
-        if bool(bad.any()):
-            first = int(bad.reshape(-1).nonzero()[0])
-            index = np.unravel_index(first, tuple(t.shape))
-            value = float(t.reshape(-1)[first])
-            raise DataError(f"{where}: {name!r} has infinite values: {value} at {name}[{', '.join(map(str, index))}]")
+    """Infinite values are refused (NaN is a missing value: the ``missing`` policy's). In numpy for float32/64,
+    for the reason targets._fractions gives."""
+    if not t.is_floating_point():
+        return
+    flat = t.reshape(-1)
+    bad = np.isinf(flat.numpy()) if t.dtype in (torch.float32, torch.float64) else torch.isinf(flat).numpy()
+    if bad.any():
+        first = int(bad.argmax())
+        index = np.unravel_index(first, tuple(t.shape))
+        raise DataError(f"{where}: {name!r} has infinite values: {float(flat[first])} at "
+                        f"{name}[{', '.join(map(str, index))}]")
 
 
 # ---------------------------------------------------------------------------------------------
