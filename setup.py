@@ -25,6 +25,7 @@ setup(
         "data": ["scikit-learn"],  # --data digits: the bundled handwritten digits (nothing is downloaded)
         "plot": ["matplotlib"],    # --plot
         "sklearn": ["scikit-learn>=1.6"],   # manualnn.MLPClassifier / MLPRegressor
+        "fast-csv": ["pandas>=3"],  # big CSV files read by pandas' C parser, ~3x numpy's (manualnn/csvfast.py)
         # triton: the kernels' tests run under its CPU interpreter; numpy < 2.4: Triton 3.6's interpreter needs it;
         # matplotlib: the bench smoke test writes a plot; scikit-learn: the digits tests, README examples and the
         # estimators; pandas: the estimators' DataFrame tests (scikit-learn's own checks skip theirs without it)

@@ -2,32 +2,30 @@
 
 Files are untrusted: ``safeio`` refuses special files, checks sizes before allocating and never
 unpickles. Every problem is a ``DataError`` naming the file and the problem (row and column too).
-CSV is read as people write it: comma, tab or semicolon, a UTF-8 byte-order mark, CRLF, blank
-lines, spaces, quotes, an optional header, and text labels in a single target column.
-Under ``task="auto"`` targets are classes when they are text or true/false, or whole numbers that
-look like labels: 2..100 distinct values forming a run 0..K-1 or 1..K, with at least 5 rows per
-class. Anything else is values. ``Dataset.task_reason`` says which rule decided.
+CSV is read as people write it (``csvread``): comma, tab or semicolon, a UTF-8 byte-order mark, CRLF,
+blank lines, spaces, quotes, an optional header, pandas' index column, text labels in a single target
+column, columns chosen by name or position (``columns.Columns``), and missing cells under a stated
+policy (``missing``). Under ``task="auto"`` targets are classes when they are text or true/false, or
+whole numbers that look like labels: 2..100 distinct values forming a run 0..K-1 or 1..K, with at least
+5 rows per class. Anything else is values. ``Dataset.task_reason`` says which rule decided.
 """
-import array
-import collections
-import csv
-import itertools
-import math
+import dataclasses
 import os
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import List, Optional
 
 import numpy as np
 import torch
 
-from . import safeio
+from . import csvread, missing as missing_cells, safeio
+from .columns import Columns
+from .targets import MAX_AUTO_CLASSES, ROWS_PER_CLASS  # noqa: F401  (importable from here, as before)
+from .targets import Labels as _Labels
+from .targets import decide
 
 TASKS = ("auto", "classify", "regress")
 FORMATS = (".npz", ".pt", ".csv", ".tsv")
-MAX_AUTO_CLASSES = 100           # more distinct whole numbers than this are values (counts, prices, ages)
-ROWS_PER_CLASS = 5               # fewer rows than this per class: whole numbers are more likely values
-MAX_TEXT_LABELS = 10_000         # distinct text labels kept while reading a CSV (bounds the memory)
-SNIFF_LINES = 50                 # lines that decide the delimiter
+MAX_TEXT_LABELS = 10_000         # distinct text labels a target column may hold
 
 
 class DataError(ValueError):
@@ -40,7 +38,11 @@ class Dataset:
 
     x [N, D] float32 (float64 if the file's x was float64). y: int64 class indices [N] in 0..K-1
     (classify), float values [N, O] (regress), or None (no targets). ``class_names[i]`` is the
-    original label of class index i (str for text labels, int for whole numbers).
+    original label of class index i (str for text labels, int for whole numbers). From a CSV with a
+    header: ``feature_names`` and ``target_names``; with an ID column: ``ids`` (one str per row) and
+    ``id_name``. ``notes``: what reading decided that the user should hear (a dropped index column,
+    rows left out for missing cells). ``fill_values``: the per-feature values missing cells were filled
+    with (``missing="mean"``).
     """
     x: torch.Tensor
     y: Optional[torch.Tensor]
@@ -49,6 +51,11 @@ class Dataset:
     task_reason: str = ""
     class_names: Optional[list] = None
     feature_names: Optional[list] = None
+    target_names: Optional[list] = None
+    ids: Optional[List[str]] = None
+    id_name: Optional[str] = None
+    notes: List[str] = field(default_factory=list)
+    fill_values: Optional[List[float]] = None
 
     @property
     def classes(self):
@@ -63,22 +70,23 @@ class Dataset:
         return None if self.y is None else self.y.shape[1]
 
 
-# a target column of labels that are not numbers: ``names`` sorted, ``codes`` (int64 [N]) index them
-_Labels = collections.namedtuple("_Labels", "names codes")
-
-
-def load_data(spec, *, target_cols=1, task="auto", need_y=True, features=None, class_names=None):
+def load_data(spec, *, target_cols=1, task="auto", need_y=True, features=None, class_names=None, columns=None,
+              missing="refuse", fill=None, parser="auto"):
     """Load a ``Dataset`` from ``spec``: "digits" or a path to a .npz, .pt, .csv or .tsv file.
 
-    - .npz: arrays ``x`` and ``y`` (``y`` may hold strings); .pt: a dict with tensors ``x`` and
-      ``y`` (a zip-format ``torch.save`` file, loaded with ``weights_only=True``).
-    - .csv/.tsv: the last ``target_cols`` columns are the targets, the others the features.
-      With ``features`` given (the width a trained model expects), a file of exactly that many
-      columns has no targets.
+    - .npz: arrays ``x`` (or ``X``) and ``y`` (or ``Y``; it may hold strings); .pt: a dict with tensors
+      ``x`` and ``y`` (a zip-format ``torch.save`` file, loaded with ``weights_only=True``).
+    - .csv/.tsv: the last ``target_cols`` columns are the targets, the others the features, unless
+      ``columns`` (a ``Columns``) chooses targets, ignored columns and an ID column by name or position.
+      With ``features`` given (the width a trained model expects), a file of exactly that many columns
+      has no targets; with ``columns.features`` (its feature names) a file with a header is read by name.
     - ``task``: "auto" (see the module's notes), "classify" (classes from one column of whole
       numbers or text) or "regress" (values).
     - ``class_names``: the classes a trained model knows; labels are encoded through exactly this
       list (the task is then classify), and a label not in it is an error.
+    - ``missing``: "refuse" (default: the rows are named), "drop" (rows with a missing cell are left
+      out) or "mean" (a feature's missing cells get ``fill`` or else its column's mean). See ``missing``.
+    - ``parser``: "auto", "numpy" or "pandas": the C parser for clean CSV files (``csvfast``).
     - x of more than two dimensions (images) is flattened to [N, D].
 
     Without ``need_y`` a file without targets is fine (``Dataset.y`` is None).
@@ -87,11 +95,15 @@ def load_data(spec, *, target_cols=1, task="auto", need_y=True, features=None, c
         raise ValueError(f"task: expected one of {', '.join(map(repr, TASKS))}, got {task!r}")
     if isinstance(target_cols, bool) or not isinstance(target_cols, int) or target_cols < 1:
         raise ValueError(f"target_cols: expected a positive integer, got {target_cols!r}")
+    if missing not in missing_cells.POLICIES:
+        raise ValueError(f"missing: expected one of {', '.join(map(repr, missing_cells.POLICIES))}, got {missing!r}")
     if class_names is not None:
         if task == "regress":
             raise ValueError("class_names: given for a classifier, but task is 'regress'")
         class_names = list(class_names)
-    feature_names, text, row_name = None, False, "y[{}]".format
+    columns = dataclasses.replace(columns or Columns(), target_cols=target_cols, width=features)
+    meta = {}
+    text, row_name = False, "y[{}]".format
     if isinstance(spec, str) and spec == "digits":
         x, y = _load_digits()
         source, where = "digits (scikit-learn's bundled 8x8 handwritten digits, pixels / 16)", "data 'digits'"
@@ -105,19 +117,54 @@ def load_data(spec, *, target_cols=1, task="auto", need_y=True, features=None, c
                 raise DataError(f"{where}: unknown format {ext or '(no extension)'!r}; expected "
                                 f"{', '.join(FORMATS)} (or 'digits')")
             if ext in (".csv", ".tsv"):
-                x, y, feature_names, row_name = _load_csv(f, size, where, target_cols, features, ext == ".tsv")
+                x, y, row_name, meta = _load_csv(f, size, where, columns, ext == ".tsv", missing, fill, parser)
                 text = True
+            elif columns.chosen:
+                raise DataError(f"{where}: columns are chosen (target, ignore, id) in CSV and TSV files; a {ext} "
+                                f"file holds arrays x and y")
             else:
-                arrays = (safeio.read_npz_arrays if ext == ".npz" else safeio.read_pt_dict)(f, where, DataError)
-                x, y = _as_tensor(where, "x", arrays["x"]), _as_tensor(where, "y", arrays.get("y"))
-    x = _tidy_x(where, x)
+                x, y, meta = _load_arrays(f, where, ext, missing, fill)
     if y is None:
         if need_y:
             raise DataError(f"{where}: has no targets 'y'")
-        return Dataset(x, None, source, None, "the data has no targets", None, feature_names)
+        return Dataset(x, None, source, None, "the data has no targets", None, **meta)
     y = _tidy_y(where, x, y)
-    y, task, reason, names = _decide(where, y, task, class_names, row_name, text)
-    return Dataset(x, y, source, task, reason, names, feature_names)
+    y, task, reason, names = decide(where, y, task, class_names, row_name, text, DataError)
+    return Dataset(x, y, source, task, reason, names, **meta)
+
+
+def _load_arrays(f, where, ext, missing, fill):
+    """x and y of a .npz or .pt file, with the missing-cell policy applied to NaN values."""
+    read = safeio.read_npz_arrays if ext == ".npz" else safeio.read_pt_dict
+    arrays = _aliases(where, read(f, where, DataError, names=("x", "y", "X", "Y")))
+    x, y = _as_tensor(where, "x", arrays.get("x")), _as_tensor(where, "y", arrays.get("y"))
+    x = _tidy_x(where, x)
+    values = y.numpy() if isinstance(y, torch.Tensor) and y.is_floating_point() and y.dim() else None
+    if values is not None and values.shape[0] != x.shape[0]:
+        return x, y, {}       # refused with both shapes by _tidy_y
+    place = lambda i, j: f"x[{i}, {j}]" if j < x.shape[1] else f"y[{i}]"  # noqa: E731
+    kept, _, keep, fill, note = missing_cells.apply(where, x.numpy(), values, missing, fill, place, DataError)
+    if note:   # rows left out or cells filled: ``kept`` is the new x
+        x, y = torch.from_numpy(kept), y if keep is None else _keep_rows(y, torch.from_numpy(keep))
+    return x, y, {"notes": [note] if note else [], "fill_values": fill}
+
+
+def _aliases(where, arrays):
+    """``x``/``y`` as saved, or capitalised (scikit-learn's X): one of each, never both spellings."""
+    for name in ("x", "y"):
+        if name in arrays and name.upper() in arrays:
+            raise DataError(f"{where}: holds both {name!r} and {name.upper()!r}; keep one")
+        if name.upper() in arrays:
+            arrays[name] = arrays.pop(name.upper())
+    return arrays
+
+
+def _keep_rows(y, keep):
+    if y is None:
+        return None
+    if isinstance(y, _Labels):
+        return _Labels(y.names, y.codes[keep])
+    return y[keep]
 
 
 def _load_digits():
@@ -133,22 +180,18 @@ def _load_digits():
 
 def _as_tensor(where, name, value):
     """A CPU tensor; ``y`` of text or true/false (str, bytes or bool arrays, a list of str) as ``_Labels``."""
+    if isinstance(value, torch.Tensor):
+        _check_dense(where, name, value)
     if value is None or isinstance(value, torch.Tensor) and not (name == "y" and value.dtype == torch.bool):
         return value if value is None else value.detach().cpu()
     try:
         array_ = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value)
     except (TypeError, ValueError) as e:     # a ragged list, say
         raise DataError(f"{where}: {name!r} is not an array ({safeio._first_line(e)})") from None
+    if not array_.dtype.isnative:            # saved on a big-endian machine: torch takes native byte order only
+        array_ = array_.astype(array_.dtype.newbyteorder("="))
     if name == "y" and array_.dtype.kind in "USb":
-        array_ = array_[:, 0] if array_.ndim == 2 and array_.shape[1] == 1 else array_
-        if array_.ndim != 1:
-            raise DataError(f"{where}: 'y' of labels must be one column, got shape {array_.shape}")
-        uniq, codes = np.unique(array_, return_inverse=True)
-        try:
-            names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in uniq.tolist()]
-        except UnicodeDecodeError:
-            raise DataError(f"{where}: 'y' holds byte strings that are not UTF-8 text") from None
-        return _Labels(names, torch.from_numpy(codes.reshape(-1).astype(np.int64)))
+        return _labels(where, array_)
     if array_.dtype == object or array_.dtype.kind not in "biuf":
         raise DataError(f"{where}: {name!r} is not a numeric array (dtype {array_.dtype})")
     if array_.dtype.kind == "u" and array_.dtype.itemsize > 1:   # torch has few ops for uint16..uint64
@@ -156,9 +199,41 @@ def _as_tensor(where, name, value):
     return torch.from_numpy(np.ascontiguousarray(array_))
 
 
+def _check_dense(where, name, t):
+    """Only plain tensors hold rows of numbers: nested, sparse, quantized and meta ones are refused."""
+    kind = ("a nested tensor (rows of different lengths); pad it (torch.nested.to_padded_tensor)" if t.is_nested
+            else f"a {str(t.layout).replace('torch.', '')} tensor; save {name}.to_dense()"
+            if t.layout != torch.strided else f"a quantized tensor; save {name}.dequantize()" if t.is_quantized
+            else "a meta tensor: it has a shape but no values" if t.is_meta else None)
+    if kind:
+        raise DataError(f"{where}: {name!r} is {kind}")
+
+
+def _labels(where, array_):
+    """``_Labels`` of a text or true/false array; every label must be text that can be written back (UTF-8)."""
+    array_ = array_[:, 0] if array_.ndim == 2 and array_.shape[1] == 1 else array_
+    if array_.ndim != 1:
+        raise DataError(f"{where}: 'y' of labels must be one column, got shape {array_.shape}")
+    uniq, codes = np.unique(array_, return_inverse=True)
+    try:
+        names = [v.decode("utf-8") if isinstance(v, bytes) else v for v in uniq.tolist()]
+    except UnicodeDecodeError:
+        raise DataError(f"{where}: 'y' holds byte strings that are not UTF-8 text") from None
+    for i, label in enumerate(names):
+        try:
+            label.encode("utf-8") if isinstance(label, str) else None
+        except UnicodeEncodeError:   # a lone surrogate: trains, then no file of predictions can hold it
+            row = int(np.flatnonzero(codes.reshape(-1) == i)[0])
+            raise DataError(f"{where}: label {label!r} (y[{row}]) is not valid text (it holds a lone surrogate, "
+                            f"which no UTF-8 file can store)") from None
+    return _Labels(names, torch.from_numpy(codes.reshape(-1).astype(np.int64)))
+
+
 def _tidy_x(where, x):
     if x.dim() == 0 or x.shape[0] == 0:
         raise DataError(f"{where}: 'x' has no rows (shape {tuple(x.shape)})")
+    if x.numel() == 0:
+        raise DataError(f"{where}: 'x' has no features (shape {tuple(x.shape)}); expected [rows, features]")
     if x.dtype == torch.bool or x.is_complex():
         raise DataError(f"{where}: 'x' must be numeric, got {x.dtype}")
     _check_finite(where, "x", x)
@@ -184,216 +259,62 @@ def _tidy_y(where, x, y):
 
 
 def _check_finite(where, name, t):
-    if t.is_floating_point():
-        bad = ~torch.isfinite(t)
-        if bool(bad.any()):
-            first = int(bad.reshape(-1).nonzero()[0])
-            index = np.unravel_index(first, tuple(t.shape))
-            value = float(t.reshape(-1)[first])
-            raise DataError(f"{where}: {name!r} has NaN or Inf values: {value} at {name}[{', '.join(map(str, index))}]")
-
-
-def _preview(names, limit=10):
-    shown = ", ".join(map(repr, names[:limit]))
-    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
-
-
-def _values(y, text):
-    """Regression targets [N, O]: float64 stays float64 (unless read from text), the rest float32."""
-    y = y.reshape(y.shape[0], -1)
-    return y if y.dtype == torch.float64 and not text else y.to(torch.float32)
-
-
-def _decide(where, y, task, class_names, row_name, text):
-    """(y, task, reason, class_names): the targets as classes or values, and why."""
-    if class_names is not None:
-        return _encode(where, y, class_names, row_name)
-    if isinstance(y, _Labels):
-        if task == "regress":
-            raise DataError(f"{where}: task 'regress' needs numbers, but the target column holds labels such as "
-                            f"{y.names[-1]!r}")
-        kind = "true/false values" if all(isinstance(n, bool) for n in y.names) else "text labels"
-        given = "--task classify given: " if task == "classify" else ""
-        return y.codes, "classify", (f"{given}target column holds {kind} ({len(y.names)} distinct: "
-                                     f"{_preview(y.names)}): classes (labels cannot be values)"), y.names
-    if task == "regress":
-        return _values(y, text), "regress", "--task regress given: the targets are values", None
-    if y.dim() == 2:
-        if task == "classify":
-            raise DataError(f"{where}: task 'classify' needs one target column of labels, got {y.shape[1]} columns")
-        return _values(y, text), "regress", (f"{y.shape[1]} target columns: values, one per output "
-                                             f"(classes need a single target column)"), None
-    fraction = (y != y.round()) if y.is_floating_point() else None
-    if fraction is not None and bool(fraction.any()):
-        first = int(fraction.nonzero()[0])
-        example = f"{float(y[first]):g} in {row_name(first)}"
-        if task == "classify":
-            raise DataError(f"{where}: task 'classify' needs whole-number or text labels, but the target column "
-                            f"holds {example}")
-        return _values(y, text), "regress", (f"target column holds numbers with fractions ({example}): values "
-                                             f"(fractions cannot be classes)"), None
-    uniq, codes = torch.unique(y, sorted=True, return_inverse=True)
-    names = [int(v) for v in uniq.tolist()]
-    k, n = len(names), y.shape[0]
-    span = f"{names[0]}..{names[-1]}"
-    if task == "classify":
-        return codes.long(), "classify", f"--task classify given: the {k} distinct values in {span} are classes", names
-    failed = None     # the first rule whole numbers break to be read as classes
-    if k < 2:
-        failed = f"a single value {names[0]}"
-    elif k > MAX_AUTO_CLASSES:
-        failed = f"{k} distinct whole numbers (more than {MAX_AUTO_CLASSES} classes)"
-    elif names[-1] - names[0] + 1 != k:
-        failed = f"{k} distinct whole numbers {span} with gaps (classes are a run 0..K-1 or 1..K)"
-    elif names[0] not in (0, 1):
-        failed = f"whole numbers {span}, not starting at 0 or 1"
-    elif n < ROWS_PER_CLASS * k:
-        failed = (f"{k} whole-number values {span} but only {n} rows (classes need at least {ROWS_PER_CLASS} "
-                  f"rows each, {ROWS_PER_CLASS * k} in all)")
-    if failed:
-        return _values(y, text), "regress", f"target column holds {failed}: values (--task classify to override)", None
-    return codes.long(), "classify", (f"target column holds {k} whole-number values {span} in {n} rows (at least "
-                                      f"{ROWS_PER_CLASS} per class): classes (--task regress to override)"), names
-
-
-def _key(label):
-    return ("text", label) if isinstance(label, str) else ("number", float(label))
-
-
-def _encode(where, y, class_names, row_name):
-    """Class indices through exactly ``class_names`` (a trained model's classes)."""
-    lookup = {}
-    for i, name in enumerate(class_names):
-        lookup.setdefault(_key(name), i)
-    if isinstance(y, _Labels):
-        labels, codes = y.names, y.codes
-    else:
-        if y.dim() == 2:
-            raise DataError(f"{where}: the model classifies, so the data needs one target column, got {y.shape[1]}")
-        uniq, codes = torch.unique(y, sorted=True, return_inverse=True)
-        labels = [int(v) if float(v).is_integer() else v for v in uniq.tolist()]
-    mapping = []
-    for j, label in enumerate(labels):
-        index = lookup.get(_key(label))
-        if index is None and isinstance(label, str) and safeio.number(label) is not None:
-            index = lookup.get(_key(safeio.number(label)))    # "2" in a text column names the class 2
-        elif index is None and not isinstance(label, str):
-            index = lookup.get(_key(str(label)))         # 2 names the text class "2"
-        if index is None:
-            row = row_name(int((codes == j).nonzero()[0]))
-            raise DataError(f"{where}: label {label!r} ({row}) is not one of the model's {len(class_names)} classes: "
-                            f"{_preview(class_names, 20)}")
-        mapping.append(index)
-    y = torch.tensor(mapping, dtype=torch.int64)[codes.long()]
-    return y, "classify", f"the model's {len(class_names)} classes ({_preview(class_names)}) encode the labels", \
-        list(class_names)
+    """Infinite values are refused (NaN is a missing value: the ``missing`` policy's). In numpy for float32/64,
+    for the reason targets._fractions gives."""
+    if not t.is_floating_point():
+        return
+    flat = t.reshape(-1)
+    bad = np.isinf(flat.numpy()) if t.dtype in (torch.float32, torch.float64) else torch.isinf(flat).numpy()
+    if bad.any():
+        first = int(bad.argmax())
+        index = np.unravel_index(first, tuple(t.shape))
+        raise DataError(f"{where}: {name!r} has infinite values: {float(flat[first])} at "
+                        f"{name}[{', '.join(map(str, index))}]")
 
 
 # ---------------------------------------------------------------------------------------------
 # CSV
 
 
-def _load_csv(f, size, where, target_cols, features, tsv):
-    """(x float32, y float64 [N, T] or _Labels or None, header names of x or None, row_name)."""
-    # at least 2 bytes per number ("1,"), 8 bytes each as float64
-    safeio.check_budget(where, f"a {safeio.human(size)} CSV (up to {size // 2 + 1} numbers)", (size // 2 + 1) * 8,
-                        DataError)
-    lines = safeio.text_lines(f, where, DataError)
-    sample = list(itertools.islice(lines, SNIFF_LINES))
-    delimiter = "\t" if tsv else safeio.sniff_delimiter(sample)
-    reader = csv.reader(itertools.chain(sample, lines), delimiter=delimiter, skipinitialspace=True)
-    feats, targets, line_of, codes = array.array("d"), array.array("d"), array.array("q"), array.array("q")
-    first, labels, has_text = None, {}, False
-    try:
-        for row in reader:
-            cells = [c.strip() for c in row]
-            if not any(cells):
-                continue
-            line = reader.line_num
-            if first is None:
-                first, width = cells, len(cells)
-                n_targets = 0 if features is not None and width == features else target_cols
-                if width <= n_targets:
-                    raise DataError(f"{where}: has {width} columns; expected at least one feature column before "
-                                    f"the last {n_targets} target column(s)")
-                n_x = width - n_targets
-                numbers = [math.nan if v is None else v for v in map(safeio.number, cells)]
-                feats.extend(numbers[:n_x])
-                targets.extend(numbers[n_x:])
-                codes.append(-1)
-                line_of.append(line)
-                continue
-            if len(cells) != width:
-                raise DataError(f"{where}: row {line} has {len(cells)} columns, expected {width} (as in the first row)")
-            try:
-                feats.extend(map(float, cells[:n_x]))
-                if n_targets > 1:
-                    targets.extend(map(float, cells[n_x:]))
-            except ValueError:
-                _bad_cell(where, line, cells, first, n_x, n_targets)
-            if n_targets == 1:
-                cell = cells[-1]
-                if not cell:
-                    raise DataError(f"{where}: row {line}, column {width}{_name(first, width - 1)}: the target is empty")
-                value = safeio.number(cell)
-                targets.append(math.nan if value is None else value)
-                has_text = has_text or value is None
-                if labels is not None:
-                    codes.append(labels.setdefault(cell, len(labels)))
-                    if len(labels) > MAX_TEXT_LABELS:
-                        labels = None    # numbers so far: values, most likely; text from here on is refused
-                if labels is None and has_text:
-                    raise DataError(f"{where}: the target column holds more than {MAX_TEXT_LABELS} distinct labels "
-                                    f"(by row {line}); too many to be classes")
-            line_of.append(line)
-    except csv.Error as e:
-        raise DataError(f"{where}: not a readable CSV text file: row {reader.line_num}: {e}") from None
-    if first is None:
-        raise DataError(f"{where}: is empty (expected numeric rows)")
-    # a header: some column that holds numbers in every other row has a non-number in the first
-    header = any(safeio.number(c) is None and not (has_text and i == width - 1) for i, c in enumerate(first))
-    n = len(line_of) - header
-    if n == 0:
+def _load_csv(f, size, where, columns, tsv, missing, fill, parser):
+    """(x float32, y float64 [N, T] or _Labels or None, row_name, Dataset fields) of a CSV file."""
+    table = csvread.read_csv(f, size, where, DataError, columns, tsv, parser)
+    if not len(table.x):
         raise DataError(f"{where}: has a header but no data rows")
-    if has_text and not header:
-        codes[0] = labels.setdefault(first[-1], len(labels))
-    lines = np.frombuffer(line_of, dtype=np.int64)[int(header):]
-    x64 = np.frombuffer(feats, dtype=np.float64).reshape(-1, n_x)[int(header):]
-    header_row = first if header else None
-    x = _float32(where, x64, lines, 0, header_row)
-    y = None
-    if n_targets and has_text:    # codes count up in the dict's order: remap them to the sorted labels' ranks
-        rank = {label: i for i, label in enumerate(sorted(labels))}
-        remap = np.array([rank[label] for label in labels], dtype=np.int64)
-        y = _Labels(sorted(labels), torch.from_numpy(remap[np.frombuffer(codes, dtype=np.int64)[int(header):]]))
-    elif n_targets:
-        t64 = np.frombuffer(targets, dtype=np.float64).reshape(-1, n_targets)[int(header):]
-        _float32(where, t64, lines, n_x, header_row)
-        y = torch.from_numpy(t64.copy())
-    return x, y, (first[:n_x] if header else None), lambda i: f"row {int(lines[i])}"
+    x64, y, keep, fill, note = table.x, table.y, None, fill, None
+    as32 = _clean_float32(x64) if (missing != "mean" or fill is not None) and _no_holes(y) else None
+    if as32 is None:     # missing cells, infinite or too large values: each found and named (a slower path)
+        x64, y, keep, fill, note = missing_cells.apply(where, x64, y, missing, fill, table.place, DataError)
+    rows = None if keep is None else np.flatnonzero(keep)
+    at = (lambda i: i) if rows is None else (lambda i: int(rows[i]))  # noqa: E731
+    if as32 is None:
+        as32 = safeio.float32_table(x64, where, lambda i, j: table.place(at(i), j), DataError)
+    if isinstance(y, list):
+        names = sorted(set(y))
+        if len(names) > MAX_TEXT_LABELS:
+            raise DataError(f"{where}: the target column holds {len(names)} distinct labels, more than "
+                            f"{MAX_TEXT_LABELS}: too many to be classes")
+        rank = {label: i for i, label in enumerate(names)}
+        y = _Labels(names, torch.tensor([rank[label] for label in y], dtype=torch.int64))
+    elif y is not None:
+        safeio.float32_table(y, where, lambda i, j: table.place(at(i), x64.shape[1] + j), DataError)
+        y = torch.from_numpy(np.array(y, dtype=np.float64))   # a fresh copy: a one-row view may have odd strides
+    ids = table.ids if rows is None or table.ids is None else [table.ids[i] for i in rows]
+    meta = dict(feature_names=table.feature_names, target_names=table.target_names, ids=ids, id_name=table.id_name,
+                notes=table.notes + ([note] if note else []), fill_values=fill)
+    return torch.from_numpy(as32), y, lambda i: table.row_name(at(i)), meta
 
 
-def _name(header, column):
-    """`` ('name')`` for a column whose first-row cell is text (a header), else ''."""
-    return f" ({header[column]!r})" if header and safeio.number(header[column]) is None else ""
+def _no_holes(y):
+    if y is None:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        return "" not in y if isinstance(y, list) else bool(np.isfinite(y.sum()))
 
 
-def _bad_cell(where, line, cells, first, n_x, n_targets):
-    for column, cell in enumerate(cells[:n_x] + (cells[n_x:] if n_targets > 1 else [])):
-        if safeio.number(cell) is None:
-            break
-    hint = ""
-    if column >= n_x:
-        hint = " (text labels need a single target column)"
-    elif "," in cell and safeio.number(cell.replace(",", ".")) is not None:
-        hint = " (decimal commas are not read: write 1.5, not 1,5)"
-    elif n_targets:
-        hint = " (text is allowed only in the target column, the last)"
-    raise DataError(f"{where}: row {line}, column {column + 1}{_name(first, column)}: expected a number, "
-                    f"got {cell!r}{hint}")
-
-
-def _float32(where, table, lines, offset, header):
-    def place(i, j):
-        return f"row {int(lines[i])}, column {offset + j + 1}{_name(header, offset + j)}"
-    return torch.from_numpy(safeio.float32_table(table, where, place, DataError))
+def _clean_float32(x64):
+    """x as C-ordered float32 when every value is finite and fits float32, else None: one sum of the float32
+    copy finds a NaN, an Inf and a value too large alike (each turns the sum non-finite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        as32 = x64.astype(np.float32, order="C")
+        return as32 if np.isfinite(as32.sum(dtype=np.float64)) else None

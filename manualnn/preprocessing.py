@@ -19,6 +19,10 @@ TASKS_USED = ("classify", "regress")
 def fit_standardizer(x):
     """Per-column mean and std of the training rows (a constant column's std is 1: it is only shifted)."""
     mean, std = x.double().mean(0), x.double().std(0, unbiased=False)
+    if not bool(torch.isfinite(mean).all() and torch.isfinite(std).all()):
+        # values near float64's limit (1e300) overflow the sums: the same statistics on columns scaled to [-1, 1]
+        scale = x.double().abs().amax(0).clamp(min=torch.finfo(torch.float64).tiny)
+        mean, std = (x.double() / scale).mean(0) * scale, (x.double() / scale).std(0, unbiased=False) * scale
     std = torch.where(std > 0, std, torch.ones_like(std))
     return mean.tolist(), std.tolist()
 

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import torch
 
+from .columns import Columns
 from .data import data_checksum, init_weights, load_data, seed_data, split
 # standardizing lives beside the model, which applies it again at predict time (names kept importable here)
 from .preprocessing import apply_features, fit_standardizer, standardize, unstandardize_targets  # noqa: F401
@@ -55,15 +56,20 @@ def build_problem(config, device, check=None):
         if config["val_split"]:
             x, y, x_val, y_val = split(x, y, config["val_split"], config["seed"])
         return Problem(x, y, weights, x_val, y_val, data_checksum(x, y))
-    dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"])
+    # reading the file: its columns, as chosen, and its missing cells, as the policy says
+    columns = Columns(target=config.get("target"), ignore=config.get("ignore") or [], id=config.get("id"))
+    dataset = load_data(config["data"], target_cols=config["target_cols"], task=config["task"], columns=columns,
+                        missing=config.get("missing", "refuse"))
     x, y = dataset.x, dataset.y
     check([x.shape[1], *config["hidden"], dataset.out], x.shape[0])
     checksum = data_checksum(x, y)
     config["features"], config["out"] = x.shape[1], dataset.out
     config["classes"], config["class_names"] = dataset.classes, dataset.class_names
     config["task_used"] = dataset.task            # what predict must do again
-    if dataset.feature_names is not None:         # the model keeps its columns' names (manualnn.load(...).feature_names)
-        config["feature_names"] = list(dataset.feature_names)
+    config["feature_names"], config["target_names"] = dataset.feature_names, dataset.target_names
+    config["id_name"] = dataset.id_name
+    if dataset.fill_values is not None:
+        config["fill_values"] = dataset.fill_values
     if config.get("loss") is None:
         config["loss"] = "ce" if dataset.task == "classify" else "sse"
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
@@ -81,4 +87,4 @@ def build_problem(config, device, check=None):
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
     return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
-                   note=f"{dataset.source}: {dataset.task_reason}")
+                   note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]))

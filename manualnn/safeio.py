@@ -9,8 +9,9 @@
   object arrays (pickle).
 - ``read_pt_dict``: the same size checks for a zip-format ``torch.save`` file, then
   ``torch.load(weights_only=True)``.
-- ``text_lines``: a file's lines as text, binary or non-UTF-8 content refused with its line;
-  ``sniff_delimiter`` and ``float32_table`` (NaN, Inf and float32 overflow refused) for CSV.
+- ``read_text_bytes``: a text file's bytes, binary or non-UTF-8 content refused with its line;
+  ``number`` (a strict float), ``sniff_delimiter`` and ``float32_table`` (Inf and float32 overflow
+  refused) for CSV.
 
 Every problem raises ``exc(message)`` with ``where`` (the file) leading the message; the caller
 passes its own error class, so this module knows nothing of datasets.
@@ -20,6 +21,7 @@ import io
 import math
 import os
 import stat
+import warnings
 import zipfile
 
 import numpy as np
@@ -97,6 +99,18 @@ class _Bounded(io.RawIOBase):
         self.pos += got
         return got
 
+    def readall(self):
+        """The rest of the view in one read (the default would take it 8 KB at a time)."""
+        chunks = []
+        while self.pos < self.size:
+            self.raw.seek(self.pos)
+            chunk = self.raw.read(self.size - self.pos)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            self.pos += len(chunk)
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
     def close(self):
         self.raw.close()
         super().close()
@@ -173,7 +187,8 @@ def _npy_header(zf, info, where, exc):
 
 
 def read_npz_arrays(f, where, exc, names=("x", "y"), kinds="biuf", label_kinds="biufUS"):
-    """``{name: ndarray}`` of a .npz, only ``names`` read; ``names[0]`` is required.
+    """``{name: ndarray}`` of a .npz, only ``names`` read; ``names[0]`` (or its capital, when ``names`` holds it)
+    is required.
 
     ``kinds`` are the dtype kinds allowed for the first name, ``label_kinds`` for the others.
     """
@@ -183,8 +198,8 @@ def read_npz_arrays(f, where, exc, names=("x", "y"), kinds="biuf", label_kinds="
         for info in zf.infolist():
             key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
             members.setdefault(key, info)
-        if names[0] not in members:
-            raise exc(f"{where}: expected arrays named {' and '.join(map(repr, names))}, found {list(members)}")
+        if not _has_first(names, members):
+            raise exc(f"{where}: expected arrays named {_named(names)}, found {list(members)}")
         plan, total, budget = [], 0, memory_budget()
         for name in names:
             info = members.get(name)
@@ -192,7 +207,7 @@ def read_npz_arrays(f, where, exc, names=("x", "y"), kinds="biuf", label_kinds="
                 continue
             _check_ratio(where, info, exc)
             shape, dtype, offset = _npy_header(zf, info, where, exc)
-            allowed = kinds if name == names[0] else label_kinds
+            allowed = kinds if name.lower() == names[0] else label_kinds
             if dtype.hasobject:
                 raise exc(f"{where}: {name!r} is an array of Python objects (it would need pickle, "
                           f"which is not loaded from data files); save numbers or strings")
@@ -237,16 +252,30 @@ def read_pt_dict(f, where, exc, names=("x", "y")):
         check_budget(where, "its contents", sum(info.file_size for info in infos), exc)
     f.seek(0)
     try:
-        state = torch.load(f, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's deprecation notes (TypedStorage) are not the user's business
+            warnings.simplefilter("ignore")
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as e:  # torch.load on arbitrary bytes raises many kinds (struct.error among them)
         pickled = "weights only" in str(e).lower() or "weights_only" in str(e)   # torch's safe unpickler said no
         why = "it holds Python objects other than tensors, which are not unpickled" if pickled else _first_line(e)
-        raise exc(f"{where}: not a readable .pt file ({why}); expected a dict with tensors "
-                  f"{' and '.join(map(repr, names))}, saved with torch.save") from None
-    if not isinstance(state, dict) or names[0] not in state:
+        raise exc(f"{where}: not a readable .pt file ({why}); expected a dict with tensors {_named(names)}, saved "
+                  f"with torch.save") from None
+    if not isinstance(state, dict) or not _has_first(names, state):
         got = f"keys {sorted(map(str, state))}" if isinstance(state, dict) else type(state).__name__
-        raise exc(f"{where}: expected a dict with tensors {' and '.join(map(repr, names))}, got {got}")
-    return state
+        raise exc(f"{where}: expected a dict with tensors {_named(names)}, got {got}")
+    return {name: state[name] for name in names if name in state}
+
+
+def _has_first(names, found):
+    return names[0] in found or names[0].upper() in names and names[0].upper() in found
+
+
+def _named(names):
+    """'x' and 'y' (or 'X' and 'Y'): the names a file must hold."""
+    lower = [n for n in names if n == n.lower() or n.lower() not in names]
+    spelled = " and ".join(map(repr, lower))
+    upper = [n for n in names if n != n.lower() and n.lower() in names]
+    return spelled + (f" (or {' and '.join(map(repr, upper))})" if upper else "")
 
 
 def _first_line(e):
@@ -255,29 +284,38 @@ def _first_line(e):
 
 
 def number(cell):
-    """float(cell), or None for a cell that is not a number."""
+    """float(cell) for a plain ASCII number, else None: Python's float() also reads "1_000" and non-ASCII
+    digits ("١٢"), which no CSV parser does and which are more likely typos or text than numbers."""
+    if not cell.isascii() or "_" in cell:
+        return None
     try:
         return float(cell)
     except ValueError:
         return None
 
 
-def text_lines(f, where, exc):
-    """The lines of a binary file as text (a UTF-8 byte-order mark dropped); binary or non-UTF-8 is refused."""
-    head = f.peek(4)[:4]
-    if head.startswith(b"PK\x03\x04"):
+def read_text_bytes(f, where, exc):
+    """``(data, start)``: all of a (bounded) binary file and where its text starts (after a UTF-8 byte-order
+    mark). Zip archives, UTF-16, NUL bytes and non-UTF-8 bytes are refused, naming the line."""
+    data = f.read()
+    if data.startswith(b"PK\x03\x04"):
         raise exc(f"{where}: not a readable CSV text file: it is a zip archive (a .npz or .pt file renamed?)")
-    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise exc(f"{where}: not a readable CSV text file: it is UTF-16 text; save it as UTF-8")
-    for line, raw in enumerate(f, 1):
-        if b"\0" in raw:
-            raise exc(f"{where}: not a readable CSV text file: line {line} holds NUL bytes (binary data)")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise exc(f"{where}: not a readable CSV text file: line {_line_at(data, nul)} holds NUL bytes (binary data)")
+    if not data.isascii():   # a fast scan; only text with other bytes is decoded to check it
         try:
-            text = raw.decode("utf-8")
+            data.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise exc(f"{where}: not a readable CSV text file: line {line} is not UTF-8 (byte "
-                      f"0x{raw[e.start]:02x}); save it as UTF-8 text") from None
-        yield text[1:] if line == 1 and text.startswith("\ufeff") else text
+            raise exc(f"{where}: not a readable CSV text file: line {_line_at(data, e.start)} is not UTF-8 (byte "
+                      f"0x{data[e.start]:02x}); save it as UTF-8 text") from None
+    return data, 3 if data.startswith(b"\xef\xbb\xbf") else 0
+
+
+def _line_at(data, offset):
+    return data.count(b"\n", 0, offset) + 1
 
 
 def sniff_delimiter(sample):
@@ -301,8 +339,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def float32_table(table, where, place, exc):
-    """``table`` (float64 read from text) as float32; NaN, Inf and values float32 cannot hold are refused,
-    the first one named by ``place(row, column)``."""
+    """``table`` (float64 read from text, missing cells already dealt with) as float32; Inf and values float32
+    cannot hold are refused, the first one named by ``place(row, column)``."""
     bad = ~np.isfinite(table)
     with np.errstate(over="ignore"):
         as32 = table.astype(np.float32)
@@ -313,6 +351,6 @@ def float32_table(table, where, place, exc):
         i, j = np.unravel_index(int(bad.argmax()), bad.shape)
         v = float(table[i, j])
         if not finite:
-            raise exc(f"{where}: {place(i, j)} holds {v}: NaN and Inf values are not allowed")
+            raise exc(f"{where}: {place(i, j)} holds {v}: infinite values are not allowed")
         raise exc(f"{where}: value {v:g} in {place(i, j)} is too large for float32 (largest {FLOAT32_MAX:.2g})")
     return as32

@@ -226,8 +226,11 @@ def test_predict_round_trip(capsys, tmp_path):
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features), "--output", str(pred))
     assert code == 0 and out == "" and "wrote 90 predictions" in err
     rows = pred.read_text().splitlines()
-    assert rows[0] == "class,output_0,output_1,output_2" and len(rows) == 91
-    assert [int(r.split(",")[0]) for r in rows[1:]] == model.predict(np.loadtxt(features, delimiter=",")).tolist()
+    assert rows[0] == "class,prob_0,prob_1,prob_2" and len(rows) == 91      # trained with ce: probabilities
+    raw = np.loadtxt(features, delimiter=",")
+    assert [int(r.split(",")[0]) for r in rows[1:]] == model.predict(raw).tolist()
+    probabilities = torch.tensor([[float(v) for v in r.split(",")[1:]] for r in rows[1:]], dtype=torch.float64)
+    assert torch.allclose(probabilities, torch.as_tensor(model.predict_proba(raw), dtype=torch.float64), atol=1e-6)
     code, out, err = run(capsys, "predict", "--model", str(model_path), "--data", str(features))
     assert code == 2 and "has no targets to score against; give --output PATH" in err
 
@@ -387,3 +390,129 @@ def test_cli_errors_name_the_option(capsys, tmp_path):
     code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(data), "--output",
                          str(tmp_path / "p.txt"))
     assert code == 2 and out == "" and "--output: expected a .csv, .npz or .pt path" in err   # before any scoring
+
+
+# ---------------------------------------------------------------------------------------------
+# Files as people save them: columns by name, an ID carried through, missing cells, predictions on stdout
+
+
+def people_csv(path, n=60, seed=0, order=None, drop=None):
+    """A pandas-style file: an ID, a free-text note, three features and a species, as a header names them."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 3, generator=g) + labels[:, None] * 2.0
+    names = ["id", "note", "a", "b", "c", "species"]
+    rows = [[f"p{i}", f"seen {i}, twice", f"{v[0]:.5f}", f"{v[1]:.5f}", f"{v[2]:.5f}", ["cat", "dog", "eel"][int(k)]]
+            for i, (v, k) in enumerate(zip(x.tolist(), labels))]
+    order = order or names
+    order = [c for c in order if c != drop]
+    lines = [",".join(order)] + [",".join(f'"{row[names.index(c)]}"' if c == "note" else row[names.index(c)]
+                                          for c in order) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_columns_by_name_and_an_id_carried_to_predictions_on_stdout(capsys, tmp_path):
+    data = people_csv(tmp_path / "train.csv")
+    model = tmp_path / "m.pt"
+    code, _, err = run(capsys, "train", "--data", str(data), "--target", "species", "--ignore", "note", "--id", "id",
+                       "--epochs", "5", "--seed", "0", "--save", str(model), "--device", "cpu")
+    assert code == 0, err
+    config = manualnn.load(model).config
+    assert config["feature_names"] == ["a", "b", "c"] and config["target_names"] == ["species"]
+    assert config["id_name"] == "id" and config["class_names"] == ["cat", "dog", "eel"]
+    # a file in another order, without the target: read by name, predictions with their IDs on stdout
+    test = people_csv(tmp_path / "test.csv", seed=1, order=["c", "id", "b", "note", "a"], drop="species")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(test), "--output", "-")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "id,class,prob_cat,prob_dog,prob_eel" and len(lines) == 61 and lines[1].startswith("p0,")
+    assert "another order than the training file's; read by name" in err and "wrote 60 predictions to stdout" in err
+    probabilities = np.array([[float(v) for v in line.split(",")[2:]] for line in lines[1:]])
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-5)
+    # scored against its targets, the score goes to stderr: stdout holds only the predictions
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(data), "--output", "-")
+    assert code == 0 and out.splitlines()[0].startswith("id,class,") and re.search(r"Loss:\d+\.\d{4}, Accuracy:", err)
+
+
+def test_a_test_file_without_a_feature_column_names_it(capsys, tmp_path):
+    data = people_csv(tmp_path / "train.csv")
+    model = tmp_path / "m.pt"
+    assert run(capsys, "train", "--data", str(data), "--ignore", "id,note", "--epochs", "2", "--seed", "0",
+               "--save", str(model), "--device", "cpu")[0] == 0
+    test = people_csv(tmp_path / "test.csv", drop="b")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(test))
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert "test.csv': has no column 'b' (the model was trained on 'a', 'b', 'c'; this file has 'id', 'note'" in err
+
+
+def test_missing_cells_filled_at_training_are_filled_alike_at_predict(capsys, tmp_path):
+    rows = ["a,b,y"] + [f"{'' if i % 7 == 3 else i % 5},{i % 3},{i % 2}" for i in range(40)]
+    data = tmp_path / "m.csv"
+    data.write_text("\n".join(rows) + "\n")
+    model = tmp_path / "m.pt"
+    code, _, err = run(capsys, "train", "--data", str(data), "--epochs", "2", "--seed", "0", "--device", "cpu")
+    assert code == 2 and "6 rows with a missing cell" in err and "--missing drop" in err
+    code, _, err = run(capsys, "train", "--data", str(data), "--missing", "mean", "--epochs", "2", "--seed", "0",
+                       "--save", str(model), "--device", "cpu")
+    assert code == 0 and "filled 6 missing feature cells with its column's mean" in err
+    fill = manualnn.load(model).config["fill_values"]
+    assert fill == pytest.approx([sum(i % 5 for i in range(40) if i % 7 != 3) / 34, sum(i % 3 for i in range(40)) / 40])
+    test = tmp_path / "t.csv"
+    test.write_text("a,b\n,1\n2,2\n")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(test), "--output", "-")
+    assert code == 0 and "filled 1 missing feature cell with the model's mean" in err and len(out.splitlines()) == 3
+    code, _, err = run(capsys, "predict", "--model", str(model), "--data", str(test), "--missing", "refuse")
+    assert code == 2 and "1 row with a missing cell (empty, NA or NaN): row 2, column 1 ('a')" in err
+
+
+@pytest.mark.parametrize("argv,pattern", [
+    (["--data", "{d}", "--target", "y", "--target-cols", "2"], r"--target-cols: give the targets by --target or by "
+                                                               r"--target-cols, not both"),
+    (["--target", "y"], r"--target: applies to --data only"),
+    (["--missing", "drop"], r"--missing: applies to --data only"),
+    (["--data", "{d}", "--target", "nope"], r"d.csv': a target column 'nope': no such column; the header has 'a', "
+                                            r"'b', 'y'"),
+])
+def test_column_option_mistakes(capsys, tmp_path, argv, pattern):
+    (tmp_path / "d.csv").write_text("a,b,y\n" + "1,2,0\n3,4,1\n" * 10)
+    code, out, err = run(capsys, "train", *[a.format(d=tmp_path / "d.csv") for a in argv], "--device", "cpu")
+    assert code == 2 and out == "" and re.search(pattern, err), err
+
+
+def test_values_near_the_float64_limit_train_a_usable_checkpoint(capsys, tmp_path):
+    g = np.random.default_rng(0)
+    x = g.normal(size=(60, 3)) * 1e300
+    np.savez(tmp_path / "huge.npz", x=x, y=(x[:, 0] > 0).astype(np.int64))
+    model = tmp_path / "m.pt"
+    code, _, err = run(capsys, "train", "--data", str(tmp_path / "huge.npz"), "--epochs", "3", "--seed", "0",
+                       "--save", str(model), "--device", "cpu")
+    assert code == 0, err
+    config = manualnn.load(model).config
+    assert all(np.isfinite(config["x_mean"])) and all(np.isfinite(config["x_std"]))
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(tmp_path / "huge.npz"))
+    assert code == 0 and out.startswith("Loss:"), err
+    code, _, err = run(capsys, "train", "--resume", str(model), "--epochs", "4", "--device", "cpu")
+    assert code == 0, err
+
+
+def test_a_label_that_no_file_can_hold_is_refused_before_training(capsys, tmp_path):
+    np.savez(tmp_path / "s.npz", x=np.random.default_rng(0).normal(size=(20, 2)), y=np.array(["a", "b\ud800"] * 10))
+    code, out, err = run(capsys, "train", "--data", str(tmp_path / "s.npz"), "--device", "cpu")
+    assert code == 2 and out == "" and "lone surrogate" in err and len(err.splitlines()) == 1
+
+
+def test_resuming_elsewhere_a_run_on_a_relative_path_suggests_data(capsys, tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    blobs_csv(tmp_path / "run" / "d.csv")
+    assert run(capsys, "train", "--data", "d.csv", "--epochs", "2", "--seed", "0", "--save", "r.pt",
+               "--device", "cpu")[0] == 0
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "train", "--resume", "run/r.pt", "--epochs", "3", "--device", "cpu")
+    assert code == 2 and out == ""
+    assert "--data: the checkpoint's data file 'd.csv' is not here (a path relative to the folder the training ran " \
+           "in); give --data PATH where the file is now" in err
+    code, _, err = run(capsys, "train", "--resume", "run/r.pt", "--data", "run/d.csv", "--epochs", "3",
+                       "--device", "cpu")
+    assert code == 0, err

@@ -98,13 +98,14 @@ BAD = [
     ("missing.csv", None, r"missing.csv': no such file"),
     ("d.txt", "1,2\n", r"d.txt': unknown format '.txt'; expected .npz, .pt, .csv"),
     ("d.csv", "1,2,3\n4,oops,6\n", r"d.csv': row 2, column 2: expected a number, got 'oops'"),
-    ("d.csv", "a,b,c\n1,2,3\n4,,6\n", r"d.csv': row 3, column 2 \('b'\): expected a number, got ''"),
+    ("d.csv", "a,b,c\n1,2,3\n4,,6\n", r"d.csv': 1 row with a missing cell \(empty, NA or NaN\): row 3, column 2 "
+                                    r"\('b'\)"),
     ("d.csv", "1,2,3\n4,5\n", r"d.csv': row 2 has 2 columns, expected 3"),
     ("d.csv", "", r"d.csv': is empty"),
     ("d.csv", "a,b\n", r"d.csv': has a header but no data rows"),
     ("d.csv", "1\n2\n", r"d.csv': has 1 columns; expected at least one feature column"),
-    ("d.csv", "1,nan,3\n4,5,6\n", r"d.csv': row 1, column 2 holds nan: NaN and Inf values are not allowed"),
-    ("d.csv", "1,2,3\n4,5,inf\n", r"d.csv': row 2, column 3 holds inf: NaN and Inf values are not allowed"),
+    ("d.csv", "1,nan,3\n4,5,6\n", r"d.csv': 1 row with a missing cell \(empty, NA or NaN\): row 1, column 2;"),
+    ("d.csv", "1,2,3\n4,5,inf\n", r"d.csv': row 2, column 3 holds inf: infinite values are not allowed"),
     ("d.csv", b"\xff\xfe\x00garbage", r"d.csv': not a readable CSV text file"),
     ("d.npz", b"not a zip", r"d.npz': not a readable .npz file"),
     ("d.pt", b"junk", r"d.pt': not a readable .pt file"),
@@ -123,13 +124,15 @@ def test_bad_arrays_get_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"rows.npz': 'x' has 4 rows but 'y' has 3"):
         load_data(tmp_path / "rows.npz")
     np.savez(tmp_path / "names.npz", a=np.ones((4, 2)))
-    with pytest.raises(DataError, match=r"names.npz': expected arrays named 'x' and 'y', found \['a'\]"):
+    with pytest.raises(DataError, match=r"names.npz': expected arrays named 'x' and 'y' \(or 'X' and 'Y'\), found "
+                                        r"\['a'\]"):
         load_data(tmp_path / "names.npz")
     np.savez(tmp_path / "noy.npz", x=np.ones((4, 2)))
     with pytest.raises(DataError, match=r"noy.npz': has no targets 'y'"):
         load_data(tmp_path / "noy.npz")
     torch.save([1, 2], tmp_path / "list.pt")
-    with pytest.raises(DataError, match=r"list.pt': expected a dict with tensors 'x' and 'y', got list"):
+    with pytest.raises(DataError, match=r"list.pt': expected a dict with tensors 'x' and 'y' \(or 'X' and 'Y'\), "
+                                        r"got list"):
         load_data(tmp_path / "list.pt")
     # forced classes may be any whole numbers (negative ones too); fractions cannot be classes
     np.savez(tmp_path / "neg.npz", x=np.ones((3, 2)), y=np.array([0, -1, 2]))

@@ -2,6 +2,7 @@
 import io
 import os
 import random
+import re
 import stat
 import sys
 import threading
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 import manualnn.data
-from manualnn import datafiles, safeio
+from manualnn import csvfast, csvread, datafiles, safeio
+from manualnn.columns import Columns
 from manualnn.datafiles import DataError, Dataset, load_data
 from helpers import write
 
@@ -97,13 +99,14 @@ def test_labels_one_to_three_become_classes_zero_to_two(tmp_path):
     ("a,b,y\n1,2,0\n3,4\n", r"bad.csv': row 3 has 2 columns, expected 3"),
     ("a,b,y\n1,2,0\n\n1e39,4,1\n", r"bad.csv': value 1e\+39 in row 4, column 1 \('a'\) is too large for float32 "
                                    r"\(largest 3.4e\+38\)"),
-    ("a,b,y\n1,2,0\n3,NaN,1\n", r"bad.csv': row 3, column 2 \('b'\) holds nan: NaN and Inf"),
-    ("a,b,y\n1,2,0\n3,-inf,1\n", r"bad.csv': row 3, column 2 \('b'\) holds -inf"),
+    ("a,b,y\n1,2,0\n3,NaN,1\n", r"bad.csv': 1 row with a missing cell \(empty, NA or NaN\): row 3, column 2 "
+                                r"\('b'\); --missing drop leaves such rows out"),
+    ("a,b,y\n1,2,0\n3,-inf,1\n", r"bad.csv': row 3, column 2 \('b'\) holds -inf: infinite values are not allowed"),
     ("1,2,0\n3,4,1e39\n", r"bad.csv': value 1e\+39 in row 2, column 3 is too large for float32"),
     ("a,b,y\n1,2,0\n3,x,1\n", r"bad.csv': row 3, column 2 \('b'\): expected a number, got 'x' \(text is allowed "
                               r"only in the target column"),
     ("a;b;y\n1,5;2;0\n", r"bad.csv': row 2, column 1 \('a'\): expected a number, got '1,5' \(decimal commas"),
-    ("a,b,y\n1,2,\n", r"bad.csv': row 2, column 3 \('y'\): the target is empty"),
+    ("a,b,y\n1,2,\n", r"bad.csv': 1 row with a missing cell \(empty, NA or NaN\): row 2, column 3 \('y'\)"),
     ("a,b\n", r"bad.csv': has a header but no data rows"),
     ("\n\n", r"bad.csv': is empty"),
 ])
@@ -142,8 +145,10 @@ def test_csv_numbers_are_not_held_as_python_floats(tmp_path):
     finally:
         tracemalloc.stop()
     assert data.x.shape == (rows, cols - 1) and data.task == "regress"
-    # float64 cells (1.6 MB) and their float32 copy: a list of Python floats alone would be 6.4 MB more
-    assert peak < 5e6, f"peak {peak / 1e6:.1f} MB"
+    # the file's bytes (2.5 MB: parsed in memory), float64 cells (1.6 MB) and their float32 copy (0.7 MB);
+    # a list of Python floats alone would be 6.4 MB more
+    budget = path.stat().st_size + rows * cols * (8 + 4) + 0.5e6
+    assert peak < budget, f"peak {peak / 1e6:.1f} MB, more than {budget / 1e6:.1f} MB"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +286,7 @@ def test_binary_and_non_utf8_files_named_csv(tmp_path, content, pattern):
 
 def test_a_csv_larger_than_the_memory_budget_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(safeio, "memory_budget", lambda: 10_000)
-    with pytest.raises(DataError, match=r"d.csv': a 4.0 KB CSV \(up to 2001 numbers\) needs 16.0 KB, more than the "
+    with pytest.raises(DataError, match=r"d.csv': a 4.0 KB CSV \(up to 2001 numbers\) needs 28.0 KB, more than the "
                                         r"10.0 KB of memory available"):
         load_data(write(tmp_path, "d.csv", "1,2\n" * 1000))
 
@@ -416,3 +421,290 @@ def test_the_memory_budget_is_what_linux_says_is_available():
         available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     assert 0 < safeio.memory_budget() <= available * 1.5
     assert safeio.human(11.8e9) == "11.8 GB" and safeio.human(512) == "512 B" and datafiles.MAX_AUTO_CLASSES == 100
+
+
+# ---------------------------------------------------------------------------------------------
+# The fast parsers read exactly what the careful reader reads, and clean files never reach the careful one
+
+
+def careful_only(monkeypatch):
+    """Every CSV through the careful reader (the fast parsers refuse everything)."""
+    monkeypatch.setattr(csvfast, "parse", lambda *args, **kwargs: None)
+
+
+def outcome(path, **kw):
+    try:
+        d = load_data(path, need_y=False, **kw)
+    except DataError as e:
+        return "error", str(e)
+    return (d.x.tolist(), None if d.y is None else d.y.tolist(), d.class_names, d.feature_names, d.target_names,
+            d.ids, d.id_name, d.notes, d.task, d.fill_values)
+
+
+NUMBERS = ["1", "-2.5", " 3", "4 ", "+.5", "5.", "1e3", "1E-2", "007", "-0", "nan", "NaN", "inf", "-inf", "", "NA",
+           "?", "1_000", "1,5", "x", '"6"', '"7,5"', ' "8"', "\u00a09", "\u0661", "0x10", "1e400", "True"]
+LABELS = ["a", "b", "setosa", "", '"d,e"', "NA", " f ", '"g""h"', ' "q"', "1", "2", '"multi\nline"', "caf\u00e9",
+          "x\ry", "nul\0"]
+
+
+def random_csv(r):
+    """A small CSV as people write them, and as they get them wrong: odd numbers, missing cells, quotes,
+    ragged rows, blank lines, CRLF, a byte-order mark, a header, pandas' index, text labels."""
+    width, delimiter, index = r.randint(2, 5), r.choice([",", ";", "\t"]), r.random() < 0.2
+    text_target = r.random() < 0.4
+    rows = [delimiter.join([""] * index + [f"c{i}" for i in range(width)])] if r.random() < 0.5 else []
+    clean = r.choice([0, 0, 60])     # rows past the first lines: a file the fast parsers read as it streams in
+    for i in range(r.randint(0, 12) + clean):
+        if i < clean:
+            label = ["a", "b", "setosa"][i % 3] if text_target else str(i % 3)
+            rows.append(delimiter.join([str(i)] * index + [str(i % 5)] * (width - 1) + [label]))
+            continue
+        odd = r.random() < (0.3 if clean else 0.15)
+        cells = [r.choice(NUMBERS) if odd and r.random() < 0.3 else str(round(r.uniform(-5, 5), r.randint(0, 4)))
+                 for _ in range(width - 1)]
+        cells.append(r.choice(LABELS) if text_target else r.choice(NUMBERS) if odd else str(r.randint(0, 2)))
+        cells = cells[:-1] if r.random() < 0.05 else cells + ["9"] if r.random() < 0.03 else cells
+        rows.append(delimiter.join([str(r.choice([i, i, i, 0, "k"]))] * index + cells))
+        rows += [""] * (r.random() < 0.05)
+    end = r.choice(["\n", "\r\n"])
+    return "\ufeff" * (r.random() < 0.1) + end.join(rows) + end * (r.random() < 0.8)
+
+
+def test_fast_and_careful_readers_agree_on_random_files(tmp_path, monkeypatch):
+    parsers = ["numpy"] + (["pandas"] if csvfast.pandas_available() else [])
+    for seed in range(500):
+        r = random.Random(seed)
+        path = tmp_path / "r.csv"
+        path.write_bytes(random_csv(r).encode("utf-8"))
+        kw = dict(missing=r.choice(["refuse", "drop", "mean"]),
+                  columns=Columns(target=r.choice([None, None, ["c1"], ["-1"], ["2"]]),
+                                  ignore=r.choice([[], [], ["c0"], ["1"]]), id=r.choice([None, None, "c2", "3"])))
+        fast = {parser: outcome(path, parser=parser, **kw) for parser in parsers}
+        with monkeypatch.context() as m:
+            careful_only(m)
+            careful = outcome(path, **kw)
+        for parser, got in fast.items():
+            assert got == careful, f"seed {seed}, {parser}: {path.read_bytes()!r} {kw}\n{got}\n{careful}"
+
+
+@pytest.mark.parametrize("tail,ignore", [
+    ("1,2,nul\0\n", []),                 # a NUL byte
+    ("1,2,a\r\r1e400,4,b\n", []),          # lone carriage returns (a blank line, as old Macs wrote it)
+    ("\n1e400,2,a\n", []),                # a blank line, then a value refused by its row
+    ('1,"x\ny",a\n', ["b"]),              # a quoted line break in a column never parsed
+    ("1,2\n", []),                        # a short row
+    ("1,2,a,4\n", []),                    # a long row
+    ("1,2,\n", []),                       # an empty label
+])
+def test_what_follows_the_first_lines_is_read_as_the_careful_reader_reads_it(tmp_path, monkeypatch, tail, ignore):
+    rows = "".join(f"{i},{i % 5},{'xyz'[i % 3]}\n" for i in range(80))
+    path = write(tmp_path, "t.csv", ("a,b,label\n" + rows + tail + "7,8,z\n").encode())
+    kw = dict(columns=Columns(ignore=ignore))
+    fast = [outcome(path, parser=parser, **kw) for parser in ["numpy", "pandas"]]
+    careful_only(monkeypatch)
+    assert fast == [outcome(path, **kw)] * 2
+
+
+def test_clean_files_are_read_by_the_fast_parser(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the careful reader ran on a clean file")
+    monkeypatch.setattr(csvread, "_careful", refuse)
+    species = ["setosa", "versicolor", '"Iris, virginica"']
+    rows = [f'{i},{i / 7:.5f},"{-i}",{species[i % 3]},id{i}' for i in range(300)]
+    text = ",a,b,species,name\r\n" + "\r\n".join(rows) + "\r\n"     # pandas' index, quotes, CRLF, a BOM below
+    path = write(tmp_path, "clean.csv", b"\xef\xbb\xbf" + text.encode())
+    for parser in ["numpy"] + (["pandas"] if csvfast.pandas_available() else []):
+        data = load_data(path, parser=parser, columns=Columns(id="name"))
+        assert data.x.shape == (300, 2) and data.feature_names == ["a", "b"] and data.x[7].tolist() == [1.0, -7.0]
+        assert data.class_names == ["Iris, virginica", "setosa", "versicolor"] and data.y[:3].tolist() == [1, 2, 0]
+        assert data.ids[:2] == ["id0", "id1"] and data.id_name == "name" and "pandas' index" in data.notes[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Columns by name or position, pandas' index, a model's feature names
+
+
+def test_pandas_index_column_is_dropped_with_a_note(tmp_path):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": np.arange(20) / 3, "b": np.arange(20) % 4, "label": ["x", "y"] * 10})
+    frame.sample(frac=1, random_state=0).to_csv(tmp_path / "d.csv")    # shuffled: the index is not 0..N-1 in order
+    data = load_data(tmp_path / "d.csv")
+    assert data.x.shape == (20, 2) and data.feature_names == ["a", "b"] and data.class_names == ["x", "y"]
+    assert len(data.notes) == 1 and "column 1 has no name and distinct values (0..19): pandas' index" in data.notes[0]
+    write(tmp_path, "repeats.csv", ",a,label\n1,2,x\n1,3,y\n")           # repeated values: a feature without a name
+    assert load_data(tmp_path / "repeats.csv").feature_names == ["", "a"]
+    write(tmp_path, "named.csv", "row,a,label\n0,2,x\n1,3,y\n")          # a named column is the user's
+    assert load_data(tmp_path / "named.csv").feature_names == ["row", "a"]
+
+
+def test_columns_chosen_by_name_or_position(tmp_path):
+    path = write(tmp_path, "d.csv", "id,a,note,b,price,label\n" + "".join(
+        f"r{i},{i},text {i},{i % 5},{100 + i}.5,{i % 2}\n" for i in range(20)))
+    data = load_data(path, columns=Columns(target=["label"], ignore=["note", "5"], id="id"))
+    assert data.feature_names == ["a", "b"] and data.target_names == ["label"] and data.class_names == [0, 1]
+    assert data.ids[:2] == ["r0", "r1"] and data.id_name == "id" and data.x[3].tolist() == [3.0, 3.0]
+    both = load_data(path, target_cols=2, columns=Columns(ignore=["3"], id="1"))
+    assert both.target_names == ["price", "label"] and both.feature_names == ["a", "b"] and both.task == "regress"
+    assert load_data(path, columns=Columns(target=["-2"], ignore=["id", "note", "label"])).target_names == ["price"]
+    for columns, pattern in [
+        (Columns(target=["labl"]), r"a target column 'labl': no such column; the header has 'id', 'a', 'note'"),
+        (Columns(target=["7"]), r"a target column '7': expected a position from 1 to 6 \(or -1 to -6"),
+        (Columns(target=["label"], ignore=["label"]), r"column 6 \('label'\) is both a target and ignored"),
+        (Columns(ignore=["id", "a", "b", "note", "price"]), r"expected at least one feature column besides 1 target"),
+    ]:
+        with pytest.raises(DataError, match=pattern):
+            load_data(path, columns=columns)
+    write(tmp_path, "plain.csv", "1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"a target column 'label': the file has no header row to find names in; "
+                                        r"give the column's position \(1 to 3\)"):
+        load_data(tmp_path / "plain.csv", columns=Columns(target=["label"]))
+    np.savez(tmp_path / "d.npz", x=np.ones((4, 2)), y=np.zeros(4))
+    with pytest.raises(DataError, match=r"columns are chosen \(target, ignore, id\) in CSV and TSV files"):
+        load_data(tmp_path / "d.npz", columns=Columns(id="1"))
+
+
+def test_a_models_feature_names_find_its_columns(tmp_path):
+    model = dict(features=["a", "b", "c"], targets=["y"], width=3)
+    path = write(tmp_path, "t.csv", "c,y,extra,a,b\n3,1,x,1,2\n6,0,x,4,5\n")      # reordered, with more columns
+    data = load_data(path, need_y=False, columns=Columns(**model))
+    assert data.x.tolist() == [[1, 2, 3], [4, 5, 6]] and data.y.tolist() == [[1.0], [0.0]]
+    assert any("another order than the training file's; read by name" in n for n in data.notes)
+    assert any("column 'extra' not read" in n for n in data.notes)
+    write(tmp_path, "short.csv", "a,b,y\n1,2,0\n")
+    with pytest.raises(DataError, match=r"short.csv': has no column 'c' \(the model was trained on 'a', 'b', 'c'; "
+                                        r"this file has 'a', 'b', 'y'\)"):
+        load_data(tmp_path / "short.csv", need_y=False, columns=Columns(**model))
+    write(tmp_path, "few.csv", "1,2\n4,5\n")        # no header: by position, and one column is missing
+    with pytest.raises(DataError, match=r"few.csv': has 2 columns to read; the model takes 3 features \(\+ 1 target "
+                                        r"column\), so expected 3 or 4 \(the file has no header row"):
+        load_data(tmp_path / "few.csv", need_y=False, features=3, columns=Columns(features=["a", "b", "c"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Missing cells: refused with the rows named, dropped, or filled with the column's mean
+
+
+def test_missing_cells_refused_dropped_or_filled(tmp_path):
+    path = write(tmp_path, "m.csv", "a,b,y\n1,2,0\n,4,1\n5,NA,0\n7,8,\n9,10,1\n11,?,1\n")
+    with pytest.raises(DataError, match=r"m.csv': 4 rows with a missing cell \(empty, NA or NaN\): row 3, column 1 "
+                                        r"\('a'\); row 4, column 2 \('b'\); row 5, column 3 \('y'\); row 7, column 2 "
+                                        r"\('b'\); --missing drop leaves such rows out, --missing mean fills"):
+        load_data(path)
+    dropped = load_data(path, missing="drop")
+    assert dropped.x.tolist() == [[1, 2], [9, 10]] and dropped.y.tolist() == [[0.0], [1.0]]
+    assert dropped.notes == [f"data file {str(path)!r}: left out 4 rows with a missing cell (--missing drop)"]
+    filled = load_data(path, missing="mean", task="classify")
+    # the means of the present cells: a (1+5+7+9+11)/5 = 6.6, b (2+4+8+10)/4 = 6; row 5's target is missing: left out
+    assert filled.fill_values == pytest.approx([6.6, 6.0])
+    assert filled.x.flatten().tolist() == pytest.approx([1, 2, 6.6, 4, 5, 6, 9, 10, 11, 6])
+    assert filled.y.tolist() == [0, 1, 0, 1, 1] and "filled 3 missing feature cells with its column's mean" in \
+        filled.notes[0] and "left out 1 row with a missing target" in filled.notes[0]
+    given = load_data(path, missing="mean", fill=[0.0, -1.0], need_y=False)   # a trained model's values
+    assert given.x[1].tolist() == [0.0, 4.0] and given.x[2].tolist() == [5.0, -1.0]
+    many = write(tmp_path, "many.csv", "a,y\n" + "".join(f"{'' if i % 2 else i},1\n" for i in range(20)))
+    with pytest.raises(DataError, match=r"10 rows with a missing cell .* \(and 5 more rows\)"):
+        load_data(many)
+
+
+def test_nan_in_arrays_follows_the_same_policy(tmp_path):
+    x = np.arange(12.0).reshape(6, 2)
+    x[1, 0] = np.nan
+    np.savez(tmp_path / "n.npz", x=x, y=np.array([0.5, 1, 2, 3, np.nan, 5]))
+    with pytest.raises(DataError, match=r"n.npz': 2 rows with a missing cell \(empty, NA or NaN\): x\[1, 0\]; y\[4\]"):
+        load_data(tmp_path / "n.npz")
+    data = load_data(tmp_path / "n.npz", missing="drop")
+    assert data.x.shape == (4, 2) and data.y[:, 0].tolist() == [0.5, 2, 3, 5]
+    np.savez(tmp_path / "inf.npz", x=np.array([[1.0, np.inf]] * 3), y=np.zeros(3))
+    with pytest.raises(DataError, match=r"inf.npz': 'x' has infinite values: inf at x\[0, 1\]"):
+        load_data(tmp_path / "inf.npz", missing="drop")
+
+
+# ---------------------------------------------------------------------------------------------
+# Files the first fault suite missed: each read wrongly or with a traceback before
+
+
+def test_a_header_of_numbers_over_text_labels_is_a_header(tmp_path):
+    data = load_data(write(tmp_path, "d.csv", "0,1,label\n" + "1.5,2,cat\n3,4,dog\n" * 5))
+    assert data.x.shape == (10, 2) and data.class_names == ["cat", "dog"] and data.feature_names == ["0", "1"]
+
+
+def test_a_first_row_with_an_empty_target_is_data_not_a_header(tmp_path):
+    path = write(tmp_path, "d.csv", "1,2,\n3,4,0\n5,6,1\n")
+    with pytest.raises(DataError, match=r"d.csv': 1 row with a missing cell \(empty, NA or NaN\): row 1, column 3;"):
+        load_data(path)
+    assert load_data(path, missing="drop").x.tolist() == [[3, 4], [5, 6]]
+
+
+def test_digit_separators_are_not_numbers(tmp_path):
+    with pytest.raises(DataError, match=r"row 2, column 1 \('a'\): expected a number, got '1_000' \(digit separators "
+                                        r"are not read: write 1000, not 1_000\)"):
+        load_data(write(tmp_path, "d.csv", "a,b,y\n1_000,2,0\n3,4,1\n"))
+    assert safeio.number("1_000") is None and safeio.number("\u0661") is None and safeio.number(" 1e3 ") == 1000
+
+
+def test_an_unclosed_quote_is_named_where_it_opens(tmp_path):
+    path = write(tmp_path, "q.csv", 'a,b,y\n1,2,0\n3,"4,1\n5,6,0\n7,8,1\n')
+    with pytest.raises(DataError, match=r"q.csv': row 3, column 2: a quoted cell runs from line 3 to line 5 \(a quote "
+                                        r"that is never closed\?\)"):
+        load_data(path)
+
+
+def test_a_big_endian_npz_is_read(tmp_path):
+    x = np.arange(12.0).reshape(6, 2)
+    np.savez(tmp_path / "be.npz", x=x.astype(">f8"), y=np.array([0, 1] * 3, dtype=">i4"))
+    data = load_data(tmp_path / "be.npz", task="classify")
+    assert data.x.tolist() == x.tolist() and data.y.tolist() == [0, 1] * 3
+
+
+@pytest.mark.parametrize("shape", [(60, 0), (60, 0, 3)])
+def test_x_without_features_is_refused(tmp_path, shape):
+    np.savez(tmp_path / "z.npz", x=np.zeros(shape), y=np.arange(60) % 2)
+    with pytest.raises(DataError, match=rf"z.npz': 'x' has no features \(shape {re.escape(str(shape))}\)"):
+        load_data(tmp_path / "z.npz")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")    # torch's own, on making quantized and nested tensors
+@pytest.mark.parametrize("kind,pattern", [
+    ("sparse", r"'x' is a sparse_coo tensor; save x.to_dense\(\)"),
+    ("meta", r"'x' is a meta tensor: it has a shape but no values"),
+    ("quantized", r"'x' is a quantized tensor; save x.dequantize\(\)"),
+    ("nested", r"'x' is a nested tensor \(rows of different lengths\)"),
+])
+def test_pt_data_of_other_tensor_kinds_is_refused(tmp_path, kind, pattern):
+    x = {"sparse": lambda: torch.ones(4, 2).to_sparse(), "meta": lambda: torch.empty(4, 2, device="meta"),
+         "quantized": lambda: torch.quantize_per_tensor(torch.ones(4, 2), 0.1, 0, torch.qint8),
+         "nested": lambda: torch.nested.nested_tensor([torch.ones(2, 2), torch.ones(3, 2)])}[kind]()
+    torch.save({"x": x, "y": torch.zeros(4)}, tmp_path / "d.pt")
+    with pytest.raises(DataError, match=r"d.pt': " + pattern):
+        load_data(tmp_path / "d.pt")
+
+
+def test_a_label_with_a_lone_surrogate_is_refused(tmp_path):
+    np.savez(tmp_path / "s.npz", x=np.ones((6, 2)), y=np.array(["a", "b\ud800"] * 3))
+    with pytest.raises(DataError, match=r"s.npz': label 'b\\ud800' \(y\[1\]\) is not valid text \(it holds a lone "
+                                        r"surrogate"):
+        load_data(tmp_path / "s.npz")
+
+
+def test_capital_x_and_y_as_scikit_learn_names_them(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.ones((10, 2)), y=np.arange(10) % 2)
+    assert load_data(tmp_path / "d.npz").x.shape == (10, 2)
+    torch.save({"X": torch.ones(10, 2), "Y": torch.arange(10) % 2}, tmp_path / "d.pt")
+    assert load_data(tmp_path / "d.pt").classes == 2
+    np.savez(tmp_path / "both.npz", x=np.ones((10, 2)), X=np.ones((10, 2)), y=np.zeros(10))
+    with pytest.raises(DataError, match=r"both.npz': holds both 'x' and 'X'; keep one"):
+        load_data(tmp_path / "both.npz")
+
+
+def test_the_csv_benchmark_runs_and_reports_each_contender():
+    from benchmarks import csv_read
+    result = csv_read.measure(rows=300, cols=5, repeats=2)
+    assert {"manualnn", "manualnn_numpy"} <= set(result["median"]) and result["bytes"] > 300 * 5 * 2
+    assert all(len(times) == 2 for times in result["seconds"].values())
+    assert set(result["ratio_to_pandas"]) == (set(result["median"]) if "pandas" in result["median"] else set())
+
+
+def test_the_cli_offers_every_missing_cell_policy():
+    from manualnn import missing
+    from manualnn.cli.options import MISSING
+    assert MISSING == missing.POLICIES

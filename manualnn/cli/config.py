@@ -5,21 +5,23 @@ checkpoint brings is checked here before anything uses it, as a checkpoint is an
 """
 import math
 import numbers
+import os
 import secrets
 
 from ..checkpoint import CheckpointError, load_checkpoint
 from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
-from .options import DATA_DEFAULTS, DTYPES, INITS, SEED_DEFAULTS, SEED_MAX, TASKS
+from .options import DATA_DEFAULTS, DTYPES, INITS, MISSING, SEED_DEFAULTS, SEED_MAX, TASKS
 
 STEP_KEYS = ("lr", "grad", "bias", "loss", "reduction", "optimizer", "momentum", "betas", "eps", "weight_decay")
 # What a resumed run must share with the run that wrote the checkpoint.
 SEED_IDENTITY = ("batch", "features", "hidden", "out", "dtype", "seed", "init", "batch_size", "shuffle", "val_split",
                  "backend", "precision") + STEP_KEYS
 DATA_IDENTITY = ("hidden", "dtype", "seed", "init", "batch_size", "shuffle", "val_split", "target_cols", "task",
-                 "standardize", "backend", "precision") + STEP_KEYS
+                 "standardize", "backend", "precision", "target", "ignore", "id", "missing") + STEP_KEYS
 # What older checkpoints ran with, by the settings added since (0.1: the seed problem only).
 LEGACY_DEFAULTS = {"init": "randn", "batch_size": None, "shuffle": True, "val_split": 0.0, "backend": "auto",
                    "precision": "ieee"}
+DATA_LEGACY = {"target": None, "ignore": None, "id": None, "missing": "refuse"}   # the file options added since
 STEP_LEGACY = {"bias": False, "loss": "sse", "reduction": "sum", "optimizer": "sgd", "momentum": 0.9,
                "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
 
@@ -50,6 +52,8 @@ def run_config(args):
                 config.setdefault(key, value)
             for key, value in STEP_LEGACY.items():
                 config.setdefault(key, value)
+            for key, value in DATA_LEGACY.items() if config.get("data") is not None else ():
+                config.setdefault(key, value)
         check_config(config, f"--resume: checkpoint {args.resume!r}")
         identity = DATA_IDENTITY if config.get("data") is not None else SEED_IDENTITY
         if config.get("data") is None and args.data is not None:
@@ -67,14 +71,20 @@ def run_config(args):
                                  f"a resumed run keeps its settings")
     # a given --data may name the checkpoint's data at another path: the data's hash must still match
     data = args.data if args.data is not None else config.get("data")
+    if args.data is None and data not in (None, "digits") and not os.path.lexists(data):
+        relative = "" if os.path.isabs(data) else " (a path relative to the folder the training ran in)"
+        raise UsageError(f"--data: the checkpoint's data file {data!r} is not here{relative}; give --data PATH "
+                         f"where the file is now")
     if data is not None:
         for option in ("batch", "features", "out"):
             if getattr(args, option) is not None:
                 raise UsageError(f"--{option}: sets the seed problem's random data; with --data the data "
                                  f"decides it (see --batch-size for the rows per step)")
+        if args.target is not None and args.target_cols is not None:
+            raise UsageError("--target-cols: give the targets by --target or by --target-cols, not both")
         defaults = DATA_DEFAULTS
     else:
-        for option in ("target_cols", "task", "standardize"):
+        for option in ("target_cols", "task", "standardize", "target", "ignore", "id", "missing"):
             if getattr(args, option) is not None:
                 raise UsageError(f"{option_name(option)}: applies to --data only")
         defaults = SEED_DEFAULTS
@@ -100,6 +110,10 @@ def _is_int(v, low=None):
 def _is_num(v, low=None, high=None):
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) \
         and (low is None or v >= low) and (high is None or v <= high)
+
+
+def _texts(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
 def _floats(v, length=None):
@@ -135,6 +149,13 @@ CHECKS = {   # key: (what it must be, test)
     "task": (f"one of {TASKS}", lambda v: v in TASKS),
     "task_used": ("classify or regress", lambda v: v in ("classify", "regress")),
     "standardize": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
+    "target": ("a list of column names or null", lambda v: v is None or _texts(v)),
+    "ignore": ("a list of column names or null", lambda v: v is None or _texts(v)),
+    "id": ("a column name or null", lambda v: v is None or isinstance(v, str)),
+    "id_name": ("a column name or null", lambda v: v is None or isinstance(v, str)),
+    "missing": (f"one of {MISSING}", lambda v: v in MISSING),
+    "feature_names": ("a list of column names or null", lambda v: v is None or _texts(v)),
+    "target_names": ("a list of column names or null", lambda v: v is None or _texts(v)),
     "data": ("a path or null", lambda v: v is None or isinstance(v, str)),
     "classes": ("a positive integer or null", lambda v: v is None or _is_int(v, 1)),
     "class_names": ("a list of class names or null",
@@ -149,6 +170,7 @@ def check_config(config, where):
             raise UsageError(f"{where}: config field {key!r}: expected {expected}, got {config[key]!r}")
     features, out = config.get("features"), config.get("out")
     for key, length, of in (("x_mean", features, "features"), ("x_std", features, "features"),
+                            ("fill_values", features, "features"),
                             ("y_mean", out, "outputs"), ("y_std", out, "outputs")):
         if key in config and not _floats(config[key], length):
             raise UsageError(f"{where}: config field {key!r}: expected {length} finite numbers (one per {of[:-1]}), "
@@ -160,6 +182,10 @@ def check_config(config, where):
     names = config.get("class_names")
     if names is not None and out is not None and len(names) != out:
         raise UsageError(f"{where}: config field 'class_names': expected {out} names (one per output), got {len(names)}")
+    names = config.get("feature_names")
+    if names is not None and features is not None and len(names) != features:
+        raise UsageError(f"{where}: config field 'feature_names': expected {features} names (one per feature), got "
+                         f"{len(names)}")
 
 
 def _describe(value):

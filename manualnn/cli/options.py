@@ -10,6 +10,7 @@ from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
 
 INITS = ("randn", "kaiming")
 TASKS = ("auto", "classify", "regress")
+MISSING = ("refuse", "drop", "mean")     # manualnn.missing.POLICIES (not imported: it needs numpy at start-up)
 DTYPES = ("float32", "float64")
 SEED_MAX = 2 ** 63 - 1
 # The seed's run (no --data); options left at None take these (or, with --resume, the checkpoint's).
@@ -20,7 +21,8 @@ SEED_DEFAULTS = {"batch": 100, "features": 1000, "hidden": [100], "out": 10, "ep
 # A run on --data: the sweep's choice (manualnn.spec.DATA_DEFAULTS; README, "How the defaults were chosen").
 DATA_DEFAULTS = {"hidden": STEP_DEFAULTS["hidden"], "epochs": STEP_DEFAULTS["epochs"], "lr": STEP_DEFAULTS["lr"],
                  "grad": "relu", "dtype": "float32", "init": "kaiming", "batch_size": STEP_DEFAULTS["batch_size"],
-                 "shuffle": True, "val_split": 0.2, "target_cols": 1, "task": "auto", "standardize": None,
+                 "shuffle": True, "val_split": 0.2, "target_cols": 1, "target": None, "ignore": None, "id": None,
+                 "missing": "refuse", "task": "auto", "standardize": None,
                  "bias": True, "loss": None, "reduction": STEP_DEFAULTS["reduction"],
                  "optimizer": STEP_DEFAULTS["optimizer"], "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8,
                  "weight_decay": 0.0, "patience": STEP_DEFAULTS["patience"]}
@@ -64,6 +66,14 @@ def number(low=None, high=None, low_open=False, high_open=False):
     return parse
 
 
+def column_list(text):
+    """"species" or "a,b,3": column names or 1-based positions (told apart when the file's header is read)."""
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected column names or positions separated by commas, got {text!r}")
+    return items
+
+
 def seed_int(text):
     try:
         value = int(text)
@@ -98,6 +108,17 @@ def build_parser():
                         "(scikit-learn's bundled handwritten digits; pip install \"manualnn[data]\"). Without it: "
                         "the seed's random problem")
     g.add_argument("--target-cols", type=positive_int, metavar="K", help="CSV: the last K columns are targets (default 1)")
+    g.add_argument("--target", type=column_list, metavar="COLS",
+                   help="CSV: the target column(s) by header name or 1-based position, comma-separated (instead of "
+                        "--target-cols)")
+    g.add_argument("--ignore", type=column_list, metavar="COLS",
+                   help="CSV: columns that are not features, by name or position, comma-separated (never parsed)")
+    g.add_argument("--id", metavar="COL", help="CSV: an ID column (name or position): not a feature; predict "
+                                               "--output writes it beside each prediction")
+    g.add_argument("--missing", choices=MISSING,
+                   help="empty, NA or NaN cells: refuse (default: the rows are named), drop those rows, or mean "
+                        "(fill a feature with its column's mean, kept for predict; rows without a target are "
+                        "dropped)")
     g.add_argument("--task", choices=TASKS,
                    help="auto (default): classes or values by the rule in the README (the choice and its reason "
                         "are printed on stderr); classify/regress force it")
@@ -180,9 +201,18 @@ def build_parser():
     p.add_argument("--data", metavar="PATH", required=True,
                    help="'digits', or a .npz/.pt/.csv/.tsv file (targets optional: a CSV with exactly the model's "
                         "input width has none)")
-    p.add_argument("--output", metavar="PATH", help="write predictions to a .csv, .npz or .pt file")
+    p.add_argument("--output", metavar="PATH",
+                   help="write predictions to a .csv, .npz or .pt file, or - for CSV on stdout (classes: the label "
+                        "and one probability column per class, named by it; an ID column first)")
     p.add_argument("--target-cols", type=positive_int, metavar="K", help="CSV: the last K columns are targets "
                                                                          "(default: as in training)")
+    p.add_argument("--id", metavar="COL", help="CSV: the ID column to write with --output (default: training's --id, "
+                                               "when the file has it)")
+    p.add_argument("--ignore", type=column_list, metavar="COLS",
+                   help="CSV without the model's column names: columns that are not features")
+    p.add_argument("--missing", choices=MISSING,
+                   help="missing cells (as in train): refuse, drop those rows, or mean (the training's means; "
+                        "the default when the model was trained with --missing mean, else refuse)")
     p.add_argument("--task", choices=TASKS, help="as in train (default: what training decided)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     nb = sub.add_parser("build-native", help="compile the native CPU runner now (once; later runs load it)",

@@ -198,7 +198,8 @@ def prepare_run(args, device=None, rank=0):
     except ValueError as e:   # a split that leaves a part empty
         raise UsageError(as_option(str(e))) from None
     if problem.note and rank == 0:
-        print(f"manualnn train: {problem.note}", file=sys.stderr)
+        for line in problem.note.splitlines():   # what reading the data decided, a line each
+            print(f"manualnn train: {line}", file=sys.stderr)
     step = {key: config[key] for key in STEP_KEYS if key != "bias"}
     step["betas"] = tuple(step["betas"])
     try:
