@@ -102,6 +102,15 @@ def native_for_auto(request):
 
 
 @pytest.fixture(autouse=True)
+def torch_threads_restored():
+    """A test that sets torch's thread count (one thread for a rank, say) leaves the next test torch's count."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def ieee_fp32_references():
     """References, fp32 twins and the torch backend stay IEEE fp32 on CUDA whatever the global TF32
     setting was (a no-op on the CPU)."""
