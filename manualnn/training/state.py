@@ -1,6 +1,22 @@
-"""What a Trainer's checkpoint holds, and how a Trainer takes it back: weights, biases, optimizer state,
-epoch, histories and early stopping's state (so a resumed run stops where the uninterrupted one does)."""
+"""What a Trainer's run returns (a TrainResult) and what its checkpoint holds, and how a Trainer takes
+that back: weights, biases, optimizer state, epoch, histories and early stopping's state (so a resumed run
+stops where the uninterrupted one does)."""
 import torch
+
+from .result import TrainResult
+
+
+def result_of(trainer, start_epoch, seconds):
+    """The TrainResult of a run that began at ``start_epoch``: its epochs' figures and copies of the weights."""
+    h, params = trainer.history, trainer.params
+    tail = lambda key: h[key][start_epoch:]  # noqa: E731
+    biases = params.biases
+    return TrainResult(losses=tail("losses"), weights=[w.clone() for w in params.weights],
+                       biases=None if biases is None else [b.clone() for b in biases],
+                       backend=trainer.backend_name, seconds=seconds, start_epoch=start_epoch,
+                       val_losses=tail("val_losses"), val_accuracies=tail("val_accuracies"),
+                       val_rmse=tail("val_rmse"), val_r2=tail("val_r2"),
+                       best_epoch=trainer.best_epoch, stopped_early=trainer.stopped_early)
 
 
 def trainer_state(trainer):

@@ -189,8 +189,7 @@ class Trainer:
 
     @contextlib.contextmanager
     def _stream(self):
-        """The trainer's side stream for the block, after the caller's stream: the inputs, parameters and
-        buffers were written there (torch.cat, copies) and the first kernels must not read them early."""
+        """The side stream for the block, after the caller's (it wrote the inputs, [w; b] and [x, 1])."""
         if self.stream is None:
             yield
             return
@@ -284,7 +283,7 @@ class Trainer:
         finally:
             self._after_device_work()
             self._copy_to_callers()
-        return self._result(start_epoch, time.perf_counter() - started)
+        return state.result_of(self, start_epoch, time.perf_counter() - started)
 
     def _save_state(self):
         return self.params.snapshot(), self.stopper.save() if self.stopper is not None else None
@@ -315,7 +314,7 @@ class Trainer:
             raise
         kept = self._rewind(saved, bad)
         self._commit(rows[:kept], first)
-        result = self._result(first, 0.0)
+        result = state.result_of(self, first, 0.0)
         raise NonFiniteLossError(
             f"loss became {rows[bad][0]} at epoch {first + bad}; stopped, keeping the weights that entered epoch "
             f"{first + kept} (the last finite ones). Try a smaller lr.", epoch=first + bad, loss=rows[bad][0],
@@ -359,17 +358,6 @@ class Trainer:
         """A warning when the trained network is dead (see metrics.dead_network), else None."""
         with cpu_threads(self.threads):
             return dead_network(self.x[:4096], self.params)
-
-    def _result(self, start_epoch, seconds):
-        h = self.history
-        tail = lambda key: h[key][start_epoch:]  # noqa: E731
-        biases = self.params.biases
-        return TrainResult(losses=tail("losses"), weights=[w.clone() for w in self.params.weights],
-                           biases=None if biases is None else [b.clone() for b in biases],
-                           backend=self.backend_name, seconds=seconds, start_epoch=start_epoch,
-                           val_losses=tail("val_losses"), val_accuracies=tail("val_accuracies"),
-                           val_rmse=tail("val_rmse"), val_r2=tail("val_r2"),
-                           best_epoch=self.best_epoch, stopped_early=self.stopped_early)
 
     def state_dict(self):
         """Weights, biases, optimizer state (on the CPU), epoch, histories, settings and, with ``patience``,

@@ -1,0 +1,271 @@
+// The network a native run trains: its parameters and optimizer state (Python's tensors, updated in place),
+// the buffers for a batch of up to `capacity` rows, one training step on given rows and the forward pass
+// that scores rows (runner.cpp's Step and Epochs drive it). Included by runner.cpp only.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "blas.h"
+#include "step_math.h"
+
+namespace manualnn_native {
+
+using Tensors = std::vector<at::Tensor>;
+
+// The step's settings (manualnn.spec.StepSpec, resolved for this network and batch).
+struct Settings {
+  bool bias, relu_mode, cross_entropy, mean, fold;
+  OptimizerKind kind;
+  double factor, lr, weight_decay, momentum, beta1, beta2, eps;
+};
+
+inline Settings make_settings(bool bias, const std::string& grad, const std::string& loss,
+                              const std::string& reduction, const std::string& optimizer, double lr,
+                              double weight_decay, double momentum, double beta1, double beta2, double eps) {
+  TORCH_CHECK(grad == "relu" || grad == "tutorial", "grad: expected 'relu' or 'tutorial', got '", grad, "'");
+  TORCH_CHECK(loss == "sse" || loss == "ce", "loss: expected 'sse' or 'ce', got '", loss, "'");
+  TORCH_CHECK(reduction == "sum" || reduction == "mean", "reduction: expected 'sum' or 'mean', got '", reduction,
+              "'");
+  Settings s;
+  s.bias = bias;
+  s.relu_mode = grad == "relu";
+  s.cross_entropy = loss == "ce";
+  s.mean = reduction == "mean";
+  s.kind = optimizer_kind(optimizer);
+  // plain SGD folds into the weight-gradient GEMM, unless the decay would reach a bias row
+  s.fold = s.kind == OptimizerKind::kSgd && !(weight_decay != 0.0 && bias);
+  s.factor = s.cross_entropy ? 1.0 : 2.0;
+  s.lr = lr;
+  s.weight_decay = weight_decay;
+  s.momentum = momentum;
+  s.beta1 = beta1;
+  s.beta2 = beta2;
+  s.eps = eps;
+  return s;
+}
+
+// A row-major buffer of `rows` rows of `cols` values whose rows start 64-byte aligned, with a last column of
+// ones when `ones` (a hidden layer's [h, 1]).
+inline at::Tensor make_rows(int64_t rows, int64_t cols, bool ones, const at::TensorOptions& options) {
+  const int64_t width = cols + (ones ? 1 : 0);
+  const int64_t per_line = 64 / options.dtype().itemsize();
+  const int64_t ld = (width + per_line - 1) / per_line * per_line;
+  at::Tensor buffer = at::zeros({std::max<int64_t>(rows, 1), ld}, options);
+  if (ones) buffer.narrow(1, cols, 1).fill_(1.0);
+  return buffer.narrow(0, 0, rows).narrow(1, 0, width);
+}
+
+// The network, its optimizer and the buffers for a batch of up to `capacity` rows: one training step on
+// given rows, and the forward pass that scores rows.
+class Network {
+ public:
+  Network(Tensors params, Tensors grads, Tensors momentum_buffers, Tensors exp_avgs, Tensors exp_avg_sqs,
+          at::Tensor step_count, at::Tensor powers, const Settings& settings, int64_t capacity)
+      : params_(params), grads_(grads), momentum_(momentum_buffers), exp_avg_(exp_avgs), exp_avg_sq_(exp_avg_sqs),
+        step_count_(step_count), powers_(powers), s_(settings), capacity_(capacity) {
+    const size_t n_layers = params.size();
+    TORCH_CHECK(n_layers > 0, "params: expected at least one layer");
+    const at::Tensor& p0 = params[0];
+    TORCH_CHECK(p0.device().is_cpu() && (p0.scalar_type() == at::kFloat || p0.scalar_type() == at::kDouble),
+                "params[0]: expected a float32 or float64 CPU tensor, got ", p0.scalar_type(), " on ", p0.device());
+    for (size_t i = 0; i < n_layers; ++i) {
+      const at::Tensor& p = params[i];
+      TORCH_CHECK(p.device().is_cpu() && p.scalar_type() == p0.scalar_type() && p.dim() == 2 && p.is_contiguous(),
+                  "params[", i, "]: expected a contiguous 2-D CPU tensor of dtype ", p0.scalar_type(), ", got ",
+                  p.scalar_type(), " ", p.sizes(), " on ", p.device());
+      if (i > 0) {
+        const int64_t want = params[i - 1].size(1) + (s_.bias ? 1 : 0);
+        TORCH_CHECK(p.size(0) == want, "params[", i, "]: expected ", want, " rows (layer ", i - 1, "'s outputs",
+                    s_.bias ? " and the bias row" : "", "), got ", p.size(0));
+      }
+      widths_.push_back(p.size(1));
+    }
+    if (!s_.fold && grads_.empty()) {  // the optimizer needs gradient buffers even when Python gave none
+      for (const auto& p : params) grads_.push_back(at::empty_like(p));
+    }
+    TORCH_CHECK(grads_.empty() || grads_.size() == n_layers, "grads: expected ", n_layers, " tensors, got ",
+                grads_.size());
+    for (size_t i = 0; i < grads_.size(); ++i) check_like(grads_[i], params[i], "grads", i);
+    if (s_.kind == OptimizerKind::kMomentum) check_state(momentum_, "momentum_buffers");
+    if (s_.kind == OptimizerKind::kAdam) {
+      check_state(exp_avg_, "exp_avgs");
+      check_state(exp_avg_sq_, "exp_avg_sqs");
+    }
+    TORCH_CHECK(step_count.device().is_cpu() && step_count.scalar_type() == at::kLong && step_count.dim() == 0,
+                "step_count: expected a 0-d int64 CPU tensor, got ", step_count.scalar_type(), " ",
+                step_count.sizes());
+    TORCH_CHECK(powers.device().is_cpu() && powers.scalar_type() == at::kDouble && powers.numel() == 2 &&
+                    powers.is_contiguous(),
+                "powers: expected a contiguous float64 CPU tensor of 2 elements, got ", powers.scalar_type(), " ",
+                powers.sizes());
+    const auto options = p0.options();
+    for (size_t l = 0; l + 1 < n_layers; ++l) {
+      acts_.push_back(make_rows(capacity, widths_[l], s_.bias, options));
+      grad_hs_.push_back(at::empty({capacity, widths_[l]}, options));
+    }
+    error_ = at::empty({capacity, widths_.back()}, options);
+  }
+
+  int64_t layers() const { return int64_t(params_.size()); }
+  int64_t inputs() const { return params_[0].size(0); }
+  int64_t outputs() const { return widths_.back(); }
+  int64_t capacity() const { return capacity_; }
+  at::ScalarType dtype() const { return params_[0].scalar_type(); }
+  bool has_grads() const { return !grads_.empty(); }
+  const Settings& settings() const { return s_; }
+  const at::Tensor& error() const { return error_; }
+
+  // Forward and loss on `rows` rows (x: [rows, in(+1)] with row stride ldx; y: their targets). Leaves the
+  // output error in error_ and returns the batch's loss, summed over its rows.
+  template <typename T>
+  double forward_loss(const T* x, int64_t ldx, Rows<T> y, int64_t rows) {
+    const T* in = x;
+    int64_t ld_in = ldx;
+    for (size_t l = 0; l + 1 < params_.size(); ++l) {
+      T* h = acts_[l].data_ptr<T>();
+      const int64_t ld_h = acts_[l].stride(0), n = widths_[l];
+      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld_in, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
+      relu_(h, rows, n, ld_h);
+      in = h;
+      ld_in = ld_h;
+    }
+    const int64_t out = widths_.back();
+    T* e = error_.data_ptr<T>();
+    const T* p = params_.back().data_ptr<T>();
+    if (s_.cross_entropy) {
+      gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(0), e, out);  // z
+      return softmax_error_(e, y, rows, out);
+    }
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(e + r * out, y.row(r), sizeof(T) * out);
+    gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(-1), e, out);  // z - y
+    return double(dot<T>(rows * out, e, e));
+  }
+
+  // Backward from error_ (forward_loss just ran on the same x and rows), first scaled by `scale` (the loss's
+  // constant and the mean's 1/rows): the gradients into grads_, and with `update` the optimizer's step.
+  template <typename T>
+  void backward(const T* x, int64_t ldx, int64_t rows, double scale, bool update) {
+    if (update && !s_.fold) begin_update();
+    T* e = error_.data_ptr<T>();
+    if (scale != 1.0) {
+      const T factor = T(scale);
+      for (int64_t k = 0, n = rows * widths_.back(); k < n; ++k) e[k] *= factor;
+    }
+    const T* g = e;
+    int64_t ld_g = widths_.back();
+    for (int64_t i = layers() - 1; i >= 0; --i) {
+      const T* a = i == 0 ? x : acts_[i - 1].data_ptr<T>();
+      const int64_t ld_a = i == 0 ? ldx : acts_[i - 1].stride(0);
+      const int64_t in = params_[i].size(0), n = widths_[i];
+      T* p = params_[i].data_ptr<T>();
+      if (i > 0) {  // grad_h = mask(g @ w_i^T), reading w_i before its update below
+        T* gh = grad_hs_[i - 1].data_ptr<T>();
+        gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);
+        relu_backward_(gh, acts_[i - 1].data_ptr<T>(), rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
+      }
+      if (update && s_.fold) {
+        gemm<T>(true, false, in, n, rows, T(-s_.lr), a, ld_a, g, ld_g, T(1.0 - s_.lr * s_.weight_decay), p, n);
+      } else {
+        gemm<T>(true, false, in, n, rows, T(1), a, ld_a, g, ld_g, T(0), grads_[i].data_ptr<T>(), n);
+        if (update) apply_update<T>(i);
+      }
+      if (i > 0) {
+        g = grad_hs_[i - 1].data_ptr<T>();
+        ld_g = widths_[i - 1];
+      }
+    }
+  }
+
+  // The optimizer's update from grads_ (after backward(update=false) and, say, an all-reduce).
+  template <typename T>
+  void update_from_grads() {
+    begin_update();
+    for (int64_t i = 0; i < layers(); ++i) apply_update<T>(i);
+  }
+
+  // The outputs z [rows, out] of `rows` rows of x, computed in the scoring buffers (see ScoreBuffers).
+  template <typename T>
+  const T* outputs(const T* x, int64_t ldx, int64_t rows, Tensors& acts, at::Tensor& z) {
+    const T* in = x;
+    int64_t ld_in = ldx;
+    for (size_t l = 0; l + 1 < params_.size(); ++l) {
+      T* h = acts[l].data_ptr<T>();
+      const int64_t ld_h = acts[l].stride(0), n = widths_[l];
+      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld_in, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
+      relu_(h, rows, n, ld_h);
+      in = h;
+      ld_in = ld_h;
+    }
+    const int64_t out = widths_.back();
+    gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, params_.back().data_ptr<T>(), out, T(0),
+            z.data_ptr<T>(), out);
+    return z.data_ptr<T>();
+  }
+
+  // Buffers for scoring blocks of up to `rows` rows.
+  void make_score_buffers(int64_t rows, Tensors& acts, at::Tensor& z) const {
+    const auto options = params_[0].options();
+    for (size_t l = 0; l + 1 < params_.size(); ++l) acts.push_back(make_rows(rows, widths_[l], s_.bias, options));
+    z = at::empty({rows, widths_.back()}, options);
+  }
+
+ private:
+  void check_state(const Tensors& state, const char* name) {
+    TORCH_CHECK(state.size() == params_.size(), name, ": expected ", params_.size(), " tensors, got ", state.size());
+    for (size_t i = 0; i < state.size(); ++i) check_like(state[i], params_[i], name, i);
+  }
+
+  // Once per update, before any layer's apply_update: Adam's step count and bias corrections, on the
+  // parameters' own state tensors (as TorchOptimizer.begin does on the device).
+  void begin_update() {
+    if (s_.kind != OptimizerKind::kAdam) return;
+    *step_count_.data_ptr<int64_t>() += 1;
+    double* pw = powers_.data_ptr<double>();
+    pw[0] *= s_.beta1;
+    pw[1] *= s_.beta2;
+    step_size_ = s_.lr / (1.0 - pw[0]);
+    corr2_sqrt_ = std::sqrt(1.0 - pw[1]);
+  }
+
+  // The optimizer's update of layer i from grads_[i], in place (the math: update_elements).
+  template <typename T>
+  void apply_update(int64_t i) {
+    LayerUpdate<T> u;
+    u.kind = s_.kind;
+    u.p = params_[i].data_ptr<T>();
+    u.g = grads_[i].data_ptr<T>();
+    u.m = s_.kind == OptimizerKind::kMomentum ? momentum_[i].data_ptr<T>()
+          : s_.kind == OptimizerKind::kAdam   ? exp_avg_[i].data_ptr<T>()
+                                              : nullptr;
+    u.v = s_.kind == OptimizerKind::kAdam ? exp_avg_sq_[i].data_ptr<T>() : nullptr;
+    u.n = params_[i].numel();
+    u.decayed = s_.weight_decay == 0.0 ? 0 : s_.bias ? u.n - widths_[i] : u.n;  // the elements before the bias row
+    u.decay = T(s_.weight_decay);
+    u.neg_lr = T(-s_.lr);
+    u.mu = T(s_.momentum);
+    const T weight = T(1.0 - s_.beta1);  // lerp's weight
+    u.small_weight = std::abs(weight) < T(0.5);
+    u.coeff = u.small_weight ? weight : T(weight - T(1));
+    u.b2 = T(s_.beta2);
+    u.one_minus_b2 = T(1.0 - s_.beta2);
+    u.eps = T(s_.eps);
+    u.step_size = step_size_;
+    u.corr2_sqrt = corr2_sqrt_;
+    update_layer(u);
+  }
+
+  Tensors params_, grads_, momentum_, exp_avg_, exp_avg_sq_, acts_, grad_hs_;
+  at::Tensor step_count_, powers_, error_;
+  std::vector<int64_t> widths_;
+  Settings s_;
+  int64_t capacity_;
+  double step_size_ = 0, corr2_sqrt_ = 1;  // Adam's, set by begin_update
+};
+
+}  // namespace manualnn_native
