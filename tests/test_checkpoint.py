@@ -122,7 +122,7 @@ CORRUPTIONS = [
     ("val_losses", [1.0], r"'val_losses': expected 0 or 2 values, got 1"),
     ("config", [1, 2], r"'config': expected a dict with string keys, got list"),
     ("optimizer", "adam", r"'optimizer': expected a dict, got str"),
-    ("optimizer.step", -3, r"'optimizer.step': expected an integer >= 0"),
+    ("optimizer.step", -3, r"'optimizer.step': expected an integer from 0 to 2\*\*63-1"),
     ("optimizer.powers", [2.0, 0.5], r"'optimizer.powers': expected two numbers in \[0, 1\]"),
     ("optimizer.exp_avg", [torch.zeros(4, 3), torch.zeros(4, 2)], r"'optimizer.exp_avg': shapes do not match"),
     ("optimizer.exp_avg_sq", [torch.full((5, 3), math.nan), torch.zeros(4, 2)], r"'optimizer.exp_avg_sq\[0\]': holds NaN"),

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-import manualnn.cli.train as cli_train
+import manualnn.cli.saving as saving
 from manualnn import load_checkpoint
 from manualnn.cli import main
 from test_cli import LINE, SMALL, cli_env, losses_of, run
@@ -70,14 +70,14 @@ def test_a_failed_final_save_keeps_the_old_file_and_the_run(capsys, tmp_path, mo
     ck, js = tmp_path / "run.pt", tmp_path / "run.json"
     assert run(capsys, "train", *SMALL, "--epochs", "3", "--seed", "1", "--save", str(ck))[0] == 0
     old = ck.read_bytes()
-    real = cli_train.save_checkpoint
+    real = saving.save_checkpoint
 
     def full_disk(path, **kw):
         if os.path.abspath(path) == str(ck):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, **kw)
 
-    monkeypatch.setattr(cli_train, "save_checkpoint", full_disk)
+    monkeypatch.setattr(saving, "save_checkpoint", full_disk)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "spare"))
     os.makedirs(tmp_path / "spare")
     import tempfile
