@@ -18,6 +18,9 @@ import os
 import stat
 
 TMP_SUFFIX = ".manualnn-tmp"
+# A temp file's name: "." + the target's name cut to this many bytes + ".PID[.probe].manualnn-tmp", so
+# it stays within the usual 255-byte name limit whatever the target's name and the PID
+STEM_BYTES = 255 - 40
 MAX_LINKS = 40   # as the kernel's own limit on a path's symlinks (ELOOP)
 
 
@@ -62,11 +65,17 @@ def write_target(path):
     raise OutputPathError(f"{os.fspath(path)!r}: too many levels of symbolic links")
 
 
+def _stem(path):
+    """The start of the names of ``path``'s temp files: its name, cut to STEM_BYTES bytes."""
+    return "." + os.fsdecode(os.fsencode(os.path.basename(path))[:STEM_BYTES]) + "."
+
+
 def remove_stale_temp_files(path):
     """Delete temp files of earlier writes to ``path`` whose process is gone (a kill -9 mid-write)."""
     folder, name = os.path.split(os.path.abspath(path))
-    for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*{TMP_SUFFIX}")):
-        pid = tmp[len(os.path.join(folder, f".{name}.")):-len(TMP_SUFFIX)]
+    stem = _stem(name)
+    for tmp in glob.glob(os.path.join(glob.escape(folder), f"{glob.escape(stem)}*{TMP_SUFFIX}")):
+        pid = tmp[len(os.path.join(folder, stem)):-len(TMP_SUFFIX)]
         if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -88,7 +97,7 @@ def atomic_open(path, mode="wb"):
         file_mode = stat.S_IMODE(os.stat(path).st_mode)
     except OSError:
         file_mode = 0o666 & ~_umask()
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}{TMP_SUFFIX}")
+    tmp = os.path.join(folder, f"{_stem(path)}{os.getpid()}{TMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, mode) as f:
@@ -130,7 +139,7 @@ def check_output_path(path):
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
         raise OutputPathError(f"cannot write {shown}: the folder {folder!r} does not exist")
-    probe = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.probe{TMP_SUFFIX}")
+    probe = os.path.join(folder, f"{_stem(target)}{os.getpid()}.probe{TMP_SUFFIX}")
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)

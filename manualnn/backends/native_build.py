@@ -190,8 +190,8 @@ def _build_lock(folder, log):
             while not _try_lock(fd):
                 if time.monotonic() > deadline:
                     raise NativeBuildError(f"backend 'native': process {holder} has been compiling the runner into "
-                                           f"{folder} for over {LOCK_WAIT // 60} minutes; stop it or let it finish, "
-                                           f"then run again")
+                                           f"{folder} for over {LOCK_WAIT:g} s; stop it or let it finish, then run "
+                                           f"again")
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)   # who holds it, for a waiter's message

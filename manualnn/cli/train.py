@@ -242,9 +242,10 @@ def train_loop(args, run, rank=0):
         with signals.held():   # from here on a signal waits for the run to be written
             lines.end(outcome.status)
             if outcome.status == "ok":
-                outcome.warning = trainer.diagnose() or rising_loss(trainer.history["losses"])
                 if trainer.stopped_early:
                     outcome.best_epoch = trainer.best[0]
+                kept = trainer.epoch - 1 if outcome.best_epoch is None else outcome.best_epoch
+                outcome.warning = trainer.diagnose() or overshoot_warning(trainer, config, run.rows["train"], kept)
             code = finish(args, run, rank, saver, outcome, time.perf_counter() - started, start_epoch, code)
         if signals.received is not None and outcome.status != "interrupted":
             name, status = SIGNALS[signals.received]
@@ -291,12 +292,21 @@ class EpochLines:
                 pass
 
 
-def rising_loss(losses):
-    """A warning when the training loss ended above where it started: the steps overshoot."""
-    if len(losses) >= 2 and math.isfinite(losses[-1]) and losses[-1] > losses[0]:
-        return (f"the training loss rose from {losses[0]:.4g} (epoch 0) to {losses[-1]:.4g} (epoch "
-                f"{len(losses) - 1}): the steps overshoot; try a smaller --lr")
-    return None
+def overshoot_warning(trainer, config, rows, kept):
+    """A warning when the kept epoch's training loss is worse than no training would give: above the
+    first epoch's, or (cross-entropy) above ln(classes), the loss of guessing every class alike."""
+    losses = trainer.history["losses"]
+    if kept is None or not 0 < kept < len(losses) or not math.isfinite(losses[kept]):
+        return None
+    per_sample = losses[kept] / (rows if config["reduction"] == "sum" else 1)
+    guess = math.log(trainer.weights[-1].shape[1]) if config["loss"] == "ce" else None
+    if guess is not None and per_sample > guess:
+        why = f"{per_sample:.4g} per sample, above the {guess:.4g} of guessing every class alike"
+    elif losses[kept] > losses[0]:
+        why = f"{losses[kept]:.4g}, above the first epoch's {losses[0]:.4g}"
+    else:
+        return None
+    return f"the training loss of epoch {kept} (the weights kept) is {why}: the steps overshoot; try a smaller --lr"
 
 
 def finish(args, run, rank, saver, outcome, seconds, start_epoch, code):
