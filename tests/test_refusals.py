@@ -179,3 +179,16 @@ def test_the_plot_of_a_summed_loss_divides_by_the_rows(capsys, tmp_path, monkeyp
                                  train_rows=4)
     assert list(figures[0].axes[0].lines[0].get_ydata()) == [2.0, 1.0]
     assert figures[0].axes[0].get_ylabel() == "loss per sample (sum of squares)"
+
+
+def test_predict_out_of_memory_advises_what_predict_has(capsys, tmp_path, monkeypatch):
+    """Item 12: predict's out-of-memory advice named options predict does not have."""
+    d, ck = trained(capsys, tmp_path)
+    import manualnn.model
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(manualnn.model.MLP, "predict", no_memory)
+    code, out, err = run(capsys, "predict", "--model", str(ck), "--data", str(d))
+    assert code == 2 and err == "manualnn predict: error: out of memory (MemoryError); try fewer rows in --data\n", err

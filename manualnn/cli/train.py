@@ -240,7 +240,7 @@ def train_loop(args, run, rank=0):
             outcome.status, code = "interrupted", e.code
             outcome.message = f"interrupted ({e.name}) after {trainer.epoch} epochs"
         with signals.held():   # from here on a signal waits for the run to be written
-            lines.end(outcome.status)
+            lines.end()
             if outcome.status == "ok":
                 if trainer.stopped_early:
                     outcome.best_epoch = trainer.best[0]
@@ -250,7 +250,7 @@ def train_loop(args, run, rank=0):
         if signals.received is not None and outcome.status != "interrupted":
             name, status = SIGNALS[signals.received]
             if rank == 0:
-                say(f"{name} arrived after the last epoch; the finished run was written first")
+                say(f"{name} arrived as the run ended; what it finished was written first")
             code = code or status
     return code
 
@@ -280,12 +280,12 @@ class EpochLines:
         if epochs:
             self.printed = epochs[-1]
 
-    def end(self, status):
+    def end(self):
         """The run's last epoch gets its line, however the run ended (early stop, a signal, NaN)."""
         if self.progress:
             self.progress.clear()
         last = self.trainer.epoch - 1
-        if self.on and last >= 0 and self.printed != last and not status.startswith("stdout"):
+        if self.on and last >= 0 and self.printed != last:
             try:
                 self._print([last])
             except Interrupted:   # stdout closed just now: the run is over anyway
