@@ -1,22 +1,27 @@
 """Checkpoints: weights, biases, optimizer state, config, epoch and histories, written atomically and
-checked field by field when read (a file from anywhere is untrusted: no pickle, every field's type,
-dtype, shape and finiteness is checked before anything uses it)."""
+checked field by field when read (a file from anywhere is untrusted: no pickle, the zip's declared
+sizes checked before anything is inflated, every field's type, dtype, shape and finiteness checked
+before anything uses it). What is written passes the same checks first: a checkpoint that would not
+load is never written, so it never replaces a good one."""
 import io
 import math
 import numbers
 import os
 import stat
+import zipfile
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
 
 from .files import atomic_open
+from .safeio import MAX_RATIO, RATIO_FROM, check_budget, human
 
 FORMAT = "manualnn.checkpoint"
 VERSION = 2            # 2 adds biases, optimizer state and the regression histories
 READABLE = (1, 2)
 HISTORIES = ("val_losses", "val_accuracies", "val_rmse", "val_r2")
+MAX_STEP = 2 ** 63 - 1   # the optimizer's step counter is an int64 tensor
 
 
 class CheckpointError(ValueError):
@@ -43,7 +48,8 @@ def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None
                     stopped_early=False, **histories):
     """Write a checkpoint to ``path`` atomically (see manualnn.files.atomic_open).
 
-    Refuses (ValueError) weights or biases that are not finite: a run's good checkpoint is never
+    Refuses (ValueError) weights or biases that are not finite, and anything else ``load_checkpoint``
+    would refuse (histories whose lengths disagree with ``epoch``, say): a run's good checkpoint is never
     replaced by a broken one. ``histories``: val_losses, val_accuracies, val_rmse, val_r2. ``best``:
     early stopping's state (a dict: the kept ``epoch`` and its validation ``loss``, its ``weights``,
     ``biases`` and ``optimizer`` state), so that a resumed run stops where the uninterrupted one does.
@@ -70,6 +76,10 @@ def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None
             "optimizer": best.get("optimizer") or {}},
         **{name: [float(v) for v in histories.get(name, ())] for name in HISTORIES},
     }
+    try:
+        _checked(f"refusing to write {os.fspath(path)!r}", state)
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
     buffer = io.BytesIO()   # serialised first: a failed write is then the OS's OSError (disk full), not torch's
     torch.save(state, buffer)
     with atomic_open(path, "wb") as f:
@@ -87,6 +97,7 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{where}: is a folder, expected a file")
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise CheckpointError(f"{where}: not a regular file (a FIFO, socket or device)")
+    _check_declared_sizes(where, path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
@@ -102,6 +113,24 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{where}: expected version {' or '.join(map(str, READABLE))}, got "
                               f"{state.get('version')!r} (written by another manualnn version?)")
     return _checked(where, state)
+
+
+def _check_declared_sizes(where, path):
+    """torch.save writes a zip: its directory declares every member's size. Check them before
+    torch.load inflates anything (a small file must not take the machine's memory)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except OSError as e:
+        raise CheckpointError(f"{where}: cannot read it: {e.strerror or e}") from None
+    except Exception:   # not a zip (torch.save writes zips since PyTorch 1.6), or a damaged one
+        raise CheckpointError(f"{where}: not a readable manualnn checkpoint (truncated, corrupt or another "
+                              f"format)") from None
+    for info in infos:
+        if info.file_size > RATIO_FROM and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise CheckpointError(f"{where}: member {info.filename!r} inflates {human(info.compress_size)} to "
+                                  f"{human(info.file_size)} (more than {MAX_RATIO}:1): refused as a zip bomb")
+    check_budget(where, "its contents", sum(info.file_size for info in infos), CheckpointError)
 
 
 def _fail(where, name, problem):
@@ -126,15 +155,36 @@ def _tensors(where, name, values, dims, dtype=None):
     return values
 
 
+def as_float(value):
+    """A real number (not a bool) as a float; None when it is not one or does not fit (10**400)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        return float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
+
+
 def _floats(where, name, values, length=None, finite=True):
-    if not isinstance(values, list) or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
-                                               for v in values):
-        _fail(where, name, "expected a list of numbers")
+    numbers_ = [as_float(v) for v in values] if isinstance(values, list) else None
+    if numbers_ is None or None in numbers_:
+        _fail(where, name, "expected a list of numbers that fit in a float")
     if length is not None and len(values) not in length:
         _fail(where, name, f"expected {' or '.join(map(str, sorted(set(length))))} values, got {len(values)}")
-    if finite and not all(math.isfinite(v) for v in values):
+    if finite and not all(math.isfinite(v) for v in numbers_):
         _fail(where, name, "holds NaN or Inf")
-    return [float(v) for v in values]
+    return numbers_
+
+
+def _plain(value, depth=0):
+    """A value JSON can write: None, bool, number, string, or lists and string-keyed dicts of them."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if depth > 16:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v, depth + 1) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
 
 
 def _checked(where, state):
@@ -147,6 +197,10 @@ def _checked(where, state):
     config = state.get("config") or {}
     if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
         _fail(where, "config", f"expected a dict with string keys, got {type(config).__name__}")
+    for key, value in config.items():   # --json writes the config: plain values only
+        if not _plain(value):
+            _fail(where, f"config.{key}", f"expected a number, string, true/false, null or a list of them, got "
+                                          f"{type(value).__name__}")
     stopped = state.get("stopped_early", False)
     if not isinstance(stopped, bool):
         _fail(where, "stopped_early", f"expected true or false, got {stopped!r}")
@@ -157,12 +211,12 @@ def _checked(where, state):
         kept = best.get("epoch")
         if isinstance(kept, bool) or not isinstance(kept, int) or not 0 <= kept < epoch:
             _fail(where, "best.epoch", f"expected an integer from 0 to {epoch - 1}, got {kept!r}")
-        _floats(where, "best.loss", [best.get("loss")] if isinstance(best.get("loss"), numbers.Real) else None)
+        loss = _floats(where, "best.loss", [best.get("loss")])[0]
         b_weights, b_biases, b_optimizer = _parameters(where, "best.", best)
         if [t.shape for t in b_weights] != [t.shape for t in weights] or (b_biases is None) != (biases is None) \
                 or b_weights[0].dtype != weights[0].dtype:
             _fail(where, "best.weights", "expected the shapes and dtype of 'weights' (and biases alike)")
-        best = dict(best, weights=b_weights, biases=b_biases, optimizer=b_optimizer, loss=float(best["loss"]))
+        best = dict(best, weights=b_weights, biases=b_biases, optimizer=b_optimizer, loss=loss)
     return Checkpoint(weights=weights, epoch=epoch, losses=losses, config=dict(config), biases=biases,
                       optimizer=optimizer, best=best, stopped_early=stopped, **histories)
 
@@ -192,8 +246,8 @@ def _parameters(where, prefix, state):
     shapes = [(w.shape[0] + extra, w.shape[1]) for w in weights]
     for name, value in optimizer.items():
         if name == "step":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                _fail(where, f"{prefix}optimizer.step", f"expected an integer >= 0, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_STEP:
+                _fail(where, f"{prefix}optimizer.step", f"expected an integer from 0 to 2**63-1, got {value!r}")
         elif name == "powers":
             if not isinstance(value, list) or len(value) != 2 or not all(isinstance(v, float) and 0 <= v <= 1
                                                                          for v in value):
@@ -202,4 +256,7 @@ def _parameters(where, prefix, state):
             _tensors(where, f"{prefix}optimizer.{name}", value, 2, dtype)
             if [tuple(t.shape) for t in value] != shapes:
                 _fail(where, f"{prefix}optimizer.{name}", "shapes do not match the parameters")
+            if name == "exp_avg_sq" and any(bool((t < 0).any()) for t in value):
+                _fail(where, f"{prefix}optimizer.exp_avg_sq", "holds negative values (Adam's second moment is a "
+                                                              "mean of squares)")
     return weights, biases, optimizer

@@ -188,6 +188,14 @@ def decode_labels(indices, class_names):
 # A checkpoint's config, read as untrusted
 
 
+def _finite(v):
+    """A real number (not a bool) that is finite as a float (10**400 is not: it does not fit)."""
+    try:
+        return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    except OverflowError:
+        return False
+
+
 def read_config(config, features, outputs, fail):
     """The preprocessing fields of a checkpoint's config, checked against the network's widths.
 
@@ -200,8 +208,7 @@ def read_config(config, features, outputs, fail):
         if value is None:
             found[key] = None
             continue
-        if not (isinstance(value, list) and len(value) == width and all(
-                isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+        if not (isinstance(value, list) and len(value) == width and all(_finite(v) for v in value)):
             fail(key, f"expected {width} finite numbers (one per {of}), got {_describe(value)}")
         if key.endswith("std") and not all(v > 0 for v in value):
             fail(key, "expected positive numbers")

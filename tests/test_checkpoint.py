@@ -122,10 +122,18 @@ CORRUPTIONS = [
     ("val_losses", [1.0], r"'val_losses': expected 0 or 2 values, got 1"),
     ("config", [1, 2], r"'config': expected a dict with string keys, got list"),
     ("optimizer", "adam", r"'optimizer': expected a dict, got str"),
-    ("optimizer.step", -3, r"'optimizer.step': expected an integer >= 0"),
+    ("optimizer.step", -3, r"'optimizer.step': expected an integer from 0 to 2\*\*63-1"),
     ("optimizer.powers", [2.0, 0.5], r"'optimizer.powers': expected two numbers in \[0, 1\]"),
     ("optimizer.exp_avg", [torch.zeros(4, 3), torch.zeros(4, 2)], r"'optimizer.exp_avg': shapes do not match"),
     ("optimizer.exp_avg_sq", [torch.full((5, 3), math.nan), torch.zeros(4, 2)], r"'optimizer.exp_avg_sq\[0\]': holds NaN"),
+    # an integer too large for a float, a step count beyond int64, values --json cannot write
+    ("losses", [10 ** 400, 2.0], r"'losses': expected a list of numbers that fit in a float"),
+    ("val_losses", [1.0, 10 ** 400], r"'val_losses': expected a list of numbers that fit in a float"),
+    ("optimizer.step", 2 ** 70, r"'optimizer.step': expected an integer from 0 to 2\*\*63-1, got 1180591620717411303424"),
+    ("config", {"lr": 0.1, "extra": torch.ones(2)}, r"'config.extra': expected a number, string, .* got Tensor"),
+    ("config", {"lr": 0.1, "note": b"bytes"}, r"'config.note': expected a number, string, .* got bytes"),
+    # Adam's second moment is a mean of squares: a negative one turns the run NaN
+    ("optimizer.exp_avg_sq", [torch.full((5, 3), -1.0), torch.zeros(4, 2)], r"'optimizer.exp_avg_sq': holds negative"),
 ]
 
 
@@ -184,3 +192,41 @@ def test_special_files_are_refused(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(CheckpointError, match=r"not a regular file"):
         load_checkpoint(fifo)
+
+
+def test_a_checkpoint_that_would_not_load_is_never_written(tmp_path):
+    """Item 2 of 'Nothing lost, round two', in the save path: histories whose lengths disagree with the
+    epoch (a signal between the two) are refused, and the good file stays."""
+    path = tmp_path / "run.pt"
+    good = write(path)
+    for bad in ({"epoch": 3, "losses": [3.0, 2.0]}, {"epoch": 2, "losses": [3.0, 2.0], "val_losses": [1.0]}):
+        with pytest.raises(ValueError, match=r"refusing to write .*run.pt'.*field '(val_)?losses': expected [0-9 or]+ values, got [12]"):
+            save_checkpoint(path, weights=good, **bad)
+    assert load_checkpoint(path).epoch == 2 and [p.name for p in tmp_path.iterdir()] == ["run.pt"]
+
+
+def zip_with(path, member, data, compress):
+    """The checkpoint at ``path`` rewritten with one member's bytes replaced (deflated if ``compress``)."""
+    import zipfile
+    with zipfile.ZipFile(path) as zf:
+        members = [(info, zf.read(info)) for info in zf.infolist()]
+    with zipfile.ZipFile(path, "w") as zf:
+        for info, content in members:
+            chosen = info.filename.endswith(member)
+            zf.writestr(info.filename, data if chosen else content,
+                        compress_type=zipfile.ZIP_DEFLATED if chosen and compress else zipfile.ZIP_STORED)
+
+
+def test_declared_sizes_are_checked_before_anything_is_inflated(tmp_path, monkeypatch):
+    """Item 12: a 7 MB checkpoint of deflated members took predict to 15 GB before it failed."""
+    path = tmp_path / "bomb.pt"
+    write(path)
+    zip_with(path, "data/0", bytes(64 << 20), compress=True)   # 64 MB of zeros in about 64 KB
+    assert path.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match=r"member '.*data/0' inflates .* to 67.1 MB \(more than 1000:1\): "
+                                              r"refused as a zip bomb"):
+        load_checkpoint(path)
+    write(path)
+    monkeypatch.setattr("manualnn.safeio.memory_budget", lambda: 100)
+    with pytest.raises(CheckpointError, match=r"its contents needs .* more than the 100 B of memory available"):
+        load_checkpoint(path)

@@ -7,6 +7,7 @@ random moments during training and during writes leave every file whole. (Hostil
 tests/test_datafiles.py; every checkpoint field corrupted in turn: tests/test_checkpoint.py.)
 """
 import errno
+import re
 import json
 import os
 import random
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-import manualnn.cli.train as cli_train
+import manualnn.cli.saving as saving
 from manualnn import load_checkpoint
 from manualnn.cli import main
 from test_cli import LINE, SMALL, cli_env, losses_of, run
@@ -70,14 +71,14 @@ def test_a_failed_final_save_keeps_the_old_file_and_the_run(capsys, tmp_path, mo
     ck, js = tmp_path / "run.pt", tmp_path / "run.json"
     assert run(capsys, "train", *SMALL, "--epochs", "3", "--seed", "1", "--save", str(ck))[0] == 0
     old = ck.read_bytes()
-    real = cli_train.save_checkpoint
+    real = saving.save_checkpoint
 
     def full_disk(path, **kw):
         if os.path.abspath(path) == str(ck):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, **kw)
 
-    monkeypatch.setattr(cli_train, "save_checkpoint", full_disk)
+    monkeypatch.setattr(saving, "save_checkpoint", full_disk)
     monkeypatch.setenv("TMPDIR", str(tmp_path / "spare"))
     os.makedirs(tmp_path / "spare")
     import tempfile
@@ -182,3 +183,89 @@ def test_runs_that_cannot_fit_in_memory_are_refused_before_any_work(capsys, argv
     import re
     code, out, err = run(capsys, "train", "--device", "cpu", *argv)
     assert code == 2 and out == "" and re.search(pattern, err) and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("option", ["--save", "--json", "--plot"])
+def test_a_resumed_run_never_writes_over_the_data_its_checkpoint_names(capsys, tmp_path, option):
+    """Item 1 of 'Nothing lost, round two': outputs were compared with --data only, not with the data
+    file a resumed checkpoint names."""
+    d, ck = data_file(tmp_path), tmp_path / "r.pt"
+    assert run(capsys, "train", "--data", str(d), "--epochs", "3", "--save", str(ck), "--device", "cpu")[0] == 0
+    before = d.read_bytes()
+    code, out, err = run(capsys, "train", "--resume", str(ck), "--epochs", "5", "--device", "cpu", option, str(d))
+    assert code == 2 and out == "", err
+    assert f"{option} {str(d)!r} names the same file as the checkpoint's data file" in err, err
+    assert d.read_bytes() == before
+
+
+def fail_writes_to(monkeypatch, path, times=None):
+    """Writes to ``path`` fail as on a full disk (every one, or the first ``times``); others go through."""
+    import manualnn.checkpoint as checkpoint
+    real, left = checkpoint.atomic_open, [times]
+
+    def atomic_open(target, mode="wb"):
+        if os.path.abspath(target) == str(path) and (left[0] is None or left[0] > 0):
+            left[0] = None if left[0] is None else left[0] - 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(target, mode)
+
+    monkeypatch.setattr(checkpoint, "atomic_open", atomic_open)
+    spare = path.parent / "spare"
+    spare.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spare))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return spare
+
+
+def test_the_rescue_copy_of_a_long_name_fits_in_a_file_name(capsys, tmp_path, monkeypatch):
+    """Item 4: with a 219-character --save name the rescue name grew past 255 bytes, and the run was lost."""
+    ck = tmp_path / ("r" * 216 + ".pt")
+    spare = fail_writes_to(monkeypatch, ck)
+    code, _, err = run(capsys, "train", *SMALL, "--epochs", "3", "--seed", "2", "--save", str(ck))
+    rescued = list(spare.iterdir())
+    assert code == 4 and len(rescued) == 1 and f"was saved to {rescued[0]} instead" in err, err
+    assert len(rescued[0].name.encode()) <= 255 and rescued[0].name.startswith("manualnn-rescued-rrrr")
+    assert load_checkpoint(rescued[0]).epoch == 3 and "nothing was written there" in err
+
+
+def test_failed_periodic_saves_then_a_final_save_that_lands(capsys, tmp_path, monkeypatch):
+    """Item 11: exit 4, a message that epoch 4 was saved to a rescue file 'instead', and three rescue
+    files left, though run.pt held the final epoch; 'the previous file is untouched' when there was none."""
+    ck = tmp_path / "run.pt"
+    spare = fail_writes_to(monkeypatch, ck, times=3)          # the saves at epochs 2, 4 and 6
+    code, _, err = run(capsys, "train", *SMALL, "--epochs", "8", "--seed", "2", "--save", str(ck), "--save-every", "2")
+    assert code == 0, err
+    assert load_checkpoint(ck).epoch == 8 and list(spare.iterdir()) == []   # the stale rescue copy is gone
+    assert err.count("cannot write") == 1 and "nothing was written there" in err, err
+    assert "the previous file is untouched" not in err and re.search(r"wrote .*run.pt' \(epoch 8\) after the failed "
+                                                                     r"writes; removed the rescue copy", err), err
+
+
+def test_a_write_through_a_symlink_updates_its_target(capsys, tmp_path):
+    """Item 6: --save latest.pt, a symlink, replaced the link with a file and left its target stale."""
+    (tmp_path / "runs").mkdir()
+    target, link = tmp_path / "runs" / "run-1.pt", tmp_path / "latest.pt"
+    os.symlink(target, link)                                   # dangling until the first write
+    os.symlink(tmp_path / "runs" / "run-1.json", tmp_path / "latest.json")
+    assert run(capsys, "train", *SMALL, "--epochs", "2", "--save", str(link), "--json", str(tmp_path / "latest.json"))[0] == 0
+    assert run(capsys, "train", "--resume", str(link), "--epochs", "4", "--save", str(link), "--device", "cpu")[0] == 0
+    assert link.is_symlink() and (tmp_path / "latest.json").is_symlink()
+    assert load_checkpoint(target).epoch == 4 and json.loads((tmp_path / "runs" / "run-1.json").read_text())["epochs_run"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "latest.pt", "runs"]
+
+
+def test_a_path_into_proc_is_refused_never_replaced(capsys, tmp_path):
+    """Item 6: --json /dev/stdout with stdout redirected to a file replaced the /dev/stdout link with a
+    regular file (as root). Here a link of the test's own stands for /dev/stdout."""
+    from manualnn.files import OutputPathError, check_output_path
+    with pytest.raises(OutputPathError, match=r"'/dev/stdout' leads into /proc"):
+        check_output_path("/dev/stdout")
+    link = tmp_path / "stdout"
+    os.symlink("/proc/self/fd/1", link)
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.run([SCRIPT, "train", *SMALL, "--epochs", "2", "--json", str(link)], stdout=out,
+                              stderr=subprocess.PIPE, text=True, env=cli_env(), timeout=120)
+    assert proc.returncode == 2 and re.search(r"--json: '.*stdout' leads into /proc .*expected a file path",
+                                              proc.stderr), proc.stderr
+    assert link.is_symlink() and os.readlink(link) == "/proc/self/fd/1" and (tmp_path / "out.txt").read_text() == ""

@@ -7,6 +7,7 @@ and Python versions, so a change to any of them builds afresh, and an unchanged 
 straight from its shared library (no compiler needed then, and no ninja run). The first build says
 so on stderr, with how long it took; ``manualnn build-native`` does it ahead of time.
 """
+import contextlib
 import glob
 import hashlib
 import importlib.util
@@ -20,12 +21,18 @@ import torch
 
 from . import BackendUnavailableError
 
+try:
+    import fcntl
+except ImportError:   # not POSIX: builds are not locked against each other
+    fcntl = None
+
 CACHE_ENV = "MANUALNN_NATIVE_CACHE"
 # -ffp-contract=off: no multiply-add is fused unless the source says so (std::fma), so the numbers do
 # not depend on which CPU clone of a loop runs, and match torch's separately rounded ops;
 # -fno-math-errno: std::sqrt is then one (vectorised) instruction, as in torch's own build
 EXTRA_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
 _loaded = {}   # library path -> module, so a process imports each build once
+LOCK_WAIT = 900   # seconds to wait for another process's compile before giving up on it
 
 
 class NativeBuildError(BackendUnavailableError):
@@ -100,6 +107,11 @@ def unavailable_reason(src=None, cache=None):
     missing = missing_tools()
     if missing:
         return f"it is not built yet and building it needs {' and '.join(missing)}"
+    folder = cache or cache_root()
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if not os.access(folder, os.W_OK):
+        return f"it is not built yet and its cache folder cannot be written ({folder}; set {CACHE_ENV})"
     return None
 
 
@@ -109,35 +121,102 @@ def load(src=None, cache=None, *, verbose=False, log=sys.stderr):
     if library in _loaded:
         return _loaded[library]
     if os.path.isfile(stamp) and os.path.isfile(library):
-        spec = importlib.util.spec_from_file_location(name, library)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        module = _import(name, library)
     else:
         module = _build(name, folder, src, verbose, log)
     _loaded[library] = module
     return module
 
 
+def _import(name, library):
+    spec = importlib.util.spec_from_file_location(name, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _build(name, folder, src, verbose, log):
+    """Compile into a folder of this process's own, then rename it to ``folder``: a build killed at any
+    moment (its compiler may run on) leaves ``folder`` absent or whole, never half-built or locked."""
     missing = missing_tools()
     if missing:
         raise NativeBuildError(f"backend 'native': the runner is not built yet ({folder}) and building it needs "
                                f"{' and '.join(missing)}")
     from torch.utils.cpp_extension import load as cpp_load
 
-    os.makedirs(folder, exist_ok=True)
-    print(f"manualnn: compiling the native CPU runner (once, about 20 s; 'manualnn build-native' does it ahead of "
-          f"time) into {folder} ...", file=log, flush=True)
-    started = time.perf_counter()
-    try:
-        module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=folder,
-                          verbose=verbose)
-    except (RuntimeError, OSError, ImportError) as e:
-        raise NativeBuildError(f"backend 'native': compiling {src or source_dir()} failed: {e}") from e
-    with open(os.path.join(folder, "BUILT"), "w") as f:
-        f.write(f"built in {time.perf_counter() - started:.1f} s with torch {torch.__version__}\n")
+    with _build_lock(folder, log):
+        if os.path.isfile(os.path.join(folder, "BUILT")):   # built by the process this one waited for
+            return _import(name, os.path.join(folder, name + ".so"))
+        work = _work_folder(folder)
+        print(f"manualnn: compiling the native CPU runner (once, about 20 s; 'manualnn build-native' does it ahead "
+              f"of time) into {folder} ...", file=log, flush=True)
+        started = time.perf_counter()
+        try:
+            try:
+                module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=work,
+                                  verbose=verbose)
+            except (RuntimeError, OSError, ImportError) as e:
+                raise NativeBuildError(f"backend 'native': compiling {src or source_dir()} failed: {e}") from e
+            with open(os.path.join(work, "BUILT"), "w") as f:
+                f.write(f"built in {time.perf_counter() - started:.1f} s with torch {torch.__version__}\n")
+            os.rename(work, folder)
+        except BaseException:   # a failed compile, or Ctrl-C: nothing half-built stays
+            shutil.rmtree(work, ignore_errors=True)
+            raise
     print(f"manualnn: built the native runner in {time.perf_counter() - started:.1f} s", file=log, flush=True)
     return module
+
+
+def _work_folder(folder):
+    """A fresh folder for this process's compile. Under the lock, any other one was left by a killed
+    build (its compiler may still be writing there): removed, as is a ``folder`` left unfinished by an
+    older version of this module, which compiled in place."""
+    for stale in glob.glob(glob.escape(folder) + ".building-*") + [folder]:
+        shutil.rmtree(stale, ignore_errors=True)
+    work = f"{folder}.building-{os.getpid()}"
+    os.makedirs(work)
+    return work
+
+
+@contextlib.contextmanager
+def _build_lock(folder, log):
+    """One compile at a time per build folder: an flock on ``FOLDER.lock``. The kernel drops it when its
+    holder exits or is killed, so it is never stale; a live holder is waited for (said once on ``log``),
+    up to LOCK_WAIT seconds."""
+    cache = os.path.dirname(folder)
+    try:
+        os.makedirs(cache, exist_ok=True)
+        fd = os.open(folder + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise NativeBuildError(f"backend 'native': the runner is not built yet and its cache folder {cache} cannot "
+                               f"be written ({e.strerror or e}); set {CACHE_ENV} to a writable folder") from None
+    try:
+        if not _try_lock(fd):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            print(f"manualnn: waiting for process {holder}, which is compiling the native runner into {folder} ...",
+                  file=log, flush=True)
+            deadline = time.monotonic() + LOCK_WAIT
+            while not _try_lock(fd):
+                if time.monotonic() > deadline:
+                    raise NativeBuildError(f"backend 'native': process {holder} has been compiling the runner into "
+                                           f"{folder} for over {LOCK_WAIT:g} s; stop it or let it finish, then run "
+                                           f"again")
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)   # who holds it, for a waiter's message
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def _try_lock(fd):
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
 
 
 def build_command(verbose=False):

@@ -44,8 +44,9 @@ def _main(argv):
         text = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if not isinstance(e, MemoryError) and not any(s in text.lower() for s in OUT_OF_MEMORY):
             raise
-        print(f"manualnn {args.command}: error: out of memory ({text[:300] or type(e).__name__}); try a smaller "
-              f"--hidden, --batch-size or data set", file=sys.stderr)
+        advice = "a smaller --hidden, --batch-size or data set" if args.command == "train" else "fewer rows in --data"
+        print(f"manualnn {args.command}: error: out of memory ({text[:300] or type(e).__name__}); try {advice}",
+              file=sys.stderr)
         return 2
     except BrokenPipeError:
         # the reader went away (e.g. '| head'): stop quietly, as Unix tools do

@@ -8,7 +8,7 @@ import numbers
 import os
 import secrets
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, as_float, load_checkpoint
 from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
 from .options import DATA_DEFAULTS, DTYPES, INITS, MISSING, SEED_DEFAULTS, SEED_MAX, TASKS
 
@@ -55,6 +55,7 @@ def run_config(args):
             for key, value in DATA_LEGACY.items() if config.get("data") is not None else ():
                 config.setdefault(key, value)
         check_config(config, f"--resume: checkpoint {args.resume!r}")
+        check_network(config, checkpoint, f"--resume: checkpoint {args.resume!r}")
         identity = DATA_IDENTITY if config.get("data") is not None else SEED_IDENTITY
         if config.get("data") is None and args.data is not None:
             raise UsageError("--data: the checkpoint's run trained the seed's random problem, not a data set; "
@@ -108,8 +109,8 @@ def _is_int(v, low=None):
 
 
 def _is_num(v, low=None, high=None):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) \
-        and (low is None or v >= low) and (high is None or v <= high)
+    v = as_float(v)   # None for a non-number, or an integer too large for a float (10**400)
+    return v is not None and math.isfinite(v) and (low is None or v >= low) and (high is None or v <= high)
 
 
 def _texts(v):
@@ -186,6 +187,18 @@ def check_config(config, where):
     if names is not None and features is not None and len(names) != features:
         raise UsageError(f"{where}: config field 'feature_names': expected {features} names (one per feature), got "
                          f"{len(names)}")
+
+
+def check_network(config, checkpoint, where):
+    """The config's network (features, hidden widths, outputs, biases) is the one its weights hold:
+    the run is sized by the config before the weights are read (a wrong width there is refused here,
+    not blamed on an option as a run that cannot fit in memory)."""
+    weights = checkpoint.weights
+    held = {"features": weights[0].shape[0], "hidden": [w.shape[1] for w in weights[:-1]],
+            "out": weights[-1].shape[1], "bias": checkpoint.biases is not None}
+    for key, value in held.items():
+        if key in config and config[key] != value:
+            raise UsageError(f"{where}: config field {key!r}: says {config[key]!r}, but its weights hold {value!r}")
 
 
 def _describe(value):

@@ -28,11 +28,11 @@ DATA_DEFAULTS = {"hidden": STEP_DEFAULTS["hidden"], "epochs": STEP_DEFAULTS["epo
                  "weight_decay": 0.0, "patience": STEP_DEFAULTS["patience"]}
 # (standardize: on for files, off for digits; loss: ce for classes, sse for values; patience: off without a
 # validation split)
-TRAIN_EXITS = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite weights are saved with --save); "
-               "2 bad options or data (nothing trained); 3 a distributed run lost a rank; 4 trained, but --save "
-               "could not be written (the run was saved elsewhere, the message says where); 130 interrupted by "
-               "Ctrl-C, 143 by SIGTERM (with --save, the last finished epoch is saved first); 141 stdout closed "
-               "early (e.g. piped into head)")
+TRAIN_EXITS = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite epoch is saved with --save); "
+               "2 bad options or data (nothing trained); 3 a distributed run lost a rank; 4 trained, but the last "
+               "--save could not be written (the run was saved elsewhere, the message says where); 130 interrupted "
+               "by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP, 141 stdout closed early (e.g. piped into head): with "
+               "--save, the last finished epoch is saved first")
 PREDICT_EXITS = "exit status: 0 done; 2 bad options, model or data; 4 --output could not be written; 130 interrupted"
 
 
@@ -189,7 +189,8 @@ def build_parser():
     o.add_argument("--json", metavar="PATH", help="write config, per-epoch losses, timing, device, versions")
     o.add_argument("--plot", metavar="PATH", help="write a PNG of the loss (and accuracy) per epoch "
                                                   "(pip install \"manualnn[plot]\")")
-    o.add_argument("--save", metavar="PATH", help="write a checkpoint at the end, and on Ctrl-C or SIGTERM (atomically)")
+    o.add_argument("--save", metavar="PATH", help="write a checkpoint at the end, and on Ctrl-C, SIGTERM, SIGHUP or a "
+                                                  "closed stdout (atomically)")
     o.add_argument("--save-every", type=positive_int, metavar="N", help="with --save, also every N epochs")
     o.add_argument("--resume", metavar="PATH", help="continue the run in this checkpoint up to --epochs")
 

@@ -22,7 +22,10 @@ def epoch_line(i, loss, val=None):
 def val_figures(trainer, epoch):
     """An epoch's validation figures by their printed names (None where the run has none)."""
     pick = lambda values: values[epoch] if epoch < len(values) else None  # noqa: E731
-    return {"Val loss": pick(trainer.history["val_losses"]), "Val accuracy": pick(trainer.history["val_accuracies"]),
+    loss = pick(trainer.history["val_losses"])
+    if loss is not None and loss <= 0:   # a loss is >= 0: rounding's -0.0 is shown as 0.0000, not -0.0000
+        loss = 0.0
+    return {"Val loss": loss, "Val accuracy": pick(trainer.history["val_accuracies"]),
             "Val RMSE": pick(trainer.history["val_rmse"]), "Val R2": pick(trainer.history["val_r2"])}
 
 

@@ -2,14 +2,13 @@
 
 Before any epoch everything that can be known is checked (options, paths, data, memory); after
 training, the weights are never lost: a failed --save keeps the old file and writes the run to a
-fallback path, and Ctrl-C or SIGTERM with --save write the last finished epoch before exiting.
+rescue file (manualnn.cli.saving), and Ctrl-C, SIGTERM, SIGHUP or a closed stdout stop the run after
+its last finished epoch, which --save then writes (manualnn.cli.signals).
 """
-import contextlib
+import math
 import os
 import secrets
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -18,59 +17,22 @@ import torch
 
 from .. import __version__, distributed
 from ..backends import BackendUnavailableError
-from ..checkpoint import save_checkpoint
 from ..data import DataError
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
-from ..problem import build_problem, footprint
-from ..safeio import human, memory_budget
+from ..problem import build_problem
 from ..training import NonFiniteLossError, Trainer
 from .config import STEP_KEYS, UsageError, resolve_device, run_config
+from .limits import check_float32_steps, check_memory
 from .report import Progress, epoch_line, val_figures, write_json
+from .saving import Saver
+from .signals import SIGNALS, Interrupted, Signals, print_lines, say
+
+# Raising inside the trainer's device work is safe: it rewinds to the last finished epoch on any
+# exception. Its bookkeeping between epochs is not (see manualnn.cli.signals).
+DEVICE_WORK = [f.__code__ for f in (getattr(Trainer, "_chunk", None),) if f is not None]
 
 API_TO_OPTION = {"lr": "--lr", "val_split": "--val-split", "batch_size": "--batch-size", "epochs": "--epochs",
                  "momentum": "--momentum", "eps": "--eps", "weight_decay": "--weight-decay", "patience": "--patience"}
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (exit 143 instead of 130)."""
-
-
-class Signals:
-    """SIGINT and SIGTERM become KeyboardInterrupt / Terminated, except inside ``held()``: there the
-    signal waits until the block ends (an epoch's lines and a save are finished first)."""
-
-    def __init__(self):
-        self.depth, self.pending, self.previous = 0, None, {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.previous[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum, frame):
-        if self.depth:
-            self.pending = signum
-        else:
-            self._raise(signum)
-
-    @staticmethod
-    def _raise(signum):
-        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-
-    @contextlib.contextmanager
-    def held(self):
-        self.depth += 1
-        try:
-            yield
-        finally:
-            self.depth -= 1
-            if not self.depth and self.pending is not None:
-                signum, self.pending = self.pending, None
-                self._raise(signum)
 
 
 @dataclass
@@ -79,8 +41,7 @@ class Outcome:
     message: Optional[str] = None
     warning: Optional[str] = None
     best_epoch: Optional[int] = None
-    saved_to: Optional[str] = None
-    save_failed: bool = False
+    saved_to: Optional[str] = None     # where the last checkpoint went (--save, or a rescue file)
 
 
 def as_option(message):
@@ -139,6 +100,10 @@ def start_distributed(args):
         raise UsageError(str(e)) from None
     except RuntimeError as e:   # the rendezvous failed (another rank never came, or the port is taken)
         raise UsageError(f"could not join the other ranks: {str(e).splitlines()[0][:300]}") from None
+    except ValueError as e:     # RANK and WORLD_SIZE set, but not the rest of torchrun's variables
+        raise UsageError(f"RANK and WORLD_SIZE are set, as torchrun sets them, but the ranks cannot meet: "
+                         f"{str(e).splitlines()[0].split(': ', 1)[-1][:300]} (launch with torchrun, or unset RANK "
+                         f"and WORLD_SIZE)") from None
     if args.seed is None and not args.resume:   # one random seed for all ranks, drawn by rank 0
         seed = [secrets.randbits(63)]
         torch.distributed.broadcast_object_list(seed, src=0)
@@ -160,15 +125,18 @@ class PreparedRun:
                 "weights": [float(w.double().sum()) for w in self.trainer.weights], "manualnn": __version__}
 
 
-def check_paths(args, rank):
-    """Outputs that cannot be written, or that would overwrite an input or each other: refused now."""
+def check_paths(args, config, rank):
+    """Outputs that cannot be written, or that would overwrite an input or each other: refused now.
+    The data is the file the run reads: --data, or the one a resumed checkpoint names."""
     if args.save_every and not args.save:
         raise UsageError("--save-every: needs --save PATH")
-    named = [("--data", args.data if args.data != "digits" else None, False), ("--resume", args.resume, False),
+    data = config["data"] if config["data"] != "digits" else None
+    data_label = "--data" if args.data else "the checkpoint's data file"
+    named = [(data_label, data, False), ("--resume", args.resume, False),
              ("--save", args.save, True), ("--json", args.json, True), ("--plot", args.plot, True)]
     try:   # --resume and --save may name one file: continuing a run in place is what they are for
         check_distinct([n for n in named if n[0] != "--resume"])
-        check_distinct([n for n in named if n[0] not in ("--save", "--data")])
+        check_distinct([n for n in named if n[0] not in ("--save", data_label)])
     except OutputPathError as e:
         raise UsageError(str(e)) from None
     if rank != 0:   # only rank 0 writes
@@ -190,7 +158,8 @@ def check_paths(args, rank):
 def prepare_run(args, device=None, rank=0):
     config, checkpoint = run_config(args)
     device = device or resolve_device(args.device)
-    check_paths(args, rank)
+    check_paths(args, config, rank)
+    check_float32_steps(config)
     try:
         problem = build_problem(config, device, check=lambda sizes, rows: check_memory(config, device, sizes, rows))
     except DataError as e:
@@ -229,25 +198,6 @@ def prepare_run(args, device=None, rank=0):
     return PreparedRun(config, checkpoint, trainer, rows)
 
 
-def check_memory(config, device, sizes, rows):
-    """Refuse, before allocating, a run whose tensors cannot fit in the device's free memory."""
-    element = 8 if config["dtype"] == "float64" else 4
-    need = footprint(sizes, rows, config["batch_size"] or rows, element=element, optimizer=config["optimizer"])
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        free = memory_budget()
-    total = sum(need.values())
-    if total <= free:
-        return
-    biggest = max(need, key=need.get)
-    option = {"parameters": "--hidden", "activations": "--batch-size" if config["data"] else "--batch",
-              "data": "--data" if config["data"] else "--batch"}[biggest]
-    detail = ", ".join(f"{name} {human(n)}" for name, n in need.items())
-    raise UsageError(f"{option}: this run needs about {human(total)} of memory ({detail}); {device} has "
-                     f"{human(free)} free")
-
-
 def resume(trainer, checkpoint, config, args, problem):
     recorded = checkpoint.config.get("checksum")
     same = recorded == problem.checksum
@@ -258,6 +208,10 @@ def resume(trainer, checkpoint, config, args, problem):
                 f"the data in {config['data']!r}" + ("" if args.data else " (the file the checkpoint names; "
                                                      "give --data PATH if it moved)"))
         raise UsageError(f"--resume: {what} differs from the data the checkpoint was trained on; cannot resume exactly")
+    missing = [name for name in trainer.params.state_dict() if name not in checkpoint.optimizer]
+    if missing and config["optimizer"] != "sgd":   # (plain SGD keeps no state: older checkpoints hold none)
+        raise UsageError(f"--resume: checkpoint {args.resume!r}: field 'optimizer': holds no {missing[0]!r}, which "
+                         f"{config['optimizer']} needs to continue exactly")
     state = {"weights": checkpoint.weights, "biases": checkpoint.biases, "optimizer": checkpoint.optimizer,
              "epoch": checkpoint.epoch, "losses": checkpoint.losses, "val_losses": checkpoint.val_losses,
              "val_accuracies": checkpoint.val_accuracies, "val_rmse": checkpoint.val_rmse, "val_r2": checkpoint.val_r2,
@@ -271,127 +225,133 @@ def resume(trainer, checkpoint, config, args, problem):
 def train_loop(args, run, rank=0):
     """Train to --epochs; rank 0 prints the lines and writes --save, --json and --plot."""
     config, trainer = run.config, run.trainer
-    log_every, last_epoch = args.log_every, config["epochs"] - 1
-    progress = Progress(config["epochs"]) if rank == 0 and sys.stderr.isatty() and log_every > 1 else None
+    lines = EpochLines(args.log_every, config["epochs"], trainer, rank)
+    saver = Saver(args.save, config) if args.save else None
     outcome = Outcome()
 
     def on_chunk(first, losses):
-        with signals.held():   # the chunk's lines and its checkpoint are written whole, then a signal counts
-            report(first, losses)
+        with signals.held():   # the chunk's lines and its checkpoint are written whole
+            if args.save_every and trainer.epoch % args.save_every == 0:
+                saver.save(trainer, outcome)
+            lines.show(first, losses)
+        signals.raise_if_received()   # the trainer's state is whole here: a signal since the last chunk stops it
 
-    def report(first, losses):
-        if args.save_every and trainer.epoch % args.save_every == 0:
-            save(trainer, args.save, config, outcome)
-        if rank != 0:
-            return
-        if progress:
-            progress.clear()
-        for i, loss in zip(range(first, first + len(losses)), losses):
-            if i % log_every == 0 or i == last_epoch:
-                print(epoch_line(i, loss, val_figures(trainer, i)))
-        sys.stdout.flush()
-        if progress:
-            progress.show(first + len(losses), losses[-1])
-
-    started, start_epoch = time.perf_counter(), trainer.epoch
-    code = 0
-    with Signals() as signals:
+    started, start_epoch, code = time.perf_counter(), trainer.epoch, 0
+    with Signals(DEVICE_WORK) as signals:
         try:
             trainer.run(config["epochs"] - trainer.epoch, every="auto", align=args.save_every, callback=on_chunk)
         except NonFiniteLossError as e:
             outcome.status, outcome.message, code = "diverged", str(e), 1
-        except KeyboardInterrupt as e:   # Ctrl-C or SIGTERM: the last finished epoch's state is in the trainer
-            outcome.status, code = "interrupted", 143 if isinstance(e, Terminated) else 130
-            outcome.message = f"interrupted ({'SIGTERM' if code == 143 else 'Ctrl-C'}) after {trainer.epoch} epochs"
-    if progress:
-        progress.clear()
-    if outcome.status == "ok":
-        outcome.warning = trainer.diagnose()
-        if trainer.stopped_early:
-            outcome.best_epoch = trainer.best_epoch
-    return finish(args, run, rank, outcome, time.perf_counter() - started, start_epoch, code)
+        except Interrupted as e:   # the last finished epoch's state is in the trainer
+            outcome.status, code = "interrupted", e.code
+            outcome.message = f"interrupted ({e.name}) after {trainer.epoch} epochs"
+        with signals.held():   # from here on a signal waits for the run to be written
+            lines.end()
+            if outcome.status == "ok":
+                if trainer.stopped_early:
+                    outcome.best_epoch = trainer.best_epoch
+                kept = trainer.epoch - 1 if outcome.best_epoch is None else outcome.best_epoch
+                outcome.warning = trainer.diagnose() or overshoot_warning(trainer, config, run.rows["train"], kept)
+            code = finish(args, run, rank, saver, outcome, time.perf_counter() - started, start_epoch, code)
+        if signals.received is not None and outcome.status != "interrupted":
+            name, status = SIGNALS[signals.received]
+            if rank == 0:
+                say(f"{name} arrived as the run ended; what it finished was written first")
+            code = code or status
+    return code
 
 
-def finish(args, run, rank, outcome, seconds, start_epoch, code):
-    """Save, write --json and --plot, and say how the run ended (once the signals are ignored)."""
+class EpochLines:
+    """The epoch lines on stdout: every ``log_every``-th, and the last one the run finishes."""
+
+    def __init__(self, log_every, epochs, trainer, rank):
+        self.log_every, self.last_epoch, self.trainer = log_every, epochs - 1, trainer
+        self.on = rank == 0
+        self.progress = Progress(epochs) if self.on and sys.stderr.isatty() and log_every > 1 else None
+        self.printed = None    # the last epoch whose line was printed
+
+    def show(self, first, losses):
+        if not self.on:
+            return
+        if self.progress:
+            self.progress.clear()
+        epochs = [i for i in range(first, first + len(losses)) if i % self.log_every == 0 or i == self.last_epoch]
+        self._print(epochs)
+        if self.progress:
+            self.progress.show(first + len(losses), losses[-1])
+
+    def _print(self, epochs):
+        losses = self.trainer.history["losses"]
+        print_lines(epoch_line(i, losses[i], val_figures(self.trainer, i)) for i in epochs)
+        if epochs:
+            self.printed = epochs[-1]
+
+    def end(self):
+        """The run's last epoch gets its line, however the run ended (early stop, a signal, NaN)."""
+        if self.progress:
+            self.progress.clear()
+        last = self.trainer.epoch - 1
+        if self.on and last >= 0 and self.printed != last:
+            try:
+                self._print([last])
+            except Interrupted:   # stdout closed just now: the run is over anyway
+                pass
+
+
+def overshoot_warning(trainer, config, rows, kept):
+    """A warning when the kept epoch's training loss is worse than no training would give: above the
+    first epoch's, or (cross-entropy) above ln(classes), the loss of guessing every class alike."""
+    losses = trainer.history["losses"]
+    if kept is None or not 0 < kept < len(losses) or not math.isfinite(losses[kept]):
+        return None
+    per_sample = losses[kept] / (rows if config["reduction"] == "sum" else 1)
+    guess = math.log(trainer.weights[-1].shape[1]) if config["loss"] == "ce" else None
+    if guess is not None and per_sample > guess:
+        why = f"{per_sample:.4g} per sample, above the {guess:.4g} of guessing every class alike"
+    elif losses[kept] > losses[0]:
+        why = f"{losses[kept]:.4g}, above the first epoch's {losses[0]:.4g}"
+    else:
+        return None
+    return f"the training loss of epoch {kept} (the weights kept) is {why}: the steps overshoot; try a smaller --lr"
+
+
+def finish(args, run, rank, saver, outcome, seconds, start_epoch, code):
+    """Save, write --json and --plot, and say how the run ended. Returns the exit status."""
     config, trainer = run.config, run.trainer
     interrupted = outcome.status == "interrupted"
-    old = [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]   # let the saves finish
-    try:
-        if args.save:
-            save(trainer, args.save, config, outcome, barrier=not interrupted)
-        if rank != 0:
-            return code
-        say = lambda text: print(f"manualnn train: {text}", file=sys.stderr)  # noqa: E731
-        if trainer.stopped_early:
-            kept = ", ".join(f"{name[4:]} {value:.4f}"
-                             for name, value in val_figures(trainer, outcome.best_epoch).items() if value is not None)
-            say(f"stopped at epoch {trainer.epoch - 1}: the validation loss has not improved for {trainer.patience} "
-                f"epochs; kept the weights of epoch {outcome.best_epoch} (validation {kept})")
-        if outcome.warning:
-            say(f"warning: {outcome.warning}")
-        if args.json:
-            try:
-                write_json(args.json, trainer, config, outcome, seconds, start_epoch, run.rows)
-            except OSError as e:
-                say(f"--json: cannot write {args.json!r}: {describe_os_error(e)}")
-                code = code or 4
-        if args.plot and not interrupted:
-            from ..plot import write_training_plot
-            title = f"manualnn: {config['data'] or 'seed problem'}, {config['hidden']} hidden"
-            try:
-                write_training_plot(args.plot, trainer.losses, trainer.val_losses, trainer.val_accuracies,
-                                    train_rows=run.rows["train"], val_rows=run.rows["val"], title=title)
-            except OSError as e:
-                say(f"--plot: cannot write {args.plot!r}: {describe_os_error(e)}")
-                code = code or 4
-        if outcome.message:
-            saved = f"; saved them to {outcome.saved_to}" if interrupted and outcome.saved_to else ""
-            say(outcome.message + saved)
-        if outcome.save_failed:
-            code = code or 4
+    if saver is not None:
+        if trainer.epoch > start_epoch:
+            saver.save(trainer, outcome, barrier=not interrupted, final=True)
+        elif rank == 0:   # untrained weights are no checkpoint, and must not replace one
+            say(f"--save: no epoch finished in this run, so nothing was written to {args.save!r}")
+    if rank != 0:
         return code
-    finally:
-        for s, handler in zip((signal.SIGINT, signal.SIGTERM), old):
-            signal.signal(s, handler)
-
-
-def save(trainer, path, config, outcome, barrier=True):
-    """Write a checkpoint; a failed write keeps the old file and puts the run in a fallback file.
-
-    In a distributed run rank 0 writes, after a barrier (every rank has finished those epochs)."""
-    if distributed.active():
-        if barrier:
-            distributed.barrier()
-        if torch.distributed.get_rank() != 0:
-            return
-    state = trainer.state_dict()
-    checkpoint = dict(weights=state["weights"], biases=state["biases"], optimizer=state["optimizer"],
-                      epoch=state["epoch"], losses=state["losses"], config=config, best=state["best"],
-                      stopped_early=state["stopped_early"],
-                      **{key: state[key] for key in ("val_losses", "val_accuracies", "val_rmse", "val_r2")})
-    try:
-        outcome.saved_to = save_checkpoint(path, **checkpoint)
-        return
-    except ValueError as e:   # non-finite weights: never written over a finite checkpoint
-        print(f"manualnn train: --save: {e}", file=sys.stderr)
-        outcome.save_failed = True
-        return
-    except OSError as e:
-        reason = describe_os_error(e)
-    for folder in (tempfile.gettempdir(), os.path.join(os.path.expanduser("~"), ".cache", "manualnn", "rescued")):
-        fallback = os.path.join(folder, f"manualnn-rescued-{os.path.basename(path)}-{time.strftime('%Y%m%d-%H%M%S')}"
-                                        f"-{os.getpid()}.pt")
+    if trainer.stopped_early:
+        kept = ", ".join(f"{name[4:]} {value:.4f}"
+                         for name, value in val_figures(trainer, outcome.best_epoch).items() if value is not None)
+        say(f"stopped at epoch {trainer.epoch - 1}: the validation loss has not improved for {trainer.patience} "
+            f"epochs; kept the weights of epoch {outcome.best_epoch} (validation {kept})")
+    if outcome.warning:
+        say(f"warning: {outcome.warning}")
+    if args.json:
         try:
-            os.makedirs(folder, exist_ok=True)
-            outcome.saved_to = save_checkpoint(fallback, **checkpoint)
-        except OSError:
-            continue
-        print(f"manualnn train: --save: cannot write {path!r}: {reason}; the previous file is untouched, and this "
-              f"run (epoch {state['epoch']}) was saved to {fallback} instead", file=sys.stderr)
-        outcome.save_failed = True
-        return
-    print(f"manualnn train: --save: cannot write {path!r}: {reason}, nor a fallback copy in "
-          f"{tempfile.gettempdir()} or ~/.cache/manualnn/rescued; the trained weights could not be kept",
-          file=sys.stderr)
-    outcome.save_failed = True
+            write_json(args.json, trainer, config, outcome, seconds, start_epoch, run.rows)
+        except OSError as e:
+            say(f"--json: cannot write {args.json!r}: {describe_os_error(e)}")
+            code = code or 4
+    if args.plot and not interrupted:
+        from ..plot import write_training_plot
+        title = f"manualnn: {config['data'] or 'seed problem'}, {config['hidden']} hidden"
+        try:
+            write_training_plot(args.plot, trainer.history, loss=config["loss"], reduction=config["reduction"],
+                                train_rows=run.rows["train"], val_rows=run.rows["val"], title=title,
+                                kept_epoch=outcome.best_epoch)
+        except OSError as e:
+            say(f"--plot: cannot write {args.plot!r}: {describe_os_error(e)}")
+            code = code or 4
+    if outcome.message:
+        saved = f"; saved them to {outcome.saved_to}" if interrupted and outcome.saved_to else ""
+        say(outcome.message + saved)
+    if saver is not None and saver.failed:
+        code = code or 4
+    return code
