@@ -125,6 +125,20 @@ def test_no_checkpoint_of_untrained_weights(capsys, tmp_path, monkeypatch):
     assert "interrupted (Ctrl-C) after 0 epochs\n" in err and ck.read_bytes() == good
 
 
+def test_predict_warns_about_a_checkpoint_of_untrained_weights(capsys, tmp_path):
+    """Issue 22, item 10: such a checkpoint (written before this version, or by save_checkpoint) predicted at
+    chance with no word."""
+    from manualnn import load_checkpoint, save_checkpoint
+    d, ck = trained(capsys, tmp_path)
+    saved = load_checkpoint(ck)
+    untrained = tmp_path / "untrained.pt"
+    save_checkpoint(untrained, weights=saved.weights, biases=saved.biases, epoch=0, losses=[], config=saved.config)
+    code, out, err = run(capsys, "predict", "--model", str(untrained), "--data", str(d))
+    assert code == 0 and "was saved before any epoch of training finished: its weights are the untrained" in err
+    code, out, err = run(capsys, "predict", "--model", str(ck), "--data", str(d))
+    assert code == 0 and "untrained" not in err
+
+
 def test_a_run_that_overshoots_says_so(capsys, tmp_path):
     """Issue 22, item 10: --lr 1e3 'succeeded' with losses near 3e8 and printed 'Val loss -0.0000'."""
     datasets = pytest.importorskip("sklearn.datasets")

@@ -30,6 +30,9 @@ def predict_command(args):
         model = load(args.model, device=device)
     except CheckpointError as e:
         raise UsageError(f"--model: {e}") from None
+    if model.epoch == 0 and model.config.get("epochs"):   # a manualnn train run's, in which no epoch finished
+        print(f"manualnn predict: warning: {args.model!r} was saved before any epoch of training finished: its "
+              f"weights are the untrained starting ones", file=sys.stderr)
     config = model.config
     config.setdefault("features", model.sizes[0])
     config.setdefault("out", model.sizes[-1])
