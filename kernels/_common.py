@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+GRAD_MODES = ("relu", "tutorial")   # the ReLU backward: the correct mask, or the seed's clamp (see relu_backward)
 # Read once, as triton.jit does when it decorates: the kernels below are interpreted iff this is set.
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # On the GPU, launchers autotune over gpu_configs() by default; MANUALNN_AUTOTUNE=0 makes one fixed

@@ -9,10 +9,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import autotuned, batch_bucket, check_matrix, check_precision, check_shape, check_writable, \
-    grouped_tile, matmul_tile, prepare_launch, relu_backward
+from ._common import GRAD_MODES, autotuned, batch_bucket, check_matrix, check_precision, check_shape, \
+    check_writable, grouped_tile, matmul_tile, prepare_launch, relu_backward
 
-MODES = ("relu", "tutorial")
 
 
 @triton.jit(do_not_specialize=["batch_bucket"])   # only the autotuner's key reads it
@@ -61,8 +60,8 @@ def input_grad_launcher(g, w, out, *, grad="relu", h=None, precision="ieee", con
         config: None, "autotune" or a dict of blocks (see _common.prepare_launch).
     """
     check_precision(precision)
-    if grad not in MODES:
-        raise ValueError(f"grad: expected one of {', '.join(map(repr, MODES))}, got {grad!r}")
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad: expected one of {', '.join(map(repr, GRAD_MODES))}, got {grad!r}")
     check_matrix("g", g)
     check_matrix("w", w, g.device)
     (M, K), N = g.shape, w.shape[0]

@@ -28,13 +28,12 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import INTERPRET, MAXNREG, check_matrix, check_precision, check_scalar_out, check_shape, check_writable, \
-    mma, pow2_block, prepare_launch, relu, relu_backward
+from ._common import GRAD_MODES, INTERPRET, MAXNREG, check_matrix, check_precision, check_scalar_out, check_shape, \
+    check_writable, mma, pow2_block, prepare_launch, relu, relu_backward
 from .optim import advance_adam, apply_optimizer, optimizer_args
 from .output_loss import LOSSES, output_error, unused_adam
 
 MAX_WIDTH = 128          # widest layer output that fits the one-tile kernels
-MODES = ("relu", "tutorial")
 
 # columns of the layer table: one row per layer l, describing its input a_l (x, or the stored h_l:
 # IN_COLS columns in memory; the parameter's K_ROWS = IN_COLS + 1 when a ones column is made for the
@@ -294,8 +293,8 @@ class TwoLaunchStep:
     def __init__(self, x, y, params, *, bias=False, grad="relu", loss="sse", scale=2.0, optimizer="sgd", hyper=None,
                  state=None, powers=None, step=None, decay_rows=None, grads=None, precision="ieee", config=None):
         check_precision(precision)
-        if grad not in MODES:
-            raise ValueError(f"grad: expected one of {', '.join(map(repr, MODES))}, got {grad!r}")
+        if grad not in GRAD_MODES:
+            raise ValueError(f"grad: expected one of {', '.join(map(repr, GRAD_MODES))}, got {grad!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss: expected one of {', '.join(map(repr, LOSSES))}, got {loss!r}")
         check_matrix("x", x)

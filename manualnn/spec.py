@@ -112,6 +112,12 @@ class StepSpec:
         """The factor from ``a^T @ e`` to the weight gradient for a batch of ``rows`` rows."""
         return self.error_factor / rows if self.reduction == "mean" else self.error_factor
 
+    def folds_sgd(self, bias):
+        """Plain SGD goes into the weight-gradient matmul itself (``p = decay * p - lr * a^T @ g``): no
+        gradient buffer, one pass less. Not with weight decay on a network with biases: the bias row must
+        not decay, and the fold's decay reaches every row."""
+        return self.optimizer == "sgd" and not (self.weight_decay and bias)
+
     @property
     def state_names(self):
         """The optimizer's buffers per layer, each shaped like the layer's parameter."""
@@ -160,6 +166,10 @@ class Params:
     @property
     def device(self):
         return self.tensors[0].device
+
+    def decayed_rows(self, i):
+        """The leading rows of layer i's parameter that weight decay reaches: its weight's, not the bias row."""
+        return self.tensors[i].shape[0] - 1 if self.bias else self.tensors[i].shape[0]
 
     def weight(self, i):
         """Layer i's weight ``[in, out]`` (a view)."""

@@ -21,13 +21,16 @@ using Tensors = std::vector<at::Tensor>;
 // The step's settings (manualnn.spec.StepSpec, resolved for this network and batch).
 struct Settings {
   bool bias, relu_mode, cross_entropy, mean, fold;
+  std::vector<int64_t> decayed_rows;  // per layer: the leading rows weight decay reaches (not the bias row)
   OptimizerKind kind;
   double factor, lr, weight_decay, momentum, beta1, beta2, eps;
 };
 
-inline Settings make_settings(bool bias, const std::string& grad, const std::string& loss,
-                              const std::string& reduction, const std::string& optimizer, double lr,
-                              double weight_decay, double momentum, double beta1, double beta2, double eps) {
+// ``fold`` and ``decayed_rows`` come from Python (StepSpec.folds_sgd, Params.decayed_rows): each rule in one place.
+inline Settings make_settings(bool bias, bool fold, std::vector<int64_t> decayed_rows, const std::string& grad,
+                              const std::string& loss, const std::string& reduction, const std::string& optimizer,
+                              double lr, double weight_decay, double momentum, double beta1, double beta2,
+                              double eps) {
   TORCH_CHECK(grad == "relu" || grad == "tutorial", "grad: expected 'relu' or 'tutorial', got '", grad, "'");
   TORCH_CHECK(loss == "sse" || loss == "ce", "loss: expected 'sse' or 'ce', got '", loss, "'");
   TORCH_CHECK(reduction == "sum" || reduction == "mean", "reduction: expected 'sum' or 'mean', got '", reduction,
@@ -38,8 +41,9 @@ inline Settings make_settings(bool bias, const std::string& grad, const std::str
   s.cross_entropy = loss == "ce";
   s.mean = reduction == "mean";
   s.kind = optimizer_kind(optimizer);
-  // plain SGD folds into the weight-gradient GEMM, unless the decay would reach a bias row
-  s.fold = s.kind == OptimizerKind::kSgd && !(weight_decay != 0.0 && bias);
+  TORCH_CHECK(!fold || s.kind == OptimizerKind::kSgd, "fold: only plain SGD folds into the gradient's GEMM");
+  s.fold = fold;
+  s.decayed_rows = std::move(decayed_rows);
   s.factor = s.cross_entropy ? 1.0 : 2.0;
   s.lr = lr;
   s.weight_decay = weight_decay;
@@ -85,6 +89,12 @@ class Network {
                     s_.bias ? " and the bias row" : "", "), got ", p.size(0));
       }
       widths_.push_back(p.size(1));
+    }
+    TORCH_CHECK(s_.decayed_rows.size() == n_layers, "decayed_rows: expected ", n_layers, " counts, got ",
+                s_.decayed_rows.size());
+    for (size_t i = 0; i < n_layers; ++i) {
+      TORCH_CHECK(0 <= s_.decayed_rows[i] && s_.decayed_rows[i] <= params[i].size(0), "decayed_rows[", i,
+                  "]: expected 0..", params[i].size(0), ", got ", s_.decayed_rows[i]);
     }
     if (!s_.fold && grads_.empty()) {  // the optimizer needs gradient buffers even when Python gave none
       for (const auto& p : params) grads_.push_back(at::empty_like(p));
@@ -245,7 +255,7 @@ class Network {
                                               : nullptr;
     u.v = s_.kind == OptimizerKind::kAdam ? exp_avg_sq_[i].data_ptr<T>() : nullptr;
     u.n = params_[i].numel();
-    u.decayed = s_.weight_decay == 0.0 ? 0 : s_.bias ? u.n - widths_[i] : u.n;  // the elements before the bias row
+    u.decayed = s_.weight_decay == 0.0 ? 0 : s_.decayed_rows[i] * widths_[i];  // the elements before the bias row
     u.decay = T(s_.weight_decay);
     u.neg_lr = T(-s_.lr);
     u.mu = T(s_.momentum);

@@ -52,12 +52,14 @@ void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, int
 class Step {
  public:
   Step(at::Tensor x, at::Tensor y, Tensors params, Tensors grads, Tensors momentum_buffers, Tensors exp_avgs,
-       Tensors exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, const std::string& grad,
-       const std::string& loss, const std::string& reduction, const std::string& optimizer, double rows, double lr,
-       double weight_decay, double momentum, double beta1, double beta2, double eps)
+       Tensors exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, bool fold,
+       std::vector<int64_t> decayed_rows, const std::string& grad, const std::string& loss,
+       const std::string& reduction, const std::string& optimizer, double rows, double lr, double weight_decay,
+       double momentum, double beta1, double beta2, double eps)
       : x_(x), y_(y),
         net_(params, grads, momentum_buffers, exp_avgs, exp_avg_sqs, step_count, powers,
-             make_settings(bias, grad, loss, reduction, optimizer, lr, weight_decay, momentum, beta1, beta2, eps),
+             make_settings(bias, fold, decayed_rows, grad, loss, reduction, optimizer, lr, weight_decay, momentum,
+                           beta1, beta2, eps),
              x.size(0)) {
     check_rows(x, "x", net_.dtype(), net_.inputs());
     check_rows(y, "y", net_.dtype(), net_.outputs());
@@ -106,14 +108,16 @@ class Step {
 class Epochs {
  public:
   Epochs(at::Tensor x, at::Tensor y, Tensors params, Tensors momentum_buffers, Tensors exp_avgs,
-         Tensors exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, const std::string& grad,
-         const std::string& loss, const std::string& reduction, const std::string& optimizer, double lr,
-         double weight_decay, double momentum, double beta1, double beta2, double eps, int64_t batch_size,
+         Tensors exp_avg_sqs, at::Tensor step_count, at::Tensor powers, bool bias, bool fold,
+         std::vector<int64_t> decayed_rows, const std::string& grad, const std::string& loss,
+         const std::string& reduction, const std::string& optimizer, double lr, double weight_decay,
+         double momentum, double beta1, double beta2, double eps, int64_t batch_size,
          bool shuffle, at::Tensor val_x, at::Tensor val_y, at::Tensor val_labels, int64_t patience, at::Tensor best,
          Tensors state, Tensors snapshot, int most_threads, bool adapt_threads)
       : x_(x), y_(y),
         net_(params, {}, momentum_buffers, exp_avgs, exp_avg_sqs, step_count, powers,
-             make_settings(bias, grad, loss, reduction, optimizer, lr, weight_decay, momentum, beta1, beta2, eps),
+             make_settings(bias, fold, decayed_rows, grad, loss, reduction, optimizer, lr, weight_decay, momentum,
+                           beta1, beta2, eps),
              std::min<int64_t>(batch_size, x.size(0))),
         batch_(std::min<int64_t>(batch_size, x.size(0))), shuffle_(shuffle), val_x_(val_x), val_y_(val_y),
         val_labels_(val_labels), patience_(patience), best_(best), state_(state), snapshot_(snapshot),
@@ -298,11 +302,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "manualnn's native CPU runner (see manualnn/backends/native_backend.py)";
   py::class_<Step>(m, "Step")
       .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
-                    const std::string&, const std::string&, const std::string&, const std::string&, double, double,
-                    double, double, double, double, double>(),
+                    bool, std::vector<int64_t>, const std::string&, const std::string&, const std::string&,
+                    const std::string&, double, double, double, double, double, double, double>(),
            py::arg("x"), py::arg("y"), py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"),
            py::arg("exp_avgs"), py::arg("exp_avg_sqs"), py::arg("step_count"), py::arg("powers"), py::arg("bias"),
-           py::arg("grad"), py::arg("loss"), py::arg("reduction"), py::arg("optimizer"), py::arg("rows"),
+           py::arg("fold"), py::arg("decayed_rows"), py::arg("grad"), py::arg("loss"), py::arg("reduction"),
+           py::arg("optimizer"), py::arg("rows"),
            py::arg("lr"), py::arg("weight_decay"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"),
            py::arg("eps"))
       .def("step", &Step::step, py::arg("loss_out"), py::call_guard<py::gil_scoped_release>(),
@@ -311,12 +316,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            "Forward, loss into loss_out, every layer's gradient into grads; no update.")
       .def("update", &Step::update, py::call_guard<py::gil_scoped_release>(), "The optimizer's update from grads.");
   py::class_<Epochs>(m, "Epochs")
-      .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
-                    const std::string&, const std::string&, const std::string&, const std::string&, double, double,
-                    double, double, double, double, int64_t, bool, at::Tensor, at::Tensor, at::Tensor, int64_t,
-                    at::Tensor, Tensors, Tensors, int, bool>(),
+      .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool, bool,
+                    std::vector<int64_t>, const std::string&, const std::string&, const std::string&,
+                    const std::string&, double, double, double, double, double, double, int64_t, bool, at::Tensor,
+                    at::Tensor, at::Tensor, int64_t, at::Tensor, Tensors, Tensors, int, bool>(),
            py::arg("x"), py::arg("y"), py::arg("params"), py::arg("momentum_buffers"), py::arg("exp_avgs"),
-           py::arg("exp_avg_sqs"), py::arg("step_count"), py::arg("powers"), py::arg("bias"), py::arg("grad"),
+           py::arg("exp_avg_sqs"), py::arg("step_count"), py::arg("powers"), py::arg("bias"), py::arg("fold"),
+           py::arg("decayed_rows"), py::arg("grad"),
            py::arg("loss"), py::arg("reduction"), py::arg("optimizer"), py::arg("lr"), py::arg("weight_decay"),
            py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"), py::arg("batch_size"),
            py::arg("shuffle"), py::arg("val_x"), py::arg("val_y"), py::arg("val_labels"), py::arg("patience"),

@@ -35,9 +35,11 @@ def _step_settings(params, spec):
     state = params.state
     return dict(momentum_buffers=state.get("momentum_buffer", []), exp_avgs=state.get("exp_avg", []),
                 exp_avg_sqs=state.get("exp_avg_sq", []), step_count=params.step, powers=params.powers,
-                bias=params.bias, grad=spec.grad, loss=spec.loss, reduction=spec.reduction, optimizer=spec.optimizer,
-                lr=spec.lr, weight_decay=spec.weight_decay, momentum=spec.momentum, beta1=spec.betas[0],
-                beta2=spec.betas[1], eps=spec.eps)
+                bias=params.bias, fold=spec.folds_sgd(params.bias),
+                decayed_rows=[params.decayed_rows(i) for i in range(len(params.tensors))], grad=spec.grad,
+                loss=spec.loss, reduction=spec.reduction, optimizer=spec.optimizer, lr=spec.lr,
+                weight_decay=spec.weight_decay, momentum=spec.momentum, beta1=spec.betas[0], beta2=spec.betas[1],
+                eps=spec.eps)
 
 
 class NativeStep:

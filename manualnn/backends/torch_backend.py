@@ -75,7 +75,7 @@ class TorchOptimizer:
     def apply(self, i):
         p, g = self.params.tensors[i], self.grads[i]
         if self.decay:   # weights only: the bias row (if any) is not decayed
-            rows = p.shape[0] - 1 if self.params.bias else p.shape[0]
+            rows = self.params.decayed_rows(i)
             g[:rows].add_(p[:rows], alpha=self.decay)
         if self.spec.optimizer == "sgd":
             p.add_(g, alpha=-self.lr)
@@ -127,7 +127,7 @@ class TorchStep:
         self.error = new(tensors[-1].shape[1])            # e = z - y, or softmax(z) - y
         inputs = [x] + acts                               # layer i reads inputs[i]
         scale = spec.grad_scale(rows or batch or 1)   # (a 0-row batch: any scale, its gradient is 0)
-        fold = spec.optimizer == "sgd" and not (spec.weight_decay and params.bias)
+        fold = spec.folds_sgd(params.bias)
         if grads is None and not fold:
             grads = [torch.empty_like(p) for p in tensors]
         self.grads = grads

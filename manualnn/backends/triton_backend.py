@@ -57,7 +57,7 @@ class TritonStep:
                                               weight_decay=spec.weight_decay, device=x.device)
         state = [tuple(params.state[name][i] for name in spec.state_names) for i in range(len(tensors))]
         # weight decay on the weight rows only: a bias row (the last) is not decayed
-        decay_rows = [(p.shape[0] - 1 if params.bias else p.shape[0]) if spec.weight_decay else 0 for p in tensors]
+        decay_rows = [params.decayed_rows(i) if spec.weight_decay else 0 for i in range(len(tensors))]
         update = dict(hyper=self.hyper, state=state, powers=params.powers, decay_rows=decay_rows)
         if self.empty and grads is None:
             # a rank with no rows of this batch: zero loss and gradients (no kernel), then the same update

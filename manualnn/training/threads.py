@@ -135,8 +135,7 @@ def step_products(sizes, batch_rows, spec, bias):
     ``C[m, n] = alpha * op(A) @ op(B) + beta * C``, for batches of each size in ``batch_rows`` (the
     validation pass's blocks included), as both CPU backends compute them; and the lengths of the loss's
     dot products. ``sizes``: [in, hidden..., out]; ``spec``: the StepSpec."""
-    fold = spec.optimizer == "sgd" and not (spec.weight_decay and bias)
-    update = (-spec.lr, 1.0 - spec.lr * spec.weight_decay) if fold else (1.0, 0.0)   # into p, or a gradient
+    update = (-spec.lr, 1.0 - spec.lr * spec.weight_decay) if spec.folds_sgd(bias) else (1.0, 0.0)   # p, or grad
     products, extra = set(), 1 if bias else 0
     for rows in set(batch_rows):
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
