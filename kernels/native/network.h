@@ -150,7 +150,7 @@ class Network {
     const T* p = params_.back().data_ptr<T>();
     if (s_.cross_entropy) {
       gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(0), e, out);  // z
-      return softmax_error_(e, y, rows, out);
+      return softmax_error_(e, y, rows, out, softmax_scratch_);
     }
     for (int64_t r = 0; r < rows; ++r) std::memcpy(e + r * out, y.row(r), sizeof(T) * out);
     gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(-1), e, out);  // z - y
@@ -276,6 +276,7 @@ class Network {
   Settings s_;
   int64_t capacity_;
   double step_size_ = 0, corr2_sqrt_ = 1;  // Adam's, set by begin_update
+  std::vector<double> softmax_scratch_;
 };
 
 }  // namespace manualnn_native

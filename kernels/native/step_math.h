@@ -81,7 +81,9 @@ void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, 
 // sum(y * (logsumexp(z) - z)), the row's max subtracted and everything accumulated in double, row by row
 // in order (deterministic).
 template <typename T>
-double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols) {
+double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<double>& scratch) {
+  scratch.resize(size_t(cols));
+  double* ex = scratch.data();   // exp(z - max) of the row, computed once
   double total = 0;
   for (int64_t r = 0; r < rows; ++r) {
     T* zr = z + r * cols;
@@ -89,13 +91,13 @@ double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols) {
     double top = -INFINITY;
     for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
     double sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(zr[c]) - top);
-    const double lse = top + std::log(sum);
+    for (int64_t c = 0; c < cols; ++c) sum += (ex[c] = std::exp(double(zr[c]) - top));
+    const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
     double s = 0;
     for (int64_t c = 0; c < cols; ++c) {
       const double target = double(t[c]);
       s += target * (lse - double(zr[c]));
-      zr[c] = static_cast<T>(std::exp(double(zr[c]) - lse) - target);
+      zr[c] = static_cast<T>(ex[c] * inv_sum - target);
     }
     total += s;
   }
@@ -209,17 +211,11 @@ MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u) {
   }
 }
 
-// On x86-64, a clone of the loops for CPUs with FMA (picked when the library loads): there std::fma is
-// one vectorised instruction, not a libm call per element (the default build targets plain x86-64).
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define MANUALNN_FMA_CLONES __attribute__((target_clones("arch=x86-64-v4", "fma", "default")))
-#else
-#define MANUALNN_FMA_CLONES
-#endif
+// The build targets this machine's CPU (-march=native, see manualnn/backends/native_build.py): std::fma is
+// then one vectorised instruction.
+inline void update_layer(const LayerUpdate<float>& u) { update_elements(u); }
 
-MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<float>& u) { update_elements(u); }
-
-MANUALNN_FMA_CLONES inline void update_layer(const LayerUpdate<double>& u) { update_elements(u); }
+inline void update_layer(const LayerUpdate<double>& u) { update_elements(u); }
 
 inline void check_like(const at::Tensor& t, const at::Tensor& like, const char* what, size_t i) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes() &&

@@ -12,6 +12,7 @@ import glob
 import hashlib
 import importlib.util
 import os
+import platform
 import shutil
 import sys
 import sysconfig
@@ -27,10 +28,23 @@ except ImportError:   # not POSIX: builds are not locked against each other
     fcntl = None
 
 CACHE_ENV = "MANUALNN_NATIVE_CACHE"
-# -ffp-contract=off: no multiply-add is fused unless the source says so (std::fma), so the numbers do
-# not depend on which CPU clone of a loop runs, and match torch's separately rounded ops;
-# -fno-math-errno: std::sqrt is then one (vectorised) instruction, as in torch's own build
-EXTRA_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"]
+
+
+def _cpu_features():
+    """This CPU's instruction-set flags (Linux), so a build for one CPU is never loaded on another."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].split() for line in f if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        return []
+
+
+# -ffp-contract=off: no multiply-add is fused unless the source says so (std::fma), so the numbers match
+# torch's separately rounded ops; -fno-math-errno: std::sqrt is then one (vectorised) instruction, as in
+# torch's own build; -march=native on x86-64: the element-wise loops in this CPU's widest vectors (the build
+# is for this machine: its key holds the CPU's flags). Vectorising changes no number (no reassociation).
+EXTRA_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (
+    ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
 _loaded = {}   # library path -> module, so a process imports each build once
 LOCK_WAIT = 900   # seconds to wait for another process's compile before giving up on it
 
@@ -72,7 +86,8 @@ def build_key(src=None):
             h.update(os.path.basename(path).encode() + b"\0")
             with open(path, "rb") as f:
                 h.update(f.read() + b"\0")
-        h.update(repr((EXTRA_CFLAGS, torch.__version__, sys.version_info[:2], sysconfig.get_platform())).encode())
+        h.update(repr((EXTRA_CFLAGS, torch.__version__, sys.version_info[:2], sysconfig.get_platform(),
+                       sorted(_cpu_features()) if "-march=native" in EXTRA_CFLAGS else None)).encode())
         _keys[stamp] = h.hexdigest()[:16]
     return _keys[stamp]
 
