@@ -44,7 +44,7 @@ def _cpu_features():
 # torch's own build; -march=native on x86-64: the element-wise loops in this CPU's widest vectors (the build
 # is for this machine: its key holds the CPU's flags). Vectorising changes no number (no reassociation).
 EXTRA_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (
-    ["-march=native"] if platform.machine() in ("x86_64", "AMD64") else [])
+    ["-march=native", "-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64") else [])
 _loaded = {}   # library path -> module, so a process imports each build once
 LOCK_WAIT = 900   # seconds to wait for another process's compile before giving up on it
 
