@@ -49,7 +49,7 @@ def variants():
     for p in common.PRECISIONS:
         for c in common.gpu_configs("matmul", p):
             yield m("linear_relu").linear_relu_kernel, dict(PRECISION=p, **blocks(c)), options(c)
-            for mode in m("input_grad").MODES:
+            for mode in m("input_grad").GRAD_MODES:
                 yield m("input_grad").input_grad_kernel, dict(MODE=mode, PRECISION=p, **blocks(c)), options(c)
         for c in common.gpu_configs("update", p):
             for opt in optim.OPTIMIZERS:
@@ -62,7 +62,7 @@ def variants():
                 yield out.output_loss_kernel, dict(LOSS=loss, PRECISION=p, **blocks(c)), options(c)
         config = fused.default_config(100, 1000, p)
         for width in (16, 32, 64, fused.MAX_WIDTH):
-            for mode in fused.MODES:
+            for mode in fused.GRAD_MODES:
                 for loss in out.LOSSES:
                     yield fused.mlp_rows_kernel, dict(MODE=mode, LOSS=loss, PRECISION=p, WIDTH=width,
                                                       **blocks(config["rows"])), options(config["rows"])
