@@ -78,7 +78,7 @@ class Step {
 
   void update() {
     TORCH_CHECK(net_.has_grads(), "update: this step was made without grads (make it with grads=)");
-    FlushSubnormals flush;
+    FlushSubnormals flush(at::get_num_threads());
     AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_update", [&] { net_.update_from_grads<scalar_t>(); });
   }
 
@@ -87,7 +87,7 @@ class Step {
     TORCH_CHECK(loss_out.device().is_cpu() && loss_out.scalar_type() == net_.dtype() && loss_out.dim() == 0,
                 "loss_out: expected a 0-d CPU tensor of dtype ", net_.dtype(), ", got ", loss_out.dim(), "-D ",
                 loss_out.scalar_type(), " on ", loss_out.device());
-    FlushSubnormals flush;
+    FlushSubnormals flush(at::get_num_threads());
     AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_step", [&] {
       const scalar_t* x = x_.data_ptr<scalar_t>();
       const int64_t rows = x_.size(0);
@@ -172,7 +172,7 @@ class Epochs {
     TORCH_CHECK(seeds.scalar_type() == at::kLong && seeds.is_contiguous() && seeds.numel() >= epochs,
                 "seeds: expected ", epochs, " int64 seeds");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    FlushSubnormals flush;
+    FlushSubnormals flush(std::max(at::get_num_threads(), threads_.most()));
     ThreadCount thread_count;
     int64_t done = 0;
     bool stopped = false;

@@ -1,9 +1,15 @@
 // The native step's element-wise math, each piece written once (included by runner.cpp only): the
 // clamp, the ReLU backward, the output error and loss, the optimizers' update, and the scoring of
-// validation rows. Plain loops over raw pointers on the calling thread (the GEMMs are where threads pay).
+// validation rows. Plain loops over raw pointers; the large ones split over torch's threads (at::parallel_for,
+// the OpenMP pool the GEMMs use: the extension is compiled with -fopenmp and shares torch's libgomp), each
+// thread on the rows a GEMM just wrote, so no row's data crosses between cores' caches more than it must.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -18,27 +24,44 @@
 
 namespace manualnn_native {
 
-// Subnormal floats flushed to zero on this thread while the runner works, then the caller's mode back.
+// Subnormal floats flushed to zero while the runner works, on this thread and on each of torch's OpenMP
+// threads (the GEMMs' and the loops' other threads: the mode is per thread), then everyone's mode back.
 // Adam's moments decay into the subnormal range for weights that stop getting gradient (a dead unit, a
-// pixel that is always 0), and each arithmetic operation on a subnormal takes a microcode assist: with
-// them a digits epoch ran twice as slow. Values below 1e-38 in float32 (1e-308 in float64) change no
-// result the tests or users can see; JAX's CPU backend flushes them the same way.
+// pixel that is always 0), and so do some gradients; each operation on a subnormal takes a microcode
+// assist: with them a digits epoch ran twice as slow, and a second thread without the mode made two
+// threads slower than one. Values below 1e-38 in float32 (1e-308 in float64) change no result the tests
+// or users can see; JAX's CPU backend flushes them the same way.
 class FlushSubnormals {
  public:
-  FlushSubnormals() {
+  explicit FlushSubnormals(int threads = 1) : threads_(std::max(threads, 1)), saved_(size_t(threads_), 0) {
 #ifdef MANUALNN_HAS_MXCSR
-    saved_ = _mm_getcsr();
-    _mm_setcsr(saved_ | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
+    each_thread([this](int t) {
+      saved_[size_t(t)] = _mm_getcsr();
+      _mm_setcsr(saved_[size_t(t)] | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
+    });
 #endif
   }
   ~FlushSubnormals() {
 #ifdef MANUALNN_HAS_MXCSR
-    _mm_setcsr(saved_);
+    each_thread([this](int t) { _mm_setcsr(saved_[size_t(t)]); });
 #endif
   }
 
  private:
-  unsigned int saved_ = 0;
+  template <typename F>
+  void each_thread(const F& fn) {
+#ifdef _OPENMP
+    if (threads_ > 1) {
+#pragma omp parallel num_threads(threads_)
+      fn(omp_get_thread_num());
+      return;
+    }
+#endif
+    fn(0);
+  }
+
+  int threads_;
+  std::vector<unsigned int> saved_;
 };
 
 // Row r of a [rows, cols] matrix with row stride ld, optionally through a row index (a shuffled order).
@@ -51,13 +74,24 @@ struct Rows {
   const T* row(int64_t r) const { return base + (index ? index[first + r] : first + r) * ld; }
 };
 
+// Elements below this stay on the calling thread: waking another costs more than the work.
+constexpr int64_t kParallelGrain = 1 << 14;
+
+// fn(first, last) over the rows [0, rows) of a [rows, cols] buffer, split over torch's threads when large.
+template <typename F>
+void for_rows(int64_t rows, int64_t cols, const F& fn) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, kParallelGrain / std::max<int64_t>(cols, 1)), fn);
+}
+
 // clamp(min=0) in place on rows x cols with row stride ld. NaN stays NaN (NaN < 0 is false), as torch's relu_.
 template <typename T>
 void relu_(T* h, int64_t rows, int64_t cols, int64_t ld) {
-  for (int64_t r = 0; r < rows; ++r) {
-    T* row = h + r * ld;
-    for (int64_t c = 0; c < cols; ++c) row[c] = row[c] < T(0) ? T(0) : row[c];
-  }
+  for_rows(rows, cols, [=](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      T* row = h + r * ld;
+      for (int64_t c = 0; c < cols; ++c) row[c] = row[c] < T(0) ? T(0) : row[c];
+    }
+  });
 }
 
 // The ReLU backward in place on grad_h [rows, cols] (contiguous), h the layer's activation (row stride ld_h).
@@ -66,41 +100,48 @@ void relu_(T* h, int64_t rows, int64_t cols, int64_t ld) {
 // grad_h.clamp_(min=0), a clamp of the gradient's own values.
 template <typename T>
 void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, bool relu_mode) {
-  for (int64_t r = 0; r < rows; ++r) {
-    T* gr = g + r * cols;
-    const T* hr = h + r * ld_h;
-    if (relu_mode) {
-      for (int64_t c = 0; c < cols; ++c) gr[c] = hr[c] <= T(0) ? T(0) : gr[c];
-    } else {
-      for (int64_t c = 0; c < cols; ++c) gr[c] = gr[c] < T(0) ? T(0) : gr[c];
+  for_rows(rows, cols, [=](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      T* gr = g + r * cols;
+      const T* hr = h + r * ld_h;
+      if (relu_mode) {
+        for (int64_t c = 0; c < cols; ++c) gr[c] = hr[c] <= T(0) ? T(0) : gr[c];
+      } else {
+        for (int64_t c = 0; c < cols; ++c) gr[c] = gr[c] < T(0) ? T(0) : gr[c];
+      }
     }
-  }
+  });
 }
 
 // "ce": z [rows, cols] (contiguous) becomes e = softmax(z) - y in place; returns the batch's loss
-// sum(y * (logsumexp(z) - z)), the row's max subtracted and everything accumulated in double, row by row
-// in order (deterministic).
+// sum(y * (logsumexp(z) - z)), the row's max subtracted and everything in double. Rows split over torch's
+// threads (each exp costs as much as a few dozen other element operations); each row's loss is kept and
+// they are added in row order, so the sum is the same whatever the threads.
 template <typename T>
-double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<double>& scratch) {
-  scratch.resize(size_t(cols));
-  double* ex = scratch.data();   // exp(z - max) of the row, computed once
-  double total = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    T* zr = z + r * cols;
-    const T* t = y.row(r);
-    double top = -INFINITY;
-    for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
-    double sum = 0;
-    for (int64_t c = 0; c < cols; ++c) sum += (ex[c] = std::exp(double(zr[c]) - top));
-    const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
-    double s = 0;
-    for (int64_t c = 0; c < cols; ++c) {
-      const double target = double(t[c]);
-      s += target * (lse - double(zr[c]));
-      zr[c] = static_cast<T>(ex[c] * inv_sum - target);
+double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<double>& row_loss) {
+  row_loss.resize(size_t(std::max<int64_t>(rows, 1)));
+  double* out = row_loss.data();
+  at::parallel_for(0, rows, std::max<int64_t>(1, kParallelGrain / 32 / std::max<int64_t>(cols, 1)),
+                   [=](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      T* zr = z + r * cols;
+      const T* t = y.row(r);
+      double top = -INFINITY;
+      for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
+      double sum = 0;
+      for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(zr[c]) - top);
+      const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
+      double s = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double target = double(t[c]), ex = std::exp(double(zr[c]) - top);
+        s += target * (lse - double(zr[c]));
+        zr[c] = static_cast<T>(ex * inv_sum - target);
+      }
+      out[r] = s;
     }
-    total += s;
-  }
+  });
+  double total = 0;
+  for (int64_t r = 0; r < rows; ++r) total += out[r];
   return total;
 }
 
@@ -180,13 +221,13 @@ struct LayerUpdate {
 // a unit in the last place off for about 0.6% of float32 values; so the parameters' last bits can differ
 // from the torch backend's (both are judged against the float64 reference).
 template <typename T>
-MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u) {
-  T* __restrict p = u.p;  // four separate buffers: the loops vectorise without checking for overlap
-  T* __restrict g = u.g;
-  T* __restrict m = u.m;
-  T* __restrict v = u.v;
-  const int64_t n = u.n;
-  for (int64_t k = 0; k < u.decayed; ++k) g[k] = std::fma(u.decay, p[k], g[k]);
+MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u, int64_t first, int64_t last) {
+  T* __restrict p = u.p + first;  // four separate buffers: the loops vectorise without checking for overlap
+  T* __restrict g = u.g + first;
+  T* __restrict m = u.m ? u.m + first : nullptr;
+  T* __restrict v = u.v ? u.v + first : nullptr;
+  const int64_t n = last - first, decayed = std::max<int64_t>(0, std::min(u.decayed, last) - first);
+  for (int64_t k = 0; k < decayed; ++k) g[k] = std::fma(u.decay, p[k], g[k]);
   switch (u.kind) {
     case OptimizerKind::kSgd:
       for (int64_t k = 0; k < n; ++k) p[k] = std::fma(u.neg_lr, g[k], p[k]);
@@ -213,9 +254,10 @@ MANUALNN_ALWAYS_INLINE void update_elements(const LayerUpdate<T>& u) {
 
 // The build targets this machine's CPU (-march=native, see manualnn/backends/native_build.py): std::fma is
 // then one vectorised instruction.
-inline void update_layer(const LayerUpdate<float>& u) { update_elements(u); }
-
-inline void update_layer(const LayerUpdate<double>& u) { update_elements(u); }
+template <typename T>
+void update_layer(const LayerUpdate<T>& u) {
+  at::parallel_for(0, u.n, kParallelGrain, [&](int64_t first, int64_t last) { update_elements(u, first, last); });
+}
 
 inline void check_like(const at::Tensor& t, const at::Tensor& like, const char* what, size_t i) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.sizes() == like.sizes() &&

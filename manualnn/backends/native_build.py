@@ -45,6 +45,9 @@ def _cpu_features():
 # is for this machine: its key holds the CPU's flags). Vectorising changes no number (no reassociation).
 EXTRA_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (
     ["-march=native", "-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64") else [])
+# the element-wise loops run on torch's own OpenMP threads (at::parallel_for): the library's libgomp.so.1 is
+# the one torch has loaded (a shared object is loaded once per soname), so there is one thread pool
+OPENMP = ["-fopenmp"] if torch.backends.openmp.is_available() else []
 _loaded = {}   # library path -> module, so a process imports each build once
 LOCK_WAIT = 900   # seconds to wait for another process's compile before giving up on it
 
@@ -86,7 +89,7 @@ def build_key(src=None):
             h.update(os.path.basename(path).encode() + b"\0")
             with open(path, "rb") as f:
                 h.update(f.read() + b"\0")
-        h.update(repr((EXTRA_CFLAGS, torch.__version__, sys.version_info[:2], sysconfig.get_platform(),
+        h.update(repr((EXTRA_CFLAGS, OPENMP, torch.__version__, sys.version_info[:2], sysconfig.get_platform(),
                        sorted(_cpu_features()) if "-march=native" in EXTRA_CFLAGS else None)).encode())
         _keys[stamp] = h.hexdigest()[:16]
     return _keys[stamp]
@@ -168,8 +171,8 @@ def _build(name, folder, src, verbose, log):
         started = time.perf_counter()
         try:
             try:
-                module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS, build_directory=work,
-                                  verbose=verbose)
+                module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS + OPENMP,
+                                  extra_ldflags=OPENMP, build_directory=work, verbose=verbose)
             except (RuntimeError, OSError, ImportError) as e:
                 raise NativeBuildError(f"backend 'native': compiling {src or source_dir()} failed: {e}") from e
             with open(os.path.join(work, "BUILT"), "w") as f:
