@@ -144,10 +144,18 @@ def report(args):
     m = meta(args, seeds, datasets, sk, parts)   # date and load average as the runs start
     started = time.perf_counter()
     extra = shlex.split(args.extra or "")
-    contenders, runs = {}, {"manualnn": run_all(entries, extra, args.mode, args.timeout)}
     others = {name: fn for name, fn in EXTRA_CONTENDERS.items() if not args.no_autograd}
-    for name, run_fn in others.items():
-        runs[name] = [run_fn(entry, extra, mine) for entry, mine in zip(entries, runs["manualnn"])]
+    compare = f"manualnn {args.compare}" if args.compare else None
+    contenders, runs = {}, {name: [] for name in ["manualnn", *others, *([compare] if compare else [])]}
+    for entry in entries:   # each entry's contenders one after the other: drift in the machine's load hits all alike
+        mine = run_one(entry, extra, mode=args.mode, timeout=args.timeout)
+        print(describe(mine), file=sys.stderr, flush=True)
+        runs["manualnn"].append(mine)
+        for name, run_fn in others.items():
+            runs[name].append(run_fn(entry, extra, mine))
+        if compare:
+            runs[compare].append(run_one(entry, shlex.split(args.compare) + extra, mode=args.mode,
+                                         timeout=args.timeout))
     for name, rs in runs.items():
         contenders[name] = by_dataset(rs, sk, tasks)
     m["seconds"] = round(time.perf_counter() - started, 1)
@@ -166,6 +174,9 @@ def report(args):
     markdown += "\n" + "\n".join(["The bound: every run at least the better of scikit-learn's MLP (same split and "
                                   "seed) and the linear model (same split) minus 3 points (R²: 0.05).", ""] +
                                  tables.bound_markdown(tasks, parts, sk_summary, contenders["manualnn"])) + "\n"
+    if compare:
+        markdown += "\n" + "\n".join([f"The same bound for `{compare}`:", ""] + tables.bound_markdown(
+            tasks, parts, sk_summary, contenders[compare], title=compare)) + "\n"
     markdown += "\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds)
     record = {"meta": m, "summary": {"sklearn": sk_summary, **contenders}, "runs": runs,
               "sklearn_runs": [sk[(e.dataset, e.split_id, e.seed)] for e in entries],
@@ -233,6 +244,9 @@ def build_parser(command):
                         "(default: %(default)s)")
     p.add_argument("--extra", default="", help="options added to every train command, e.g. --extra '--lr 1e-3'")
     p.add_argument("--no-autograd", action="store_true", help="report: leave out the PyTorch autograd column")
+    p.add_argument("--compare", default="", metavar="OPTIONS",
+                   help="report: also run manualnn with these options after each run (e.g. the old defaults, "
+                        "'--val-split 0.2 --patience 25 --weight-decay 0'), as a column of its own")
     p.add_argument("--timeout", type=float, default=900, help="cli mode: seconds per command before it is killed and the run counts as failed")
     if command == "sweep":
         p.add_argument("--grid", required=True, help="e.g. 'lr=1e-3,3e-3;batch-size=32,200'")

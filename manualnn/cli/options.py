@@ -174,7 +174,7 @@ def build_parser():
                         f"weights (seed: off; data: {PATIENCE_STEPS} optimizer steps' worth of epochs, at least "
                         f"{PATIENCE_EPOCHS}, with a validation split; given alone, it holds out {VAL_SPLIT:g})")
     r.add_argument("--sklearn-defaults", action="store_true",
-                   help="data: scikit-learn's MLPClassifier/MLPRegressor defaults instead of manualnn's (100 hidden "
+                   help="data: scikit-learn's MLPClassifier/MLPRegressor settings instead of manualnn's (100 hidden "
                         "units, Adam lr 1e-3, L2 alpha 1e-4 as scikit-learn scales it, 200 epochs on every row, no "
                         "validation split); options given still override them")
     r.add_argument("--seed", type=seed_int,
