@@ -19,7 +19,8 @@ old protocol: one split per seed, its random_state the seed.
   the worst gap to the better of the MLP and the linear model and the runs below the bound (3 points,
   0.05 of R^2), seconds per fit. Writes <name>.json and <name>.md under --out.
 - sweep: every combination of --grid ('key=v1,v2;key2=...': --key v; a value 'on' is the bare flag
-  --key, 'off' leaves it out; a value with spaces gives several words, e.g. 'hidden=64,128 128'),
+  --key, 'off' leaves it out; a value with spaces gives several words, e.g. 'hidden=64,128 128'; a value
+  'C/n' is C divided by the data set's training rows, e.g. 'weight-decay=10/n'),
   in-process by default; per combination and data set the mean/min score, failed runs, seconds
   and the gap to scikit-learn. Writes <name>.json and <name>.md (default name: sweep), rewritten
   after each combination so an interrupted sweep keeps what it measured.
@@ -32,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -90,6 +92,11 @@ def combo_argv(combo):
     return argv
 
 
+def lean(runs):
+    """Run records without their per-epoch losses (final_loss stays): thousands of runs, each up to 200 epochs."""
+    return [{k: v for k, v in r.items() if k != "losses"} for r in runs]
+
+
 def write_outputs(out, name, record, markdown):
     os.makedirs(out, exist_ok=True)
     for ext, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown)):
@@ -125,10 +132,15 @@ def parts_of(datasets):
     return {name: spec.part for name, spec in specs(datasets).items()}
 
 
+def per_rows(extra, rows):
+    """Options for one data set: a value 'C/n' becomes C / (the training file's rows), e.g. --weight-decay 10/n."""
+    return [f"{float(a[:-2]) / rows:.6g}" if re.fullmatch(r"[0-9.eE+-]+/n", a) else a for a in extra]
+
+
 def run_all(entries, extra, mode, timeout, log=sys.stderr):
     runs = []
     for entry in entries:
-        record = run_one(entry, extra, mode=mode, timeout=timeout)
+        record = run_one(entry, per_rows(extra, entry.train_rows), mode=mode, timeout=timeout)
         print(describe(record), file=log, flush=True)
         runs.append(record)
     return runs
@@ -178,7 +190,8 @@ def report(args):
         markdown += "\n" + "\n".join([f"The same bound for `{compare}`:", ""] + tables.bound_markdown(
             tasks, parts, sk_summary, contenders[compare], title=compare)) + "\n"
     markdown += "\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds)
-    record = {"meta": m, "summary": {"sklearn": sk_summary, **contenders}, "runs": runs,
+    record = {"meta": m, "summary": {"sklearn": sk_summary, **contenders},
+              "runs": {name: lean(rs) for name, rs in runs.items()},
               "sklearn_runs": [sk[(e.dataset, e.split_id, e.seed)] for e in entries],
               "linear_runs": list({(e.dataset, e.split_id): sk[(e.dataset, e.split_id, "linear")]
                                    for e in entries}.values())}
@@ -201,7 +214,7 @@ def sweep(args):
         print(f"sweep: {' '.join(options) or '(no options)'}", file=sys.stderr, flush=True)
         runs = run_all(entries, base + options, args.mode, args.timeout)
         combos.append({"options": options, "options_text": " ".join(options), "grid_point": dict(combo),
-                       "summary": by_dataset(runs, sk, tasks), "runs": runs})
+                       "summary": by_dataset(runs, sk, tasks), "runs": lean(runs)})
         m["seconds"] = round(time.perf_counter() - started, 1)
         markdown = tables.sweep_markdown(m, tasks, combos, sk_summary)
         record = {"meta": m, "sklearn": sk_summary, "combinations": combos}

@@ -30,7 +30,8 @@ def sklearn_version():
 
 def cache_key(entry, version=None, linear=False):
     split = "" if entry.split is None else f"split{entry.split}/"
-    return f"{entry.dataset}/{split}{'linear' if linear else f'seed{entry.seed}'}/sklearn-{version or sklearn_version()}"
+    run = "linear" if linear else f"seed{entry.seed}"
+    return f"{entry.dataset}/{split}{run}/sklearn-{version or sklearn_version()}"
 
 
 def _model(entry):

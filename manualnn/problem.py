@@ -74,9 +74,9 @@ def build_problem(config, device, check=None):
     if config.get("loss") is None:
         config["loss"] = "ce" if dataset.task == "classify" else "sse"
     # the validation split, L2 and patience not given follow from the rows (manualnn.spec.data_settings)
-    config.update(data_settings(x.shape[0], dataset.task, batch_size=config["batch_size"], val_split=config["val_split"],
-                                weight_decay=config["weight_decay"], patience=config["patience"],
-                                sklearn=config.get("sklearn_defaults", False)))
+    config.update(data_settings(x.shape[0], dataset.task, batch_size=config["batch_size"],
+                                val_split=config["val_split"], weight_decay=config["weight_decay"],
+                                patience=config["patience"], sklearn=config.get("sklearn_defaults", False)))
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
     if config["standardize"] is None:
         config["standardize"] = config["data"] != "digits"

@@ -69,9 +69,15 @@ def data_settings(rows, task, *, batch_size=None, val_split=None, weight_decay=N
         weight_decay = SKLEARN_ALPHA / min(batch, train_rows) if sklearn else \
             0.0 if val_split else WEIGHT_DECAY_ROWS[task] / train_rows
     if patience is None and val_split and not sklearn:
-        steps_per_epoch = -(-train_rows // min(batch, train_rows))
-        patience = max(PATIENCE_EPOCHS, -(-PATIENCE_STEPS // steps_per_epoch))
+        patience = patience_for(train_rows, batch)
     return {"val_split": val_split, "weight_decay": weight_decay, "patience": patience}
+
+
+def patience_for(train_rows, batch_size):
+    """The default patience in epochs: PATIENCE_STEPS optimizer steps' worth, at least PATIENCE_EPOCHS."""
+    steps_per_epoch = -(-int(train_rows) // max(1, min(int(batch_size), int(train_rows))))
+    return max(PATIENCE_EPOCHS, -(-PATIENCE_STEPS // steps_per_epoch))
+
 
 GRAD_MODES = ("relu", "tutorial")
 LOSSES = ("sse", "ce")

@@ -110,3 +110,37 @@ def test_sklearn_defaults_option(capsys, tmp_path):
     assert code == 0 and config_of(js)["hidden"] == [7] and config_of(js)["lr"] == 1e-3   # options still win
     code, out, err = run(capsys, "train", "--sklearn-defaults", "--device", "cpu")
     assert code == 2 and out == "" and "--sklearn-defaults: applies to --data only" in err
+
+
+def test_the_iris_split_of_issue_21_scores_like_logistic_regression(capsys, tmp_path):
+    """Seed 4 of this split kept the weights of its fifth step under the old defaults (81.6%)."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_iris
+    from sklearn.model_selection import train_test_split
+    x, y = load_iris(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+    np.savez(tmp_path / "train.npz", x=x_train, y=y_train)
+    np.savez(tmp_path / "test.npz", x=x_test, y=y_test)
+    model = tmp_path / "m.pt"
+    code, _, err = run(capsys, "train", "--data", str(tmp_path / "train.npz"), "--seed", "4", "--save", str(model),
+                       "--device", "cpu")
+    assert code == 0, err
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(tmp_path / "test.npz"))
+    assert code == 0, err
+    assert float(out.split("Accuracy:")[1].split()[0]) >= 0.92, out
+
+
+def test_mlp_fit_follows_the_same_rule():
+    import manualnn
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 3, (60,), generator=g)
+    x = torch.randn(3, 5, generator=g)[labels] * 2 + torch.randn(60, 5, generator=g)
+    from manualnn.preprocessing import fit_standardizer, standardize
+    model = manualnn.MLP([5, 16, 3], seed=3)
+    result = model.fit(x, labels, epochs=20, backend="torch")
+    again = manualnn.MLP([5, 16, 3], seed=3)
+    x = standardize(x, *fit_standardizer(x))   # fit standardizes the features first
+    same = manualnn.train(x, labels, [w.detach() for w in again.weights], biases=[b.detach() for b in again.biases],
+                          epochs=20, lr=3e-3, optimizer="adam", reduction="mean", loss="ce", batch_size=200,
+                          weight_decay=WEIGHT_DECAY_ROWS["classify"] / 60, backend="torch")
+    assert result.losses == same.losses
