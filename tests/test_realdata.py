@@ -77,11 +77,11 @@ def test_report_writes_both_files_with_provenance(paths):
 
 
 def test_splits_train_every_seed_and_the_parts_are_named(paths):
-    entries = suite.write_suite(paths["cache"], ["iris", "longley"], [0, 1], splits=[0, 1])
+    entries = suite.write_suite(paths["cache"], ["iris", "friedman2"], [0, 1], splits=[0, 1])
     assert [(e.dataset, e.split, e.seed) for e in entries] == [
-        (ds, k, s) for ds in ("iris", "longley") for k in (0, 1) for s in (0, 1)]
+        (ds, k, s) for ds in ("iris", "friedman2") for k in (0, 1) for s in (0, 1)]
     assert {e.part for e in entries if e.dataset == "iris"} == {suite.TUNED}
-    assert {e.part for e in entries if e.dataset == "longley"} == {suite.HELD_OUT}
+    assert {e.part for e in entries if e.dataset == "friedman2"} == {suite.HELD_OUT}
     a, b = (suite.load_train(e)[0] for e in entries if e.dataset == "iris" and e.seed == 0)
     assert a.shape == b.shape == (112, 4) and not np.array_equal(a, b)   # two splits of the same rows
     same = [suite.load_train(e)[0] for e in entries if e.dataset == "iris" and e.split == 0]
