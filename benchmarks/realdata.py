@@ -164,7 +164,9 @@ def report(args):
         print(describe(mine), file=sys.stderr, flush=True)
         runs["manualnn"].append(mine)
         for name, run_fn in others.items():
-            runs[name].append(run_fn(entry, extra, mine))
+            theirs = run_fn(entry, extra, mine)
+            theirs.update(split=entry.split_id, part=entry.part)   # scored against the same split's baselines
+            runs[name].append(theirs)
         if compare:
             runs[compare].append(run_one(entry, shlex.split(args.compare) + extra, mode=args.mode,
                                          timeout=args.timeout))
