@@ -6,9 +6,10 @@ defaults are ``manualnn train --data``'s (manualnn.spec.DATA_DEFAULTS): 512 hidd
 features (and a regression's targets) standardized inside, Adam at lr 3e-3 over batches of 200, the
 mean loss (cross-entropy for classes), and what follows from the rows (manualnn.spec.data_settings):
 from 1,000 rows up early stopping on 20% of them (100 steps' patience, at least 5 epochs, the best epoch
-kept), below that every row trained on with L2 of 10 (classes) or 30 (values) / rows. With the same ``random_state`` as ``--seed`` they split, initialize and shuffle as the
-command line does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``);
-``import manualnn`` and the rest of manualnn do not.
+kept), below that every row trained on with L2 of 10 (classes) or 30 (values) / rows. With the same
+``random_state`` as ``--seed`` they split, initialize and shuffle as the command line does, so they train
+the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import manualnn`` and the
+rest of manualnn do not.
 """
 import numbers
 
