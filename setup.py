@@ -32,7 +32,8 @@ setup(
         # pytest-xdist: the suite runs on every core (pyproject.toml's -n auto), half the time on two
         "test": ["pytest>=7", "pytest-xdist", "triton>=3.6; sys_platform == 'linux'", "numpy<2.4", "matplotlib",
                  "scikit-learn>=1.6", "pandas"],
-        "bench": ["matplotlib", "scikit-learn"],
+        # statsmodels, palmerpenguins: data sets of the real-data suite (bundled in the packages)
+        "bench": ["matplotlib", "scikit-learn", "statsmodels", "palmerpenguins"],
     },
     entry_points={"console_scripts": ["manualnn=manualnn._entry:run"]},
 )

@@ -158,9 +158,10 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
         train_argv = ["train", "--data", entry.train, "--seed", str(entry.seed), "--save", model, "--json", info,
                       *extra]
         train = runner(train_argv, timeout)
-        record = {"dataset": entry.dataset, "seed": entry.seed, "task": entry.task, "metric": entry.metric,
+        record = {"dataset": entry.dataset, "split": entry.split_id, "seed": entry.seed, "part": entry.part,
+                  "task": entry.task, "metric": entry.metric,
                   "mode": mode, "extra": extra, "train_rc": train.rc, "train_wall_s": train.seconds,
-                  "train_loop_s": None, "epochs_run": None, "final_loss": None, "task_used": None,
+                  "train_loop_s": None, "epochs_run": None, "best_epoch": None, "final_loss": None, "task_used": None,
                   "diverged": printed_nonfinite_loss(train.stdout) or diverged_message(train.stderr),
                   "predict_rc": None, "score": None, "score_printed": None, "score_from_predictions": None,
                   "notes": []}
@@ -168,6 +169,7 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
         if run is not None:
             record["train_loop_s"] = (run.get("timing") or {}).get("seconds")
             record["epochs_run"] = run.get("epochs_run")
+            record["best_epoch"] = run.get("best_epoch")
             losses = run.get("losses") or []
             record["final_loss"] = losses[-1] if losses else None
             record["losses"] = losses
@@ -221,5 +223,6 @@ def describe(record):
     score = record["score"]
     text = "none" if score is None else f"{score:.4f}" if abs(score) < 1000 else f"{score:.3e}"
     state = "FAILED (" + ", ".join(record["reasons"]) + ")" if record["failed"] else "ok"
-    return (f"manualnn {record['dataset']} seed {record['seed']} [{record['mode']}]: {record['metric']} {text}, "
+    return (f"manualnn {record['dataset']} split {record.get('split', record['seed'])} seed {record['seed']} "
+            f"[{record['mode']}]: {record['metric']} {text}, "
             f"train {record['train_wall_s']:.2f} s, {state}")

@@ -1,21 +1,26 @@
 """Real data: ``manualnn train --data FILE`` with its defaults beside scikit-learn's MLP defaults.
 
-    python -m benchmarks.realdata                          # the report: all 10 data sets, seeds 0-9, cli mode
-    python -m benchmarks.realdata --seeds 0-2 --name realdata-before
-    python -m benchmarks.realdata sweep --grid 'lr=1e-3,3e-3;batch-size=32,200' --seeds 0-4
+    python -m benchmarks.realdata                          # the report: every data set, splits 0-2, seeds 0-9
+    python -m benchmarks.realdata --datasets held-out --mode inprocess --name confirm
+    python -m benchmarks.realdata sweep --datasets tuned --grid 'lr=1e-3,3e-3;batch-size=32,200' --seeds 0-2
     python -m benchmarks.realdata sklearn                  # only scikit-learn: fill its cache, write its table
 
-The suite (benchmarks/suite.py) is ten classification and regression sets saved as a user saves
-them: raw features, one .npz train file and one test file per (data set, seed). scikit-learn's
-side (benchmarks/sklearn_mlp.py) is cached in --sklearn-cache, keyed by data set, seed and
-scikit-learn version; manualnn's side (benchmarks/manualnn_runs.py) runs the two CLI commands,
-in child processes (cli) or in this process (inprocess, for sweeps).
+The suite (benchmarks/suite.py) is classification and regression sets saved as a user saves them:
+raw features, one .npz train file and one test file per (data set, split), in two parts: the sets
+the defaults were tuned on and the held-out sets that confirm them (--datasets tuned / held-out).
+Every split is trained with every seed. scikit-learn's side (benchmarks/sklearn_mlp.py: its MLP per
+split and seed, a linear model per split) is cached in --sklearn-cache, keyed by data set, split,
+seed and scikit-learn version; manualnn's side (benchmarks/manualnn_runs.py) runs the two CLI
+commands, in child processes (cli) or in this process (inprocess, for sweeps). --splits seed is the
+old protocol: one split per seed, its random_state the seed.
 
 - report (default): manualnn with no options beyond --data/--seed (and --extra if given) per data
-  set and seed; mean and min score for both, manualnn's failed runs, the mean and worst gap per
-  seed, seconds per fit. Writes <name>.json and <name>.md under --out.
+  set, split and seed; mean and min score for both, manualnn's failed runs, the mean and worst gap,
+  the worst gap to the better of the MLP and the linear model and the runs below the bound (3 points,
+  0.05 of R^2), seconds per fit. Writes <name>.json and <name>.md under --out.
 - sweep: every combination of --grid ('key=v1,v2;key2=...': --key v; a value 'on' is the bare flag
-  --key, 'off' leaves it out; a value with spaces gives several words, e.g. 'hidden=64,128 128'),
+  --key, 'off' leaves it out; a value with spaces gives several words, e.g. 'hidden=64,128 128'; a value
+  'C/n' is C divided by the data set's training rows, e.g. 'weight-decay=10/n'),
   in-process by default; per combination and data set the mean/min score, failed runs, seconds
   and the gap to scikit-learn. Writes <name>.json and <name>.md (default name: sweep), rewritten
   after each combination so an interrupted sweep keeps what it measured.
@@ -28,6 +33,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -47,14 +53,15 @@ DEFAULT_SKLEARN_CACHE = os.path.join(DEFAULT_OUT, "sklearn-cache.json")
 EXTRA_CONTENDERS = {"PyTorch autograd": run_autograd}
 
 
-def meta(args, seeds, datasets, sk):
+def meta(args, seeds, datasets, sk, parts=None):
     dates = sorted(r.get("date", "?") for r in sk.values())
     timed_on = [f"{m} ({dates[0]} to {dates[-1]})" for m in sorted({r.get("machine", "?") for r in sk.values()})]
     return {"machine": machine_name(), "platform": platform.platform(), "loadavg": loadavg(),
             "versions": versions(), "blas": blas_info(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "git_commit": git_commit(), "command": ["python", "-m", "benchmarks.realdata", *sys.argv[1:]],
             "mode": getattr(args, "mode", None), "extra": shlex.split(getattr(args, "extra", "") or ""), "seeds": seeds,
-            "seeds_text": args.seeds, "datasets": datasets, "sklearn_timed_on": "; ".join(timed_on)}
+            "seeds_text": args.seeds, "splits_text": args.splits, "datasets": datasets, "parts": parts,
+            "sklearn_timed_on": "; ".join(timed_on)}
 
 
 def parse_grid(text):
@@ -85,6 +92,11 @@ def combo_argv(combo):
     return argv
 
 
+def lean(runs):
+    """Run records without their per-epoch losses (final_loss stays): thousands of runs, each up to 200 epochs."""
+    return [{k: v for k, v in r.items() if k != "losses"} for r in runs]
+
+
 def write_outputs(out, name, record, markdown):
     os.makedirs(out, exist_ok=True)
     for ext, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown)):
@@ -96,22 +108,39 @@ def write_outputs(out, name, record, markdown):
     return [os.path.join(out, f"{name}.{ext}") for ext in ("json", "md")]
 
 
+def parse_splits(text):
+    return None if text == "seed" else parse_seeds(text, "--splits")
+
+
 def prepare(args):
     seeds = parse_seeds(args.seeds)
     datasets = parse_datasets(args.datasets)
-    entries = write_suite(args.cache, datasets, seeds)
+    entries = write_suite(args.cache, datasets, seeds, parse_splits(args.splits))
     sk = sklearn_results(entries, args.sklearn_cache, refit=args.refit_sklearn)
     tasks = {name: spec.task for name, spec in specs(datasets).items()}
     chances = {e.dataset: e.chance for e in entries}
-    sk_summary = {ds: tables.summarize_sklearn([sk[(ds, s)] for s in seeds], tasks[ds], chances[ds])
-                  for ds in datasets}
+    sk_summary = {}
+    for ds in datasets:
+        mine = [e for e in entries if e.dataset == ds]
+        linear = {e.split_id: sk[(ds, e.split_id, "linear")] for e in mine}
+        sk_summary[ds] = tables.summarize_sklearn([sk[(ds, e.split_id, e.seed)] for e in mine], tasks[ds],
+                                                  chances[ds], list(linear.values()))
     return seeds, datasets, entries, sk, tasks, sk_summary
+
+
+def parts_of(datasets):
+    return {name: spec.part for name, spec in specs(datasets).items()}
+
+
+def per_rows(extra, rows):
+    """Options for one data set: a value 'C/n' becomes C / (the training file's rows), e.g. --weight-decay 10/n."""
+    return [f"{float(a[:-2]) / rows:.6g}" if re.fullmatch(r"[0-9.eE+-]+/n", a) else a for a in extra]
 
 
 def run_all(entries, extra, mode, timeout, log=sys.stderr):
     runs = []
     for entry in entries:
-        record = run_one(entry, extra, mode=mode, timeout=timeout)
+        record = run_one(entry, per_rows(extra, entry.train_rows), mode=mode, timeout=timeout)
         print(describe(record), file=log, flush=True)
         runs.append(record)
     return runs
@@ -123,17 +152,29 @@ def by_dataset(runs, sk, tasks):
 
 def report(args):
     seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
-    m = meta(args, seeds, datasets, sk)   # date and load average as the runs start
+    parts = parts_of(datasets)
+    m = meta(args, seeds, datasets, sk, parts)   # date and load average as the runs start
     started = time.perf_counter()
     extra = shlex.split(args.extra or "")
-    contenders, runs = {}, {"manualnn": run_all(entries, extra, args.mode, args.timeout)}
-    for name, run_fn in EXTRA_CONTENDERS.items():
-        runs[name] = [run_fn(entry, extra, mine) for entry, mine in zip(entries, runs["manualnn"])]
+    others = {name: fn for name, fn in EXTRA_CONTENDERS.items() if not args.no_autograd}
+    compare = f"manualnn {args.compare}" if args.compare else None
+    contenders, runs = {}, {name: [] for name in ["manualnn", *others, *([compare] if compare else [])]}
+    for entry in entries:   # each entry's contenders one after the other: drift in the machine's load hits all alike
+        mine = run_one(entry, extra, mode=args.mode, timeout=args.timeout)
+        print(describe(mine), file=sys.stderr, flush=True)
+        runs["manualnn"].append(mine)
+        for name, run_fn in others.items():
+            theirs = run_fn(entry, extra, mine)
+            theirs.update(split=entry.split_id, part=entry.part)   # scored against the same split's baselines
+            runs[name].append(theirs)
+        if compare:
+            runs[compare].append(run_one(entry, shlex.split(args.compare) + extra, mode=args.mode,
+                                         timeout=args.timeout))
     for name, rs in runs.items():
         contenders[name] = by_dataset(rs, sk, tasks)
     m["seconds"] = round(time.perf_counter() - started, 1)
     notes = []
-    for name in EXTRA_CONTENDERS:
+    for name in others:
         diffs = [r["loss_rel_diff"] for r in runs[name] if r.get("loss_rel_diff") is not None]
         if diffs:
             notes += [f"{name}: trained on manualnn's own inputs (split, standardization, initial weights, batch "
@@ -144,9 +185,18 @@ def report(args):
         notes += [f"scikit-learn's defaults themselves fail (score at chance or below) on: {', '.join(sk_failed)}.",
                   ""]
     markdown = tables.report_markdown(m, tasks, sk_summary, contenders, notes)
+    markdown += "\n" + "\n".join(["The bound: every run at least the better of scikit-learn's MLP (same split and "
+                                  "seed) and the linear model (same split) minus 3 points (R²: 0.05).", ""] +
+                                 tables.bound_markdown(tasks, parts, sk_summary, contenders["manualnn"])) + "\n"
+    if compare:
+        markdown += "\n" + "\n".join([f"The same bound for `{compare}`:", ""] + tables.bound_markdown(
+            tasks, parts, sk_summary, contenders[compare], title=compare)) + "\n"
     markdown += "\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds)
     record = {"meta": m, "summary": {"sklearn": sk_summary, **contenders},
-              "runs": runs, "sklearn_runs": [sk[(e.dataset, e.seed)] for e in entries]}
+              "runs": {name: lean(rs) for name, rs in runs.items()},
+              "sklearn_runs": [sk[(e.dataset, e.split_id, e.seed)] for e in entries],
+              "linear_runs": list({(e.dataset, e.split_id): sk[(e.dataset, e.split_id, "linear")]
+                                   for e in entries}.values())}
     print(markdown)
     paths = write_outputs(args.out, args.name or "realdata", record, markdown)
     print(f"wrote {', '.join(paths)}", file=sys.stderr)
@@ -157,7 +207,7 @@ def sweep(args):
     axes = parse_grid(args.grid)
     seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
     base = shlex.split(args.extra or "")
-    m = meta(args, seeds, datasets, sk)
+    m = meta(args, seeds, datasets, sk, parts_of(datasets))
     m["grid"] = args.grid
     combos, started = [], time.perf_counter()
     name = args.name or "sweep"
@@ -166,7 +216,7 @@ def sweep(args):
         print(f"sweep: {' '.join(options) or '(no options)'}", file=sys.stderr, flush=True)
         runs = run_all(entries, base + options, args.mode, args.timeout)
         combos.append({"options": options, "options_text": " ".join(options), "grid_point": dict(combo),
-                       "summary": by_dataset(runs, sk, tasks), "runs": runs})
+                       "summary": by_dataset(runs, sk, tasks), "runs": lean(runs)})
         m["seconds"] = round(time.perf_counter() - started, 1)
         markdown = tables.sweep_markdown(m, tasks, combos, sk_summary)
         record = {"meta": m, "sklearn": sk_summary, "combinations": combos}
@@ -192,8 +242,10 @@ def sklearn_only(args):
 def build_parser(command):
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.realdata{'' if command == 'report' else ' ' + command}",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="all", help="comma-separated names, or all (default)")
+    p.add_argument("--datasets", default="all", help="comma-separated names, tuned, held-out, or all (default)")
     p.add_argument("--seeds", default="0-9", help="e.g. 0-9 (default), 0,3,5 or 0-2,7")
+    p.add_argument("--splits", default="0-2", help="train/test splits (their random_state) per data set, e.g. "
+                                                   "0-2 (default); 'seed': one split per seed, the old protocol")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="folder for the data files (default %(default)s)")
     p.add_argument("--sklearn-cache", default=DEFAULT_SKLEARN_CACHE,
                    help="JSON file of scikit-learn results (default: the committed %(default)s)")
@@ -206,6 +258,10 @@ def build_parser(command):
                    help="cli: python -m manualnn per command; inprocess: manualnn.cli.main here "
                         "(default: %(default)s)")
     p.add_argument("--extra", default="", help="options added to every train command, e.g. --extra '--lr 1e-3'")
+    p.add_argument("--no-autograd", action="store_true", help="report: leave out the PyTorch autograd column")
+    p.add_argument("--compare", default="", metavar="OPTIONS",
+                   help="report: also run manualnn with these options after each run (e.g. the old defaults, "
+                        "'--val-split 0.2 --patience 25 --weight-decay 0'), as a column of its own")
     p.add_argument("--timeout", type=float, default=900, help="cli mode: seconds per command before it is killed and the run counts as failed")
     if command == "sweep":
         p.add_argument("--grid", required=True, help="e.g. 'lr=1e-3,3e-3;batch-size=32,200'")
@@ -223,6 +279,7 @@ def main(argv=None):
     args = build_parser(command).parse_args(argv)
     try:
         parse_seeds(args.seeds)
+        parse_splits(args.splits)
         parse_datasets(args.datasets)
     except ValueError as e:
         print(f"python -m benchmarks.realdata: error: {e}", file=sys.stderr)

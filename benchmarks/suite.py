@@ -1,13 +1,18 @@
-"""The real-data suite: ten small classification and regression sets, saved as a user would save them.
+"""The real-data suite: small classification and regression sets, saved as a user would save them.
 
-Every (data set, seed) becomes two ``.npz`` files, ``<name>/seed<S>-train.npz`` and
-``<name>/seed<S>-test.npz``, each with arrays ``x`` (raw features as scikit-learn returns them,
-float64, no scaling) and ``y`` (int64 class labels, or float64 regression targets). The split is
-``train_test_split(test_size=0.25, random_state=seed)``, stratified for classification. The
-generated sets (moons, classification, circles, friedman1) are also drawn with ``random_state=seed``.
+Every (data set, split) becomes two ``.npz`` files, ``<name>/split<K>-train.npz`` and
+``<name>/split<K>-test.npz``, each with arrays ``x`` (raw features as the package returns them,
+float64, no scaling) and ``y`` (int64 class labels 0..K-1, or float64 regression targets). The split
+is ``train_test_split(test_size=0.25, random_state=K)``, stratified for classification; a generated
+set is drawn anew per split with ``random_state=K``. Every split is trained with seeds 0-9.
 
-Files are written once per scikit-learn version (its generators and bundled data decide the bytes)
-into a cache folder; a rerun reuses them.
+The sets are in two parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
+were chosen on, and ``held-out``, sets that were not run while tuning and only confirm the choice.
+The data sets come from scikit-learn (bundled and generated), statsmodels and palmerpenguins (all
+bundled in the packages: nothing is downloaded; ``pip install statsmodels palmerpenguins``).
+
+Files are written once per scikit-learn version into a cache folder; a rerun reuses them. The old
+protocol (one split per seed, split = seed: the first ten sets) is ``splits=None``.
 """
 import os
 import re
@@ -16,104 +21,167 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "manualnn", "realdata")
+TUNED, HELD_OUT = "tuned", "held-out"
 
 
 def _bundled(loader, **kwargs):
-    def load(seed):
-        x, y = loader(return_X_y=True, **kwargs)
-        return x, y
-    return load
+    return lambda split: loader(return_X_y=True, **kwargs)
 
 
 def _digits(scale):
-    def load(seed):
+    def load(split):
         from sklearn.datasets import load_digits
         x, y = load_digits(return_X_y=True)   # pixels 0..16, float64
         return (x / 16.0 if scale else x), y
     return load
 
 
-def _generated(name, **kwargs):
-    def load(seed):
+def _generated(name, labels01=False, **kwargs):
+    def load(split):
         import sklearn.datasets
-        x, y = getattr(sklearn.datasets, name)(random_state=seed, **kwargs)
-        return x, y
+        x, y = getattr(sklearn.datasets, name)(random_state=split, **kwargs)
+        return x, ((y > 0).astype(np.int64) if labels01 else y)   # hastie's -1/+1 as 0/1
     return load
+
+
+def _statsmodels(name, target, features=None, drop=()):
+    """A statsmodels data set's numeric columns: ``target`` (a column name, or a function of the frame)."""
+    def load(split):
+        import importlib
+        frame = importlib.import_module(f"statsmodels.datasets.{name}").load_pandas().data
+        y = target(frame) if callable(target) else frame[target]
+        cols = features or [c for c in frame.columns if c not in (() if callable(target) else (target,))
+                            and c not in drop]
+        return frame[cols].to_numpy(np.float64), np.asarray(y, dtype=np.float64)
+    return load
+
+
+def _penguins(split):
+    from palmerpenguins import load_penguins
+    frame = load_penguins()
+    cols = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g", "year"]
+    frame = frame.dropna(subset=cols)   # two rows have no measurements
+    names, y = np.unique(frame["species"].to_numpy(str), return_inverse=True)
+    return frame[cols].to_numpy(np.float64), y
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One data set: its task, how to draw it (raw) for a seed, and a line saying what it is."""
+    """One data set: its task, how to draw it (raw) for a split, a line saying what it is, its part."""
     name: str
     task: str          # "classify" or "regress"
-    load: object       # seed -> (x, y) numpy arrays
+    load: object       # split -> (x, y) numpy arrays
     about: str
+    part: str = TUNED
 
 
 def _specs():
     from sklearn import datasets as d
+    c, r = "classify", "regress"
+    star98_share = lambda f: f["NABOVE"] / (f["NABOVE"] + f["NBELOW"])  # noqa: E731
     specs = [
-        Spec("iris", "classify", _bundled(d.load_iris), "150 x 4, 3 classes"),
-        Spec("wine", "classify", _bundled(d.load_wine), "178 x 13, 3 classes; features from 0.1 to 1680"),
-        Spec("breast_cancer", "classify", _bundled(d.load_breast_cancer),
+        # tuned: the first ten (swept before), and five that test tiny and linear problems
+        Spec("iris", c, _bundled(d.load_iris), "150 x 4, 3 classes"),
+        Spec("wine", c, _bundled(d.load_wine), "178 x 13, 3 classes; features from 0.1 to 1680"),
+        Spec("breast_cancer", c, _bundled(d.load_breast_cancer),
              "569 x 30, 2 classes (63% one class); features from 1e-4 to 4254"),
-        Spec("digits_raw", "classify", _digits(scale=False), "1797 x 64, 10 classes; pixels 0..16"),
-        Spec("digits_scaled", "classify", _digits(scale=True), "1797 x 64, 10 classes; pixels / 16"),
-        Spec("moons", "classify", _generated("make_moons", n_samples=1000, noise=0.2),
+        Spec("digits_raw", c, _digits(scale=False), "1797 x 64, 10 classes; pixels 0..16"),
+        Spec("digits_scaled", c, _digits(scale=True), "1797 x 64, 10 classes; pixels / 16"),
+        Spec("moons", c, _generated("make_moons", n_samples=1000, noise=0.2),
              "make_moons(1000, noise=0.2): 2 features, 2 classes"),
-        Spec("classification", "classify",
+        Spec("classification", c,
              _generated("make_classification", n_samples=1000, n_features=20, n_informative=10),
              "make_classification(1000, 20 features, 10 informative): 2 classes"),
-        Spec("circles", "classify", _generated("make_circles", n_samples=1000, noise=0.1, factor=0.5),
+        Spec("circles", c, _generated("make_circles", n_samples=1000, noise=0.1, factor=0.5),
              "make_circles(1000, noise=0.1, factor=0.5): classes differ only by distance from the origin"),
-        Spec("diabetes", "regress", _bundled(d.load_diabetes, scaled=False),
+        Spec("diabetes", r, _bundled(d.load_diabetes, scaled=False),
              "442 x 10, raw targets 25..346 (whole numbers, stored as float)"),
-        Spec("friedman1", "regress", _generated("make_friedman1", n_samples=1000, noise=1.0),
+        Spec("friedman1", r, _generated("make_friedman1", n_samples=1000, noise=1.0),
              "make_friedman1(1000, noise=1.0): 10 features, 5 informative"),
+        Spec("spector", c, _statsmodels("spector", "GRADE"),
+             "statsmodels: 32 x 3, 2 classes (21/11): 24 rows to train"),
+        Spec("stackloss", r, _statsmodels("stackloss", "STACKLOSS"), "statsmodels: 21 x 3, a value: 15 rows to train"),
+        Spec("engel", r, _statsmodels("engel", "foodexp", ["income"]),
+             "statsmodels: 235 x 1, food expenditure by income (a nearly linear law)"),
+        Spec("regression", r, _generated("make_regression", n_samples=500, n_features=20, n_informative=10, noise=10.0),
+             "make_regression(500, 20 features, 10 informative, noise 10): a linear target"),
+        Spec("classification_small", c, _generated("make_classification", n_samples=150, n_features=8,
+                                                   n_informative=4, flip_y=0.05),
+             "make_classification(150, 8 features, 4 informative, 5% labels flipped): 2 classes"),
+        # held out: not run while the defaults were chosen
+        Spec("penguins", c, _penguins, "palmerpenguins: 342 x 5 (mm, g, year), 3 species", HELD_OUT),
+        Spec("anes96", c, _statsmodels("anes96", "vote", drop=("vote",)),
+             "statsmodels: 944 x 10 survey answers, the 1996 vote (2 classes)", HELD_OUT),
+        Spec("gaussian_quantiles", c, _generated("make_gaussian_quantiles", n_samples=1000, n_features=4, n_classes=3),
+             "make_gaussian_quantiles(1000, 4 features, 3 classes): shells around the origin", HELD_OUT),
+        Spec("hastie", c, _generated("make_hastie_10_2", labels01=True, n_samples=4000),
+             "make_hastie_10_2(4000): 10 features, 2 classes (labels -1/+1 saved as 0/1)", HELD_OUT),
+        Spec("classification3", c, _generated("make_classification", n_samples=300, n_features=10, n_informative=5,
+                                              n_classes=3),
+             "make_classification(300, 10 features, 5 informative, 3 classes)", HELD_OUT),
+        Spec("longley", r, _statsmodels("longley", "TOTEMP"), "statsmodels: 16 x 6, employment: 12 rows to train",
+             HELD_OUT),
+        Spec("star98", r, _statsmodels("star98", star98_share, drop=("NABOVE", "NBELOW")),
+             "statsmodels: 303 x 20, the share of pupils above the median", HELD_OUT),
+        Spec("grunfeld", r, _statsmodels("grunfeld", "invest", ["value", "capital", "year"]),
+             "statsmodels: 220 x 3, investment by firm value and capital", HELD_OUT),
+        Spec("friedman2", r, _generated("make_friedman2", n_samples=1000, noise=10.0),
+             "make_friedman2(1000, noise=10): 4 features from 0 to 1700, targets up to ~1700", HELD_OUT),
+        Spec("friedman3", r, _generated("make_friedman3", n_samples=1000, noise=0.1),
+             "make_friedman3(1000, noise=0.1): an arctangent of the features", HELD_OUT),
+        Spec("sparse_uncorrelated", r, _generated("make_sparse_uncorrelated", n_samples=500),
+             "make_sparse_uncorrelated(500): 10 features, 4 of them in a linear target", HELD_OUT),
     ]
     return {s.name: s for s in specs}
 
 
-NAMES = ("iris", "wine", "breast_cancer", "digits_raw", "digits_scaled", "moons", "classification", "circles",
-         "diabetes", "friedman1")
+FIRST_TEN = ("iris", "wine", "breast_cancer", "digits_raw", "digits_scaled", "moons", "classification", "circles",
+             "diabetes", "friedman1")
+NAMES = FIRST_TEN   # the first ten sets, scikit-learn's only: what older callers iterate over
 
 
 def specs(names=None):
-    """{name: Spec} for ``names`` (default: all, in the suite's order); unknown names are an error."""
+    """{name: Spec} for ``names`` (default: every set, in the suite's order); unknown names are an error."""
     table = _specs()
-    names = list(names or NAMES)
+    names = list(table if names is None else names)
     unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"--datasets: unknown {', '.join(unknown)}; expected names from {', '.join(NAMES)}")
+        raise ValueError(f"--datasets: unknown {', '.join(unknown)}; expected names from {', '.join(table)}, "
+                         f"'{TUNED}', '{HELD_OUT}' or 'all'")
     return {n: table[n] for n in names}
 
 
-def parse_seeds(text):
+def parse_seeds(text, what="--seeds"):
     """'0-9' or '0,3,5' or '0-2,7' -> sorted list of ints."""
     seeds = set()
     for part in str(text).split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m:
-            raise ValueError(f"--seeds: expected e.g. 0-9 or 0,3,5, got {text!r}")
+            raise ValueError(f"{what}: expected e.g. 0-9 or 0,3,5, got {text!r}")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
-            raise ValueError(f"--seeds: {part!r} runs backwards")
+            raise ValueError(f"{what}: {part!r} runs backwards")
         seeds.update(range(lo, hi + 1))
     return sorted(seeds)
 
 
 def parse_datasets(text):
-    if not text or text == "all":
-        return list(NAMES)
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    """'all', 'tuned', 'held-out', or comma-separated names (parts may be mixed in)."""
+    table = _specs()
+    names = []
+    for n in [n.strip() for n in (text or "all").split(",") if n.strip()]:
+        if n in ("all", TUNED, HELD_OUT):
+            names += [s.name for s in table.values() if n == "all" or s.part == n]
+        else:
+            names.append(n)
     specs(names)   # checks the names
-    return names
+    return list(dict.fromkeys(names))
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One (data set, seed): the two files and what scoring needs to know."""
+    """One (data set, split, seed): the two files and what scoring needs to know."""
     dataset: str
     seed: int
     task: str
@@ -124,6 +192,12 @@ class Entry:
     test_rows: int
     features: int
     majority: float = 0.0   # the largest class's share of the test rows (what a constant guess scores)
+    split: int = None       # the train/test split's random_state (None: the seed, the old protocol)
+    part: str = TUNED
+
+    @property
+    def split_id(self):
+        return self.seed if self.split is None else self.split
 
     @property
     def chance(self):
@@ -136,12 +210,12 @@ class Entry:
         return "accuracy" if self.task == "classify" else "R2"
 
 
-def _split(spec, seed):
+def _split(spec, split):
     from sklearn.model_selection import train_test_split
-    x, y = spec.load(seed)
+    x, y = spec.load(split)
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64 if spec.task == "classify" else np.float64)
-    return train_test_split(x, y, test_size=0.25, random_state=seed,
+    return train_test_split(x, y, test_size=0.25, random_state=split,
                             stratify=y if spec.task == "classify" else None)
 
 
@@ -156,17 +230,24 @@ def cache_folder(cache):
     return os.path.join(cache, f"sklearn-{sklearn.__version__}")
 
 
-def write_suite(cache=DEFAULT_CACHE, datasets=None, seeds=range(10)):
-    """Write (or reuse) the train/test files for every data set and seed; returns a list of Entry."""
+def write_suite(cache=DEFAULT_CACHE, datasets=None, seeds=range(10), splits=None):
+    """Write (or reuse) the train/test files; returns a list of Entry, one per (data set, split, seed).
+
+    ``splits=None`` is the old protocol (the split's random_state is the seed; ``datasets=None``: the first
+    ten sets); a list of splits trains every seed on each (``datasets=None``: every set)."""
     folder = cache_folder(cache)
     entries = []
+    if datasets is None and splits is None:
+        datasets = FIRST_TEN
     for name, spec in specs(datasets).items():
         os.makedirs(os.path.join(folder, name), exist_ok=True)
-        for seed in seeds:
-            train = os.path.join(folder, name, f"seed{seed}-train.npz")
-            test = os.path.join(folder, name, f"seed{seed}-test.npz")
+        pairs = [(seed, seed) for seed in seeds] if splits is None else [(k, s) for k in splits for s in seeds]
+        for split, seed in pairs:
+            stem = f"seed{split}" if splits is None else f"split{split}"
+            train = os.path.join(folder, name, f"{stem}-train.npz")
+            test = os.path.join(folder, name, f"{stem}-test.npz")
             if not (os.path.exists(train) and os.path.exists(test)):
-                x_train, x_test, y_train, y_test = _split(spec, seed)
+                x_train, x_test, y_train, y_test = _split(spec, split)
                 _save(train, x_train, y_train)
                 _save(test, x_test, y_test)
             with np.load(train) as a, np.load(test) as b:
@@ -174,7 +255,7 @@ def write_suite(cache=DEFAULT_CACHE, datasets=None, seeds=range(10)):
                 classes = int(y_all.max()) + 1 if spec.task == "classify" else 0
                 majority = float(np.bincount(b["y"].astype(np.int64)).max() / len(b["y"])) if classes else 0.0
                 entries.append(Entry(name, seed, spec.task, classes, train, test, a["x"].shape[0], b["x"].shape[0],
-                                     a["x"].shape[1], majority))
+                                     a["x"].shape[1], majority, None if splits is None else split, spec.part))
     return entries
 
 

@@ -4,10 +4,12 @@ They follow scikit-learn's estimator API (``get_params``/``set_params``/``clone`
 ending in ``_``, numpy, pandas or torch input) and pass its ``parametrize_with_checks`` suite. The
 defaults are ``manualnn train --data``'s (manualnn.spec.DATA_DEFAULTS): 512 hidden units with biases,
 features (and a regression's targets) standardized inside, Adam at lr 3e-3 over batches of 200, the
-mean loss (cross-entropy for classes), and early stopping on 20% of the rows (patience 25, the best
-epoch kept). With the same ``random_state`` as ``--seed`` they split, initialize and shuffle as the
-command line does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``);
-``import manualnn`` and the rest of manualnn do not.
+mean loss (cross-entropy for classes), and what follows from the rows (manualnn.spec.data_settings):
+from 1,000 rows up early stopping on 20% of them (100 steps' patience, at least 5 epochs, the best epoch
+kept), below that every row trained on with L2 of 10 (classes) or 30 (values) / rows. With the same
+``random_state`` as ``--seed`` they split, initialize and shuffle as the command line does, so they train
+the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import manualnn`` and the
+rest of manualnn do not.
 """
 import numbers
 
@@ -26,7 +28,7 @@ except ImportError:   # absent, or older than 1.6 (validate_data and the tags ca
 from . import preprocessing as prep
 from .data import split
 from .model import MLP
-from .spec import DATA_DEFAULTS, OPTIMIZERS, check_choice, check_number
+from .spec import DATA_DEFAULTS, OPTIMIZERS, check_choice, check_number, data_settings
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -37,8 +39,8 @@ class _ManualnnMLP(BaseEstimator):
     def __init__(self, hidden_layer_sizes=tuple(DATA_DEFAULTS["hidden"]), *, learning_rate_init=DATA_DEFAULTS["lr"],
                  batch_size=DATA_DEFAULTS["batch_size"], max_iter=DATA_DEFAULTS["epochs"],
                  solver=DATA_DEFAULTS["optimizer"], momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-                 weight_decay=0.0, early_stopping=True, validation_fraction=0.2,
-                 n_iter_no_change=DATA_DEFAULTS["patience"], shuffle=True, standardize=True, random_state=None,
+                 weight_decay=None, early_stopping="auto", validation_fraction=0.2,
+                 n_iter_no_change=None, shuffle=True, standardize=True, random_state=None,
                  warm_start=False, verbose=False, backend="auto", device="auto", dtype="float32"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.learning_rate_init = learning_rate_init
@@ -72,7 +74,8 @@ class _ManualnnMLP(BaseEstimator):
 
     def _step_options(self):
         """The parameters as Trainer keywords, each checked under the estimator's own name."""
-        for name in ("max_iter", "n_iter_no_change") + (() if self.batch_size == "auto" else ("batch_size",)):
+        for name in ("max_iter",) + (() if self.n_iter_no_change is None else ("n_iter_no_change",)) + \
+                (() if self.batch_size == "auto" else ("batch_size",)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -80,12 +83,15 @@ class _ManualnnMLP(BaseEstimator):
         check_choice("dtype", self.dtype, tuple(DTYPES))
         check_choice("backend", self.backend, ("auto", "torch", "triton", "native"))
         check_number("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True)
-        return dict(lr=check_number("learning_rate_init", self.learning_rate_init, low=0, low_open=True),
+        if self.early_stopping not in (True, False, "auto"):
+            raise ValueError(f"early_stopping: expected True, False or 'auto', got {self.early_stopping!r}")
+        decay = {} if self.weight_decay is None else {   # None: manualnn.spec.data_settings' L2 (MLP.fit)
+            "weight_decay": check_number("weight_decay", self.weight_decay, low=0)}
+        return dict(**decay, lr=check_number("learning_rate_init", self.learning_rate_init, low=0, low_open=True),
                     optimizer=self.solver, momentum=check_number("momentum", self.momentum, low=0, high=1, high_open=True),
                     betas=(check_number("beta_1", self.beta_1, low=0, high=1, high_open=True),
                            check_number("beta_2", self.beta_2, low=0, high=1, high_open=True)),
                     eps=check_number("epsilon", self.epsilon, low=0, low_open=True),
-                    weight_decay=check_number("weight_decay", self.weight_decay, low=0),
                     batch_size=DATA_DEFAULTS["batch_size"] if self.batch_size == "auto" else int(self.batch_size),
                     shuffle=bool(self.shuffle), backend=self.backend)
 
@@ -112,12 +118,16 @@ class _ManualnnMLP(BaseEstimator):
         model.to(self._device())
         # the command line's split: the same rows for the same seed (split shuffles the row numbers)
         val = None
-        n_val = round(rows * self.validation_fraction) if self.early_stopping else 0
+        early = self.early_stopping
+        if early == "auto":   # as the command line: a validation split only where it makes 200 rows or more
+            early = bool(data_settings(rows, "classify" if classes is not None else "regress")["val_split"])
+        n_val = round(rows * self.validation_fraction) if early else 0
         if 1 <= n_val < rows:
             _, train_rows, _, val_rows = split(torch.zeros(rows, 1), torch.arange(rows), self.validation_fraction, seed)
             val = (X[val_rows.numpy()], y[val_rows.numpy()])
             X, y = X[train_rows.numpy()], y[train_rows.numpy()]
-            options["patience"] = self.n_iter_no_change
+            if self.n_iter_no_change is not None:   # None: 100 steps' worth of epochs (MLP.fit)
+                options["patience"] = self.n_iter_no_change
         if self.verbose:
             options["callback"] = _print_epochs
         result = model.fit(X, y, epochs=self.max_iter, standardize=self.standardize, classes=classes, val_data=val,
@@ -166,9 +176,11 @@ class MLPClassifier(ClassifierMixin, _ManualnnMLP):
     ``hidden_layer_sizes`` (512,); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
     the same); ``max_iter`` 200 epochs; ``solver`` "adam", "sgd" or "momentum" (with ``momentum``);
     ``beta_1``, ``beta_2``, ``epsilon`` (Adam); ``weight_decay`` (L2 on the weights, as torch.optim
-    adds it: scikit-learn's ``alpha`` is scaled differently, so it has another name); ``early_stopping``
-    (True: ``validation_fraction`` 0.2 of the rows held out, stop after ``n_iter_no_change`` 25 epochs
-    without a lower validation loss and keep the best epoch); ``shuffle``; ``standardize`` (features
+    adds it: scikit-learn's ``alpha`` is scaled differently, so it has another name; None: 0 with early
+    stopping, else 10 (classes) or 30 (values) / rows); ``early_stopping`` ("auto": from 1,000 rows up, as
+    the command line; True: ``validation_fraction`` 0.2 of the rows held out, stop after
+    ``n_iter_no_change`` epochs without a lower validation loss (None: 100 optimizer steps' worth, at least
+    5) and keep the best epoch); ``shuffle``; ``standardize`` (features
     standardized with the training rows' statistics, inside the model); ``random_state`` (an int is
     ``manualnn train --seed``); ``warm_start``; ``verbose`` (the command line's epoch lines);
     ``backend`` ("auto": the fastest that runs here); ``device`` ("auto": CUDA when available);

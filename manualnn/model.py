@@ -13,7 +13,7 @@ from torch import nn
 
 from . import preprocessing as prep
 from .data import init_weights
-from .spec import DATA_DEFAULTS, LOSSES, REDUCTIONS, check_choice
+from .spec import DATA_DEFAULTS, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
 from .training import evaluate as evaluate_weights
 from .training import train
 
@@ -164,8 +164,9 @@ class MLP(nn.Module):
         Takes train()'s keywords (the step's ``lr``, ``loss``, ``optimizer``, ..., ``batch_size``,
         ``shuffle``, ``shuffle_seed``, ``patience``, ``backend``). Those not given follow ``manualnn
         train --data`` (manualnn.spec.DATA_DEFAULTS), not train()'s seed step: Adam, lr 3e-3, the mean
-        over batches of 200 rows, cross-entropy for labels and the sum of squares for values, and with
-        ``val_data=(x_val, y_val)`` a patience of 25 epochs.
+        over batches of 200 rows, cross-entropy for labels and the sum of squares for values; with
+        ``val_data=(x_val, y_val)`` a patience of 100 optimizer steps' worth of epochs (at least 5), without
+        it L2 of 10 (classes) or 30 (values) / rows (manualnn.spec.data_settings).
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
@@ -189,11 +190,14 @@ class MLP(nn.Module):
         if val_data is not None:
             if not isinstance(val_data, (list, tuple)) or len(val_data) != 2:
                 raise TypeError(f"val_data: expected a pair (x_val, y_val), got {type(val_data).__name__}")
-            options.setdefault("patience", DATA_DEFAULTS["patience"])
+            batch = options.get("batch_size", DATA_DEFAULTS["batch_size"])
+            options.setdefault("patience", patience_for(x.shape[0], batch))   # manualnn.spec.data_settings' rule
             val_data = (self.inputs(val_data[0], "val_data[0]"), self.targets(val_data[1], "val_data[1]"))
         options.setdefault("loss", "ce" if task == "classify" else "sse")
         for key in ("lr", "optimizer", "reduction", "batch_size"):
             options.setdefault(key, DATA_DEFAULTS[key])
+        if val_data is None:   # nothing to stop on: L2 holds overfitting back (manualnn.spec.data_settings)
+            options.setdefault("weight_decay", data_settings(x.shape[0], task, val_split=0.0)["weight_decay"])
         if self.scaled["y"]:
             options.setdefault("target_scale", self.y_std.tolist())
         weights, biases = self._layers()

@@ -11,6 +11,7 @@ from .columns import Columns
 from .data import data_checksum, init_weights, load_data, seed_data, split
 # standardizing lives beside the model, which applies it again at predict time (names kept importable here)
 from .preprocessing import apply_features, fit_standardizer, standardize, unstandardize_targets  # noqa: F401
+from .spec import data_settings
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -72,6 +73,10 @@ def build_problem(config, device, check=None):
         config["fill_values"] = dataset.fill_values
     if config.get("loss") is None:
         config["loss"] = "ce" if dataset.task == "classify" else "sse"
+    # the validation split, L2 and patience not given follow from the rows (manualnn.spec.data_settings)
+    config.update(data_settings(x.shape[0], dataset.task, batch_size=config["batch_size"],
+                                val_split=config["val_split"], weight_decay=config["weight_decay"],
+                                patience=config["patience"], sklearn=config.get("sklearn_defaults", False)))
     x_train, y_train, x_val, y_val = split(x, y, config["val_split"], config["seed"])
     if config["standardize"] is None:
         config["standardize"] = config["data"] != "digits"

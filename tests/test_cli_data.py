@@ -85,7 +85,7 @@ def test_csv_classification_run_and_shuffled_resume(capsys, tmp_path):
     data = tmp_path / "blobs.csv"
     blobs_csv(data)
     args = ["train", "--data", str(data), "--hidden", "16", "--batch-size", "8", "--lr", "1e-2", "--seed", "4",
-            "--device", "cpu"]
+            "--val-split", "0.2", "--device", "cpu"]   # 90 rows: no validation split unless asked for
     code, whole, err = run(capsys, *args, "--epochs", "12")
     assert code == 0, err
     lines = whole.splitlines()
@@ -105,7 +105,7 @@ def test_npz_regression_has_no_accuracy(capsys, tmp_path):
     np.savez(tmp_path / "r.npz", x=x.numpy(), y=y.numpy())
     js = tmp_path / "r.json"
     code, out, err = run(capsys, "train", "--data", str(tmp_path / "r.npz"), "--epochs", "30", "--lr", "5e-4",
-                         "--batch-size", "10", "--seed", "0", "--json", str(js), "--device", "cpu")
+                         "--batch-size", "10", "--seed", "0", "--val-split", "0.2", "--json", str(js), "--device", "cpu")
     assert code == 0, err
     record = json.loads(js.read_text())
     assert record["val_accuracies"] == [] and len(record["val_losses"]) == 30
@@ -141,7 +141,7 @@ def test_bad_data_file_trains_nothing(capsys, tmp_path):
     assert "bad.csv': row 2, column 2: expected a number, got 'x'" in err
     few = tmp_path / "few.csv"
     few.write_text("1,2,0\n")
-    code, out, err = run(capsys, "train", "--data", str(few), "--device", "cpu")
+    code, out, err = run(capsys, "train", "--data", str(few), "--val-split", "0.2", "--device", "cpu")
     assert code == 2 and out == "" and "--val-split: 0.2 of 1 rows leaves" in err
 
 
@@ -293,7 +293,8 @@ def test_standardize_uses_training_rows_and_can_be_turned_off(capsys, tmp_path):
     data = tmp_path / "blobs.csv"
     blobs_csv(data)
     on, off = tmp_path / "on.pt", tmp_path / "off.pt"
-    common = ["train", "--data", str(data), "--epochs", "2", "--lr", "1e-4", "--seed", "3", "--device", "cpu"]
+    common = ["train", "--data", str(data), "--epochs", "2", "--lr", "1e-4", "--seed", "3", "--val-split", "0.2",
+              "--device", "cpu"]
     assert run(capsys, *common, "--save", str(on))[0] == 0
     assert run(capsys, *common, "--no-standardize", "--save", str(off))[0] == 0
     config = manualnn.load(on).config

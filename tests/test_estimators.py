@@ -57,7 +57,7 @@ def test_string_labels_torch_and_pandas_input_and_pickling():
     x, y = blobs()
     names = np.array(["red", "green", "blue"])[y]
     frame = pd.DataFrame(x * [1, 10, 100, 1000], columns=["a", "b", "c", "d"])
-    clf = manualnn.MLPClassifier(hidden_layer_sizes=(32,), random_state=0).fit(frame, names)
+    clf = manualnn.MLPClassifier(hidden_layer_sizes=(32,), random_state=0, early_stopping=True).fit(frame, names)
     assert clf.classes_.tolist() == ["blue", "green", "red"] and clf.feature_names_in_.tolist() == ["a", "b", "c", "d"]
     assert clf.n_features_in_ == 4 and clf.n_iter_ == len(clf.loss_curve_) >= 1 and clf.out_activation_ == "softmax"
     assert clf.score(frame, names) > 0.9 and clf.best_loss_ is None and len(clf.validation_scores_) == clf.n_iter_

@@ -27,7 +27,7 @@ def paths(tmp_path_factory):
 
 
 def common(paths):
-    return ["--datasets", "iris", "--seeds", "0", "--out", paths["out"], "--cache", paths["cache"],
+    return ["--datasets", "iris", "--splits", "0", "--seeds", "0", "--out", paths["out"], "--cache", paths["cache"],
             "--sklearn-cache", paths["sk"]]
 
 
@@ -60,7 +60,9 @@ def test_sweep_writes_a_table_and_records_a_diverging_run_as_failed(paths):
     assert run["train_rc"] == 0 and not run["diverged"] and run["score"] is not None, run
     # scikit-learn's result was cached: a second harness run reads it instead of refitting
     cached = json.load(open(paths["sk"]))["results"]
-    assert list(cached) == [f"iris/seed0/sklearn-{record['meta']['versions']['sklearn']}"]
+    version = record["meta"]["versions"]["sklearn"]
+    assert list(cached) == [f"iris/split0/linear/sklearn-{version}", f"iris/split0/seed0/sklearn-{version}"]
+    assert cached[f"iris/split0/linear/sklearn-{version}"]["model"] == "LogisticRegression"
 
 
 def test_report_writes_both_files_with_provenance(paths):
@@ -72,6 +74,33 @@ def test_report_writes_both_files_with_provenance(paths):
     assert record["meta"]["git_commit"] and record["meta"]["versions"]["torch"]
     assert record["summary"]["manualnn"]["iris"]["runs"] == 1
     assert record["meta"]["versions"]["manualnn"] in md
+
+
+def test_splits_train_every_seed_and_the_parts_are_named(paths):
+    entries = suite.write_suite(paths["cache"], ["iris", "friedman2"], [0, 1], splits=[0, 1])
+    assert [(e.dataset, e.split, e.seed) for e in entries] == [
+        (ds, k, s) for ds in ("iris", "friedman2") for k in (0, 1) for s in (0, 1)]
+    assert {e.part for e in entries if e.dataset == "iris"} == {suite.TUNED}
+    assert {e.part for e in entries if e.dataset == "friedman2"} == {suite.HELD_OUT}
+    a, b = (suite.load_train(e)[0] for e in entries if e.dataset == "iris" and e.seed == 0)
+    assert a.shape == b.shape == (112, 4) and not np.array_equal(a, b)   # two splits of the same rows
+    same = [suite.load_train(e)[0] for e in entries if e.dataset == "iris" and e.split == 0]
+    assert np.array_equal(*same)   # a split's seeds share its files
+    tuned, held = suite.parse_datasets(suite.TUNED), suite.parse_datasets(suite.HELD_OUT)
+    assert not set(tuned) & set(held) and set(tuned) | set(held) == set(suite.parse_datasets("all"))
+    assert set(suite.FIRST_TEN) <= set(tuned)
+
+
+def test_the_bound_is_against_the_better_of_the_mlp_and_the_linear_model():
+    from benchmarks import realdata_tables as tables
+    from benchmarks.sklearn_mlp import baseline
+    sk = {("d", 0, 0): {"score": 0.90}, ("d", 0, 1): {"score": 0.80}, ("d", 0, "linear"): {"score": 0.85}}
+    assert baseline(sk, "d", 0, 0) == (0.90, "mlp") and baseline(sk, "d", 0, 1) == (0.85, "linear")
+    runs = [{"dataset": "d", "split": 0, "seed": 0, "part": "tuned", "score": 0.88, "failed": False, "reasons": []},
+            {"dataset": "d", "split": 0, "seed": 1, "part": "tuned", "score": 0.81, "failed": False, "reasons": []}]
+    s = tables.summarize(runs, sk, "classify")
+    assert s["below_bound"] == ["split 0 seed 1"]   # 0.81 is 4 points under the linear model's 0.85
+    assert s["worst_baseline_gap"] == pytest.approx(-4.0) and s["worst_gap"] == pytest.approx(-2.0)
 
 
 def test_grid_and_seeds_parsing():

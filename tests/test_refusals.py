@@ -145,7 +145,7 @@ def test_a_run_that_overshoots_says_so(capsys, tmp_path):
     iris, js = datasets.load_iris(), tmp_path / "r.json"
     np.savez(tmp_path / "iris.npz", x=iris.data, y=iris.target)
     code, out, err = run(capsys, "train", "--data", str(tmp_path / "iris.npz"), "--lr", "1e3", "--seed", "0",
-                         "--json", str(js), "--device", "cpu")
+                         "--val-split", "0.2", "--json", str(js), "--device", "cpu")   # 150 rows: none by default
     rec = json.loads(js.read_text())
     assert code == 0 and -0.0 in rec["val_losses"] and "-0.0000" not in out + err, out + err
     assert re.search(r"warning: the training loss of epoch \d+ \(the weights kept\) is .* per sample, above the "

@@ -54,7 +54,7 @@ def test_a_stopped_run_trains_no_further():
 
 
 def test_the_command_line_resumes_the_data_defaults_exactly(capsys, tmp_path):
-    """--data digits with its defaults (patience 25 on a validation split): cut at epoch 16, resumed in
+    """--data digits with its defaults (13 epochs of patience on a validation split): cut at epoch 16, resumed in
     place, the same lines, stop, kept epoch and checkpoint as one run."""
     def run(*argv):
         code = main(["train", "--data", "digits", "--seed", "0", "--device", "cpu", *argv])

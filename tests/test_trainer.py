@@ -7,6 +7,7 @@ import torch
 import manualnn
 from manualnn import NonFiniteLossError, Trainer, seed_data, train
 from manualnn.preprocessing import fit_standardizer, standardize
+from manualnn.spec import patience_for
 
 
 def small(seed=20, dtype=torch.float32):
@@ -217,6 +218,6 @@ def test_fit_defaults_are_the_data_runs():
     scaled = lambda t: standardize(t, mean, std)  # noqa: E731
     same = train(scaled(x[:90]), labels[:90], [w.detach() for w in again.weights],
                  biases=[b.detach() for b in again.biases], epochs=150, val_data=(scaled(x[90:]), labels[90:]),
-                 patience=25, backend="torch", **spec)
+                 patience=patience_for(90, 200), backend="torch", **spec)
     assert result.losses == same.losses and model.loss == "ce" and model.reduction == "mean"
     assert result.val_accuracies[-1] > 0.9

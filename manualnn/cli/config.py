@@ -10,7 +10,7 @@ import secrets
 
 from ..checkpoint import CheckpointError, as_float, load_checkpoint
 from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
-from .options import DATA_DEFAULTS, DTYPES, INITS, MISSING, SEED_DEFAULTS, SEED_MAX, TASKS
+from .options import DATA_DEFAULTS, DTYPES, INITS, MISSING, SEED_DEFAULTS, SEED_MAX, SKLEARN_DATA_DEFAULTS, TASKS
 
 STEP_KEYS = ("lr", "grad", "bias", "loss", "reduction", "optimizer", "momentum", "betas", "eps", "weight_decay")
 # What a resumed run must share with the run that wrote the checkpoint.
@@ -83,8 +83,12 @@ def run_config(args):
                                  f"decides it (see --batch-size for the rows per step)")
         if args.target is not None and args.target_cols is not None:
             raise UsageError("--target-cols: give the targets by --target or by --target-cols, not both")
-        defaults = DATA_DEFAULTS
+        defaults = SKLEARN_DATA_DEFAULTS if getattr(args, "sklearn_defaults", False) else DATA_DEFAULTS
+        if getattr(args, "sklearn_defaults", False) and args.resume is None:
+            config["sklearn_defaults"] = True   # data_settings() (problem.py) fills the L2 the scikit-learn way
     else:
+        if getattr(args, "sklearn_defaults", False):
+            raise UsageError("--sklearn-defaults: applies to --data only (the seed's run keeps the seed's settings)")
         for option in ("target_cols", "task", "standardize", "target", "ignore", "id", "missing"):
             if getattr(args, option) is not None:
                 raise UsageError(f"{option_name(option)}: applies to --data only")
@@ -95,8 +99,7 @@ def run_config(args):
         if key == "betas" and value is not None:
             value = list(value)
         config[key] = value if value is not None else config.get(key, default)
-    if data is not None and not config["val_split"] and args.patience is None:
-        config["patience"] = None   # the default patience watches a validation split; there is none
+    # (with --data, val_split, weight_decay and patience left at None follow from the data: problem.py fills them)
     config["backend"] = args.backend or config.get("backend", "auto")
     config["precision"] = args.precision or config.get("precision", "ieee")
     if config.get("seed") is None:

@@ -48,7 +48,7 @@ def check_float32_steps(config):
     if config["dtype"] != "float32":
         return
     largest = torch.finfo(torch.float32).max
-    lr, decay = config["lr"], config["weight_decay"]
+    lr, decay = config["lr"], config["weight_decay"] or 0.0   # None: from the data's rows later, at most 30
     for option, value, limit in (("--lr", lr, largest / 2), ("--weight-decay", decay, largest),
                                  ("--eps", config["eps"], largest)):
         if value > limit:

@@ -6,6 +6,8 @@ from .. import __version__
 from ..checks import BACKENDS
 from ..distributed import DEFAULT_TIMEOUT
 from ..spec import DATA_DEFAULTS as STEP_DEFAULTS
+from ..spec import PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT, WEIGHT_DECAY_ROWS
+from ..spec import SKLEARN_DEFAULTS as SKLEARN_STEP_DEFAULTS
 from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
 
 INITS = ("randn", "kaiming")
@@ -18,16 +20,19 @@ SEED_DEFAULTS = {"batch": 100, "features": 1000, "hidden": [100], "out": 10, "ep
                  "grad": "relu", "dtype": "float32", "init": "randn", "batch_size": None, "shuffle": True,
                  "val_split": 0.0, "bias": False, "loss": "sse", "reduction": "sum", "optimizer": "sgd",
                  "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "patience": None}
-# A run on --data: the sweep's choice (manualnn.spec.DATA_DEFAULTS; README, "How the defaults were chosen").
+# A run on --data: the sweeps' choice (manualnn.spec.DATA_DEFAULTS; README, "How the defaults were chosen").
 DATA_DEFAULTS = {"hidden": STEP_DEFAULTS["hidden"], "epochs": STEP_DEFAULTS["epochs"], "lr": STEP_DEFAULTS["lr"],
                  "grad": "relu", "dtype": "float32", "init": "kaiming", "batch_size": STEP_DEFAULTS["batch_size"],
-                 "shuffle": True, "val_split": 0.2, "target_cols": 1, "target": None, "ignore": None, "id": None,
+                 "shuffle": True, "val_split": None, "target_cols": 1, "target": None, "ignore": None, "id": None,
                  "missing": "refuse", "task": "auto", "standardize": None,
                  "bias": True, "loss": None, "reduction": STEP_DEFAULTS["reduction"],
                  "optimizer": STEP_DEFAULTS["optimizer"], "momentum": 0.9, "betas": [0.9, 0.999], "eps": 1e-8,
-                 "weight_decay": 0.0, "patience": STEP_DEFAULTS["patience"]}
-# (standardize: on for files, off for digits; loss: ce for classes, sse for values; patience: off without a
-# validation split)
+                 "weight_decay": None, "patience": None}
+# (standardize: on for files, off for digits; loss: ce for classes, sse for values; val_split, weight_decay and
+# patience: from the data's rows, manualnn.spec.data_settings)
+# --sklearn-defaults: scikit-learn's MLP defaults (manualnn.spec.SKLEARN_DEFAULTS) in place of the sweeps' choice.
+SKLEARN_DATA_DEFAULTS = {**DATA_DEFAULTS, **{key: SKLEARN_STEP_DEFAULTS[key] for key in
+                                             ("hidden", "lr", "batch_size", "epochs", "val_split")}}
 TRAIN_EXITS = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite epoch is saved with --save); "
                "2 bad options or data (nothing trained); 3 a distributed run lost a rank; 4 trained, but the last "
                "--save could not be written (the run was saved elsewhere, the message says where); 130 interrupted "
@@ -126,7 +131,8 @@ def build_parser():
                    help="scale every feature (and a regression's targets) to mean 0, std 1 with the training rows' "
                         "statistics, kept in --save for predict (on for data files; off for digits, already scaled)")
     g.add_argument("--val-split", type=number(0, 1, high_open=True), metavar="F",
-                   help="fraction of the rows held out for validation, seeded by --seed (data: 0.2; seed: 0)")
+                   help=f"fraction of the rows held out for validation, seeded by --seed (data: {VAL_SPLIT:g} where that "
+                        f"makes {VAL_ROWS_MIN} rows or more, else 0, every row trained on; seed: 0)")
     g.add_argument("--batch", type=positive_int,
                    help="seed problem only: how many random samples to draw (default 100); see --batch-size")
     g.add_argument("--features", type=positive_int, help="seed problem only: input features (default 1000)")
@@ -148,7 +154,10 @@ def build_parser():
     s.add_argument("--betas", type=number(0, 1, high_open=True), nargs=2, metavar=("B1", "B2"),
                    help="Adam's betas (default 0.9 0.999)")
     s.add_argument("--eps", type=number(0, low_open=True), help="Adam's epsilon (default 1e-8)")
-    s.add_argument("--weight-decay", type=number(0), metavar="L2", help="L2 on the weights, not the biases (default 0)")
+    s.add_argument("--weight-decay", type=number(0), metavar="L2",
+                   help=f"L2 on the weights, not the biases (seed: 0; data: 0 with a validation split, else "
+                        f"{WEIGHT_DECAY_ROWS['classify']:g} / training rows for classes, "
+                        f"{WEIGHT_DECAY_ROWS['regress']:g} / training rows for values)")
     s.add_argument("--grad", choices=GRAD_MODES,
                    help="relu (default): the correct ReLU backward (= autograd); tutorial: the seed's clamp of "
                         "the gradient's values")
@@ -162,7 +171,12 @@ def build_parser():
                    help="take the batches in row order (default: each epoch's order drawn from --seed)")
     r.add_argument("--patience", type=positive_int, metavar="N",
                    help="stop when the validation loss has not improved for N epochs, keeping the best epoch's "
-                        f"weights (seed: off; data: {STEP_DEFAULTS['patience']}, off with --val-split 0)")
+                        f"weights (seed: off; data: {PATIENCE_STEPS} optimizer steps' worth of epochs, at least "
+                        f"{PATIENCE_EPOCHS}, with a validation split; given alone, it holds out {VAL_SPLIT:g})")
+    r.add_argument("--sklearn-defaults", action="store_true",
+                   help="data: scikit-learn's MLPClassifier/MLPRegressor settings instead of manualnn's (100 hidden "
+                        "units, Adam lr 1e-3, L2 alpha 1e-4 as scikit-learn scales it, 200 epochs on every row, no "
+                        "validation split); options given still override them")
     r.add_argument("--seed", type=seed_int,
                    help="seed problem: torch.manual_seed(S), then x, y, w1, w2... drawn with torch.randn as the "
                         "seed does; data: the weights, the split and the shuffle (default: a random seed, "
