@@ -43,11 +43,12 @@ def _cpu_features():
 # torch's separately rounded ops; -fno-math-errno: std::sqrt is then one (vectorised) instruction, as in
 # torch's own build; -march=native on x86-64: the element-wise loops in this CPU's widest vectors (the build
 # is for this machine: its key holds the CPU's flags). Vectorising changes no number (no reassociation).
-EXTRA_CFLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno"] + (
-    ["-march=native", "-mprefer-vector-width=512"] if platform.machine() in ("x86_64", "AMD64") else [])
+EXTRA_CFLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno") + (
+    ("-march=native", "-mprefer-vector-width=512") if platform.machine() in ("x86_64", "AMD64") else ())
 # the element-wise loops run on torch's own OpenMP threads (at::parallel_for): the library's libgomp.so.1 is
 # the one torch has loaded (a shared object is loaded once per soname), so there is one thread pool
-OPENMP = ["-fopenmp"] if torch.backends.openmp.is_available() else []
+# (tuples: torch's cpp_extension.load appends its own flags to the lists it is given)
+OPENMP = ("-fopenmp",) if torch.backends.openmp.is_available() else ()
 _loaded = {}   # library path -> module, so a process imports each build once
 LOCK_WAIT = 900   # seconds to wait for another process's compile before giving up on it
 
@@ -74,25 +75,26 @@ def cache_root():
     return os.path.join(base, "manualnn", "native")
 
 
-_keys = {}   # (source folder, its files' names, sizes and times) -> key: each Trainer asks, twice
+_own_key = []   # the installed sources' key: each Trainer asks twice, and they do not change under a process
 
 
 def build_key(src=None):
     """A hash of everything the shared library depends on: the sources and any headers beside them
-    (``*.cpp``, ``*.h``), the flags, torch and Python."""
-    src = src or source_dir()
-    paths = sorted(glob.glob(os.path.join(src, "*.cpp")) + glob.glob(os.path.join(src, "*.h")))
-    stamp = (src, tuple((p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths))
-    if stamp not in _keys:
-        h = hashlib.sha256()
-        for path in paths:
-            h.update(os.path.basename(path).encode() + b"\0")
-            with open(path, "rb") as f:
-                h.update(f.read() + b"\0")
-        h.update(repr((EXTRA_CFLAGS, OPENMP, torch.__version__, sys.version_info[:2], sysconfig.get_platform(),
-                       sorted(_cpu_features()) if "-march=native" in EXTRA_CFLAGS else None)).encode())
-        _keys[stamp] = h.hexdigest()[:16]
-    return _keys[stamp]
+    (``*.cpp``, ``*.h``), the flags, torch and Python (and the CPU: -march=native)."""
+    if src is None and _own_key:
+        return _own_key[0]
+    folder = src or source_dir()
+    h = hashlib.sha256()
+    for path in sorted(glob.glob(os.path.join(folder, "*.cpp")) + glob.glob(os.path.join(folder, "*.h"))):
+        h.update(os.path.basename(path).encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read() + b"\0")
+    h.update(repr((EXTRA_CFLAGS, OPENMP, torch.__version__, sys.version_info[:2], sysconfig.get_platform(),
+                   sorted(_cpu_features()) if "-march=native" in EXTRA_CFLAGS else None)).encode())
+    key = h.hexdigest()[:16]
+    if src is None:
+        _own_key.append(key)
+    return key
 
 
 def _paths(src=None, cache=None):
@@ -171,8 +173,8 @@ def _build(name, folder, src, verbose, log):
         started = time.perf_counter()
         try:
             try:
-                module = cpp_load(name, cpu_sources(src), extra_cflags=EXTRA_CFLAGS + OPENMP,
-                                  extra_ldflags=OPENMP, build_directory=work, verbose=verbose)
+                module = cpp_load(name, cpu_sources(src), extra_cflags=list(EXTRA_CFLAGS + OPENMP),
+                                  extra_ldflags=list(OPENMP), build_directory=work, verbose=verbose)
             except (RuntimeError, OSError, ImportError) as e:
                 raise NativeBuildError(f"backend 'native': compiling {src or source_dir()} failed: {e}") from e
             with open(os.path.join(work, "BUILT"), "w") as f:
