@@ -489,6 +489,11 @@ def test_fast_and_careful_readers_agree_on_random_files(tmp_path, monkeypatch):
                   columns=Columns(target=r.choice([None, None, ["c1"], ["-1"], ["2"]]),
                                   ignore=r.choice([[], [], ["c0"], ["1"]]), id=r.choice([None, None, "c2", "3"])))
         fast = {parser: outcome(path, parser=parser, **kw) for parser in parsers}
+        if "pandas" in parsers:   # a big file's way: pieces cut after line ends, parsed on two threads
+            with monkeypatch.context() as m:
+                m.setattr(csvfast, "PIECE_FROM", 8)
+                m.setattr(csvfast, "_cpus", lambda: 2)
+                fast["pandas in pieces"] = outcome(path, parser="pandas", **kw)
         with monkeypatch.context() as m:
             careful_only(m)
             careful = outcome(path, **kw)
@@ -512,6 +517,23 @@ def test_what_follows_the_first_lines_is_read_as_the_careful_reader_reads_it(tmp
     fast = [outcome(path, parser=parser, **kw) for parser in ["numpy", "pandas"]]
     careful_only(monkeypatch)
     assert fast == [outcome(path, **kw)] * 2
+
+
+def test_a_big_file_is_parsed_in_pieces_on_every_cpu(tmp_path, monkeypatch):
+    if not csvfast.pandas_available():
+        pytest.skip("pandas 3 is not installed")
+    monkeypatch.setattr(csvfast, "PIECE_FROM", 1000)
+    monkeypatch.setattr(csvfast, "_cpus", lambda: 2)
+    data = b"a,b,label\n" + b"".join(b"%d,%d.5,%s\r\n" % (i, -i, b"xyz"[i % 3:i % 3 + 1]) for i in range(3000))
+    pieces = csvfast._pieces(data, 10)
+    assert len(pieces) == csvfast.PIECES and b"".join(pieces) == data[10:]
+    assert all(bytes(piece).endswith(b"\r\n") for piece in pieces)
+    path = write(tmp_path, "big.csv", data)
+    monkeypatch.setattr(csvread, "_careful", lambda *a, **k: pytest.fail("the careful reader ran on a clean file"))
+    got = load_data(path, parser="pandas")
+    assert got.x[:, 0].tolist() == list(range(3000)) and got.x[2999, 1] == -2999.5 and got.y[:4].tolist() == [0, 1, 2, 0]
+    quoted = data.replace(b"x\r", b'"x"\r')    # a quote could hold a line break: one piece
+    assert len(csvfast._pieces(quoted, 10)) == 1
 
 
 def test_clean_files_are_read_by_the_fast_parser(tmp_path, monkeypatch):
