@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 
+import manualnn  # noqa: F401  (before torch, as the manualnn command imports it: its OpenMP setting, see there)
 import torch
 
 from . import cpu_contenders as cc

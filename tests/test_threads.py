@@ -4,7 +4,10 @@ Step times come from a model of a machine (no timing here: tests never assert on
 choice is deterministic: both twins must make the same choices step for step; the rule must pick the
 faster count on an idle and on a loaded machine, follow a change of load, and cost little while it
 looks; and a run's numbers must not depend on the threads its steps took."""
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -151,3 +154,17 @@ def test_steps_choose_threads_but_callbacks_and_the_caller_keep_theirs(monkeypat
     manualnn.train(x, y, w, epochs=3, bias=True, batch_size=100, every=1,
                    callback=lambda *_: seen.append(torch.get_num_threads()))
     assert seen[3:] == [before] * 3 and torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("code,env,want", [
+    ("import manualnn, torch", {}, "10000"),                 # the command line's order: libgomp reads it as torch loads
+    ("import torch, manualnn", {}, "None"),                  # too late to matter: left alone
+    ("import manualnn, torch", {"GOMP_SPINCOUNT": "5"}, "5"),                # the user's own, kept
+    ("import manualnn, torch", {"OMP_WAIT_POLICY": "active"}, "None"),       # the user's policy, not overridden
+])
+def test_openmp_threads_spin_briefly_where_manualnn_comes_first(code, env, want):
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", f"{code}; import os; print(os.environ.get('GOMP_SPINCOUNT'))"],
+                         env={**base, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == want

@@ -172,17 +172,18 @@ class Epochs {
     TORCH_CHECK(seeds.scalar_type() == at::kLong && seeds.is_contiguous() && seeds.numel() >= epochs,
                 "seeds: expected ", epochs, " int64 seeds");
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    FlushSubnormals flush(std::max(at::get_num_threads(), threads_.most()));
+    FlushSubnormals flush;  // this thread; the others as steps first use them
     ThreadCount thread_count;
     int64_t done = 0;
     bool stopped = false;
     AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_epochs", [&] {
       for (int64_t i = 0; i < epochs && !stopped; ++i) {
         scalar_t* row = rows.data_ptr<scalar_t>() + i * rows.size(1);
-        row[0] = static_cast<scalar_t>(train_epoch<scalar_t>(seeds.data_ptr<int64_t>()[i], thread_count));
+        row[0] = static_cast<scalar_t>(train_epoch<scalar_t>(seeds.data_ptr<int64_t>()[i], thread_count, flush));
         done = i + 1;
         if (scored()) {
           thread_count.set(threads_.best());
+          flush.cover(threads_.best());
           score<scalar_t>(row + 1);
         }
         if (!std::isfinite(double(row[0]))) break;  // Python rewinds to the last finite epoch
@@ -207,7 +208,7 @@ class Epochs {
   bool scored() const { return val_x_.numel() > 0; }
 
   template <typename T>
-  double train_epoch(int64_t seed, ThreadCount& thread_count) {
+  double train_epoch(int64_t seed, ThreadCount& thread_count, FlushSubnormals& flush) {
     const int64_t n = x_.size(0), ldx = x_.stride(0);
     const T* x_all = x_.data_ptr<T>();
     const int64_t* index = nullptr;
@@ -221,6 +222,7 @@ class Epochs {
     for (int64_t b = 0; b < batches_; ++b) {
       const int threads = threads_.next();
       thread_count.set(threads);
+      flush.cover(threads);
       const auto started = std::chrono::steady_clock::now();
       const int64_t first = b * batch_, rows = std::min(batch_, n - first);
       const T* x = x_all + first * ldx;

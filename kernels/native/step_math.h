@@ -25,7 +25,7 @@
 namespace manualnn_native {
 
 // Subnormal floats flushed to zero while the runner works, on this thread and on each of torch's OpenMP
-// threads (the GEMMs' and the loops' other threads: the mode is per thread), then everyone's mode back.
+// threads it uses (the GEMMs' and the loops' other threads: the mode is per thread), then everyone's mode back.
 // Adam's moments decay into the subnormal range for weights that stop getting gradient (a dead unit, a
 // pixel that is always 0), and so do some gradients; each operation on a subnormal takes a microcode
 // assist: with them a digits epoch ran twice as slow, and a second thread without the mode made two
@@ -33,26 +33,37 @@ namespace manualnn_native {
 // or users can see; JAX's CPU backend flushes them the same way.
 class FlushSubnormals {
  public:
-  explicit FlushSubnormals(int threads = 1) : threads_(std::max(threads, 1)), saved_(size_t(threads_), 0) {
+  explicit FlushSubnormals(int threads = 1) { cover(threads); }
+
+  // The mode on the first `threads` of torch's OpenMP threads too (those already covered are left alone). A
+  // run that stays on one thread never wakes the others: on a busy machine waking one costs milliseconds.
+  void cover(int threads) {
+    threads = std::max(threads, 1);
+    if (threads <= covered_) return;
+    saved_.resize(size_t(threads), 0);
 #ifdef MANUALNN_HAS_MXCSR
-    each_thread([this](int t) {
+    const int from = covered_;
+    each_thread(threads, [this, from](int t) {
+      if (t < from) return;
       saved_[size_t(t)] = _mm_getcsr();
       _mm_setcsr(saved_[size_t(t)] | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
     });
 #endif
+    covered_ = threads;
   }
+
   ~FlushSubnormals() {
 #ifdef MANUALNN_HAS_MXCSR
-    each_thread([this](int t) { _mm_setcsr(saved_[size_t(t)]); });
+    each_thread(covered_, [this](int t) { _mm_setcsr(saved_[size_t(t)]); });
 #endif
   }
 
  private:
   template <typename F>
-  void each_thread(const F& fn) {
+  static void each_thread(int threads, const F& fn) {
 #ifdef _OPENMP
-    if (threads_ > 1) {
-#pragma omp parallel num_threads(threads_)
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
       fn(omp_get_thread_num());
       return;
     }
@@ -60,7 +71,7 @@ class FlushSubnormals {
     fn(0);
   }
 
-  int threads_;
+  int covered_ = 0;
   std::vector<unsigned int> saved_;
 };
 
@@ -113,6 +124,9 @@ void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, 
   });
 }
 
+// A row's exps are kept (on the stack) for rows of up to this many outputs; wider rows take each twice.
+constexpr int64_t kKeptExps = 64;
+
 // "ce": z [rows, cols] (contiguous) becomes e = softmax(z) - y in place; returns the batch's loss
 // sum(y * (logsumexp(z) - z)), the row's max subtracted and everything in double. Rows split over torch's
 // threads (each exp costs as much as a few dozen other element operations); each row's loss is kept and
@@ -128,12 +142,17 @@ double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<d
       const T* t = y.row(r);
       double top = -INFINITY;
       for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
-      double sum = 0;
-      for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(zr[c]) - top);
+      double sum = 0, kept[kKeptExps];  // each exp taken once where the row fits (an exp is ~20 cycles)
+      const bool keep = cols <= kKeptExps;
+      for (int64_t c = 0; c < cols; ++c) {
+        const double ex = std::exp(double(zr[c]) - top);
+        if (keep) kept[c] = ex;
+        sum += ex;
+      }
       const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
       double s = 0;
       for (int64_t c = 0; c < cols; ++c) {
-        const double target = double(t[c]), ex = std::exp(double(zr[c]) - top);
+        const double target = double(t[c]), ex = keep ? kept[c] : std::exp(double(zr[c]) - top);
         s += target * (lse - double(zr[c]));
         zr[c] = static_cast<T>(ex * inv_sum - target);
       }
