@@ -20,6 +20,9 @@ round-robin so that drift and load hit all alike:
   beside scikit-learn's fit (1 thread and default threads), idle only.
 - csv: reading a 92 MB CSV (200,000 rows x 51 columns) beside pandas.read_csv (benchmarks/csv_read.py),
   idle only.
+- setup: a whole ``manualnn.train(x, y, [w1, w2], epochs=20)`` call at the seed's shape (the Trainer built
+  and run, torch and default backends) beside the seed's own loop (benchmarks/contenders.py's SeedLoop),
+  idle only.
 
 Writes cpu.json, cpu.md and cpu.png under --out (default benchmarks/results/<machine slug>/).
 """
@@ -40,7 +43,7 @@ from . import cpu_contenders as cc
 from .provenance import git_commit, loadavg, machine_name, versions
 
 WORKLOADS = [("H=512, B=200 (the defaults)", 512, 200), ("H=256, B=32", 256, 32), ("H=64, B=200", 64, 200)]
-PARTS = ("steps", "default", "realdata", "csv")
+PARTS = ("steps", "default", "realdata", "csv", "setup")
 OTHERS_TOLERANCE = 1e-4   # the loss error (relative, against float64) allowed to the other frameworks' runs
 
 
@@ -189,6 +192,32 @@ def csv_runs(args, log):
     return result
 
 
+def setup_runs(args, log):
+    """Whole train() calls at the seed shape against the seed's loop, round-robin; medians in ms."""
+    from .contenders import SeedLoop
+    from .run import Problem
+    problem = Problem("seed", (100, 1000, 100, 10), 1e-6, torch.device("cpu"), 20)
+    x, y, (w1, w2) = problem.x, problem.y, problem.w0
+    seed = SeedLoop(problem, "fp32")
+    calls = {"the seed's loop": lambda: seed.run(20),
+             "manualnn.train, backend torch": lambda: manualnn.train(x, y, [w1, w2], epochs=20, backend="torch"),
+             "manualnn.train, default backend": lambda: manualnn.train(x, y, [w1, w2], epochs=20)}
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for _ in range(max(10, 6 * args.repeats)):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - started)
+    base = statistics.median(times["the seed's loop"])
+    rows = [{"call": name, "ms": statistics.median(t) * 1e3, "x_seed": statistics.median(t) / base}
+            for name, t in times.items()]
+    for row in rows:
+        print(f"  setup: {row['call']} {row['ms']:.2f} ms ({row['x_seed']:.2f}x the seed's loop)", file=log)
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,6 +248,8 @@ def main(argv=None):
         record["realdata"] = realdata_runs(args, log)
     if "csv" in parts:
         record["csv"] = csv_runs(args, log)
+    if "setup" in parts:
+        record["setup"] = setup_runs(args, log)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    "cpu-" + "".join(c if c.isalnum() else "-" for c in machine_name().lower())[:50])
     os.makedirs(out, exist_ok=True)

@@ -110,6 +110,17 @@ def write_plot(record, path):
     return True
 
 
+def _csv_table(csv):
+    if "median" not in csv:
+        return [f"**CSV reading**: {csv.get('status', 'not run')}", ""]
+    lines = [f"**CSV reading** ({csv['rows']:,} rows x {csv['cols']} columns, {csv['bytes'] / 1e6:.0f} MB; median "
+             f"of {csv['repeats']}; idle)", "", "| reader | seconds | × pandas.read_csv |", "|---|---|---|"]
+    for name, seconds in csv["median"].items():
+        ratio = csv["ratio_to_pandas"].get(name)
+        lines.append(f"| {name} | {seconds:.3f} | {'' if ratio is None else f'{ratio:.2f}'} |")
+    return lines + [""]
+
+
 def write_cpu_report(record, out):
     meta = record["meta"]
     loads = meta["loads"]
@@ -124,7 +135,11 @@ def write_cpu_report(record, out):
     if record.get("realdata"):
         lines += _realdata_table(record["realdata"])
     if record.get("csv"):
-        lines += ["**CSV reading**: " + json.dumps(record["csv"]), ""]
+        lines += _csv_table(record["csv"])
+    if record.get("setup"):
+        lines += ["**Setup at the seed's shape** (a whole `manualnn.train(x, y, [w1, w2], epochs=20)` call, "
+                  "median; idle)", "", "| call | ms | × the seed's loop |", "|---|---|---|"]
+        lines += [f"| {r['call']} | {r['ms']:.2f} | {r['x_seed']:.2f} |" for r in record["setup"]] + [""]
     text = "\n".join(lines)
     with open(os.path.join(out, "cpu.json"), "w") as f:
         json.dump(record, f, indent=2)

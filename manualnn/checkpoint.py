@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import torch
 
+from .checks import all_finite
 from .files import atomic_open
 from .safeio import MAX_RATIO, RATIO_FROM, check_budget, human
 
@@ -59,7 +60,7 @@ def save_checkpoint(path, *, weights, epoch, losses, biases=None, optimizer=None
         raise TypeError(f"save_checkpoint: unexpected keyword {sorted(unknown)[0]!r}")
     tensors = [("weights", i, w) for i, w in enumerate(weights)] + [("biases", i, b) for i, b in enumerate(biases or [])]
     for name, i, t in tensors:
-        if not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             raise ValueError(f"{name}[{i}]: not finite (NaN or Inf); refusing to write it to {os.fspath(path)!r}")
     state = {
         "format": FORMAT, "version": VERSION, "epoch": int(epoch),
@@ -150,7 +151,7 @@ def _tensors(where, name, values, dims, dtype=None):
             _fail(where, label, f"expected a non-empty {dims}-D tensor, got shape {tuple(t.shape)}")
         if t.device.type != "cpu" or t.layout != torch.strided or t.is_quantized:
             _fail(where, label, f"expected a dense CPU tensor, got {t.layout} on {t.device}")
-        if not bool(torch.isfinite(t).all()):
+        if not all_finite(t):
             _fail(where, label, "holds NaN or Inf")
     return values
 

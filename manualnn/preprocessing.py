@@ -13,6 +13,8 @@ import numbers
 import numpy as np
 import torch
 
+from .checks import all_finite
+
 TASKS_USED = ("classify", "regress")
 
 
@@ -102,7 +104,7 @@ def as_features(name, x, width):
                          f"{tuple(t.shape)}" + (" (one sample? pass it as one row: x[None])" if t.dim() == 1 else ""))
     if t.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one row, got shape {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
+    if not all_finite(t):
         raise ValueError(f"{name}: expected finite values, got NaN or Inf")
     return t
 
