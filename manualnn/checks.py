@@ -6,10 +6,10 @@ import numbers
 
 import torch
 
-from .spec import check_choice  # noqa: F401  (re-exported: one check for every choice)
+from .spec import BACKENDS, check_choice  # noqa: F401  (re-exported: one check for every choice)
+from .spec import DTYPES as DTYPE_NAMES
 
-BACKENDS = ("auto", "torch", "triton", "native")
-DTYPES = (torch.float32, torch.float64)
+DTYPES = tuple(DTYPE_NAMES.values())
 DEVICE_TYPES = ("cpu", "cuda")
 
 

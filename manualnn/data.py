@@ -13,8 +13,7 @@ import torch
 
 # reading users' files lives in datafiles; these names stay importable from here
 from .datafiles import FORMATS, TASKS, DataError, Dataset, load_data  # noqa: F401
-
-INITS = ("randn", "kaiming")
+from .spec import INITS  # noqa: F401  (importable from here, as before)
 
 
 def init_weights(sizes, init="randn", *, generator=None, dtype=torch.float32):

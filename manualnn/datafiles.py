@@ -19,11 +19,11 @@ import torch
 
 from . import csvread, missing as missing_cells, safeio
 from .columns import Columns
+from .spec import TASKS  # noqa: F401  (importable from here, as before)
 from .targets import MAX_AUTO_CLASSES, ROWS_PER_CLASS  # noqa: F401  (importable from here, as before)
 from .targets import Labels as _Labels
 from .targets import decide
 
-TASKS = ("auto", "classify", "regress")
 FORMATS = (".npz", ".pt", ".csv", ".tsv")
 MAX_TEXT_LABELS = 10_000         # distinct text labels a target column may hold
 

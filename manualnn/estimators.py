@@ -28,9 +28,7 @@ except ImportError:   # absent, or older than 1.6 (validate_data and the tags ca
 from . import preprocessing as prep
 from .data import split
 from .model import MLP
-from .spec import DATA_DEFAULTS, OPTIMIZERS, check_choice, check_number, data_settings
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from .spec import BACKENDS, DATA_DEFAULTS, DTYPES, OPTIMIZERS, check_choice, check_number, data_settings
 
 
 class _ManualnnMLP(BaseEstimator):
@@ -81,7 +79,7 @@ class _ManualnnMLP(BaseEstimator):
                 raise ValueError(f"{name}: expected a positive integer, got {value!r}")
         check_choice("solver", self.solver, OPTIMIZERS)
         check_choice("dtype", self.dtype, tuple(DTYPES))
-        check_choice("backend", self.backend, ("auto", "torch", "triton", "native"))
+        check_choice("backend", self.backend, BACKENDS)
         check_number("validation_fraction", self.validation_fraction, low=0, high=1, high_open=True)
         if self.early_stopping not in (True, False, "auto"):
             raise ValueError(f"early_stopping: expected True, False or 'auto', got {self.early_stopping!r}")

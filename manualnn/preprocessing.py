@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .checks import all_finite
+from .spec import TASKS_USED
 
-TASKS_USED = ("classify", "regress")
 
 
 def fit_standardizer(x):

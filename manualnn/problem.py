@@ -11,9 +11,7 @@ from .columns import Columns
 from .data import data_checksum, init_weights, load_data, seed_data, split
 # standardizing lives beside the model, which applies it again at predict time (names kept importable here)
 from .preprocessing import apply_features, fit_standardizer, standardize, unstandardize_targets  # noqa: F401
-from .spec import data_settings
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+from .spec import DTYPES, data_settings  # noqa: F401  (DTYPES: importable from here, as before)
 
 
 @dataclass

@@ -84,6 +84,13 @@ LOSSES = ("sse", "ce")
 REDUCTIONS = ("sum", "mean")
 OPTIMIZERS = ("sgd", "momentum", "adam")
 PRECISIONS = ("ieee", "tf32", "bf16")
+# Every other choice a user names, written once (the command line, the estimators, the checks and the
+# checkpoint's config check read them from here).
+BACKENDS = ("auto", "torch", "triton", "native")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+INITS = ("randn", "kaiming")
+TASKS = ("auto", "classify", "regress")
+TASKS_USED = TASKS[1:]     # what "auto" became, as a checkpoint keeps it
 
 
 def check_choice(name, value, choices):

@@ -9,7 +9,7 @@ import os
 import secrets
 
 from ..checkpoint import CheckpointError, as_float, load_checkpoint
-from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
+from ..spec import BACKENDS, GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS, TASKS_USED
 from .options import DATA_DEFAULTS, DTYPES, INITS, MISSING, SEED_DEFAULTS, SEED_MAX, SKLEARN_DATA_DEFAULTS, TASKS
 
 STEP_KEYS = ("lr", "grad", "bias", "loss", "reduction", "optimizer", "momentum", "betas", "eps", "weight_decay")
@@ -143,7 +143,7 @@ CHECKS = {   # key: (what it must be, test)
     "shuffle": ("true or false", lambda v: isinstance(v, bool)),
     "val_split": ("a number in [0, 1)", lambda v: _is_num(v, 0) and v < 1),
     "precision": (f"one of {PRECISIONS}", lambda v: v in PRECISIONS),
-    "backend": ("a backend name", lambda v: v in ("auto", "torch", "triton", "native")),
+    "backend": ("a backend name", lambda v: v in BACKENDS),
     "batch": ("a positive integer", lambda v: _is_int(v, 1)),
     "features": ("a positive integer", lambda v: _is_int(v, 1)),
     "out": ("a positive integer", lambda v: _is_int(v, 1)),
@@ -151,7 +151,7 @@ CHECKS = {   # key: (what it must be, test)
     "patience": ("a positive integer or null", lambda v: v is None or _is_int(v, 1)),
     "target_cols": ("a positive integer", lambda v: _is_int(v, 1)),
     "task": (f"one of {TASKS}", lambda v: v in TASKS),
-    "task_used": ("classify or regress", lambda v: v in ("classify", "regress")),
+    "task_used": ("classify or regress", lambda v: v in TASKS_USED),
     "standardize": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
     "target": ("a list of column names or null", lambda v: v is None or _texts(v)),
     "ignore": ("a list of column names or null", lambda v: v is None or _texts(v)),

@@ -8,12 +8,11 @@ from ..distributed import DEFAULT_TIMEOUT
 from ..spec import DATA_DEFAULTS as STEP_DEFAULTS
 from ..spec import PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT, WEIGHT_DECAY_ROWS
 from ..spec import SKLEARN_DEFAULTS as SKLEARN_STEP_DEFAULTS
-from ..spec import GRAD_MODES, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS
+from ..spec import DTYPES as DTYPE_NAMES
+from ..spec import GRAD_MODES, INITS, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS, TASKS
 
-INITS = ("randn", "kaiming")
-TASKS = ("auto", "classify", "regress")
 MISSING = ("refuse", "drop", "mean")     # manualnn.missing.POLICIES (not imported: it needs numpy at start-up)
-DTYPES = ("float32", "float64")
+DTYPES = tuple(DTYPE_NAMES)
 SEED_MAX = 2 ** 63 - 1
 # The seed's run (no --data); options left at None take these (or, with --resume, the checkpoint's).
 SEED_DEFAULTS = {"batch": 100, "features": 1000, "hidden": [100], "out": 10, "epochs": 20, "lr": 1e-6,
