@@ -38,6 +38,20 @@ def write_markdown(record, path):
     return text
 
 
+def grouped_bars(ax, rows, groups, group_of, value_of, is_floor, span=0.8):
+    """One bar per contender in each group (groups in their order on the x axis), the floor hatched."""
+    names = list(dict.fromkeys(r["contender"] for r in rows))
+    width = span / max(1, len(names))
+    for i, name in enumerate(names):
+        xs, ys = [], []
+        for j, g in enumerate(groups):
+            hit = [r for r in rows if group_of(r) == g and r["contender"] == name]
+            if hit:
+                xs.append(j + (i - (len(names) - 1) / 2) * width)
+                ys.append(value_of(hit[0]))
+        ax.bar(xs, ys, width=width, label=name, hatch="//" if is_floor(name) else None)
+
+
 def write_plot(record, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -45,17 +59,9 @@ def write_plot(record, path):
 
     rows = [r for r in record["rows"] if r["status"] == "ok"]
     groups = sorted({(r["shape"], r["precision"]) for r in rows}, key=lambda g: [r["shape"] for r in rows].index(g[0]))
-    names = list(dict.fromkeys(r["contender"] for r in rows))
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(groups) + 4), 4.5))
-    width = 0.8 / max(1, len(names))
-    for i, name in enumerate(names):
-        xs, ys = [], []
-        for j, g in enumerate(groups):
-            hit = [r for r in rows if (r["shape"], r["precision"]) == g and r["contender"] == name]
-            if hit:
-                xs.append(j + (i - (len(names) - 1) / 2) * width)
-                ys.append(hit[0]["step_s"] * 1e6)
-        ax.bar(xs, ys, width=width, label=name, hatch="//" if name == "matmul-floor" else None)
+    grouped_bars(ax, rows, groups, lambda r: (r["shape"], r["precision"]), lambda r: r["step_s"] * 1e6,
+                 lambda name: name == "matmul-floor")
     ax.set_yscale("log")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{s}\n{p}" for s, p in groups])

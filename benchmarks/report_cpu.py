@@ -3,11 +3,13 @@ import json
 import os
 import statistics
 
+from .report import _fmt as _format, grouped_bars
+
 DEFAULT = "manualnn default (auto)"
 
 
 def _fmt(v, spec=".1f"):
-    return "" if v is None else format(v, spec)
+    return _format(v, spec)
 
 
 def _steps_tables(rows, loads):
@@ -86,17 +88,9 @@ def write_plot(record, path):
     if not rows:
         return False
     groups = list(dict.fromkeys((r["workload"], r["load"]) for r in rows))
-    names = list(dict.fromkeys(r["contender"] for r in rows))
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(groups) + 4), 5))
-    width = 0.85 / len(names)
-    for i, name in enumerate(names):
-        xs, ys = [], []
-        for j, g in enumerate(groups):
-            hit = [r for r in rows if (r["workload"], r["load"]) == g and r["contender"] == name]
-            if hit:
-                xs.append(j + (i - (len(names) - 1) / 2) * width)
-                ys.append(hit[0]["us_per_step"])
-        ax.bar(xs, ys, width=width, label=name, hatch="//" if name.startswith("GEMM floor") else None)
+    grouped_bars(ax, rows, groups, lambda r: (r["workload"], r["load"]), lambda r: r["us_per_step"],
+                 lambda name: name.startswith("GEMM floor"), span=0.85)
     ax.set_yscale("log")
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([f"{w.split(' (')[0]}\n{'idle' if not lo else f'{lo} busy'}" for w, lo in groups], fontsize=8)

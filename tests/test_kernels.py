@@ -296,3 +296,11 @@ def test_precision_modes_error_bounds_on_cuda(precision, M, K, N):
         assert honest / 10 < err <= FACTOR * honest, name
     exact = kernels.linear_relu(a, w, poisoned(M, N), precision="ieee")
     assert rel_err(exact, ref) < 1e-6
+
+
+def test_the_kernels_name_the_modes_the_step_names():
+    """kernels/ never imports manualnn (tests/compile_sm90.py imports it alone, and manualnn must import with
+    Triton absent), so its grad modes and precisions are a twin of manualnn.spec's, held equal here."""
+    from manualnn import spec
+    from manualnn.kernels import _common
+    assert (_common.GRAD_MODES, _common.PRECISIONS) == (spec.GRAD_MODES, spec.PRECISIONS)

@@ -135,16 +135,8 @@ class Network {
   // output error in error_ and returns the batch's loss, summed over its rows.
   template <typename T>
   double forward_loss(const T* x, int64_t ldx, Rows<T> y, int64_t rows) {
-    const T* in = x;
-    int64_t ld_in = ldx;
-    for (size_t l = 0; l + 1 < params_.size(); ++l) {
-      T* h = acts_[l].data_ptr<T>();
-      const int64_t ld_h = acts_[l].stride(0), n = widths_[l];
-      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld_in, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
-      relu_(h, rows, n, ld_h);
-      in = h;
-      ld_in = ld_h;
-    }
+    int64_t ld_in = 0;
+    const T* in = hidden_forward(x, ldx, rows, acts_, ld_in);
     const int64_t out = widths_.back();
     T* e = error_.data_ptr<T>();
     const T* p = params_.back().data_ptr<T>();
@@ -202,16 +194,8 @@ class Network {
   // The outputs z [rows, out] of `rows` rows of x, computed in the scoring buffers (see ScoreBuffers).
   template <typename T>
   const T* outputs(const T* x, int64_t ldx, int64_t rows, Tensors& acts, at::Tensor& z) {
-    const T* in = x;
-    int64_t ld_in = ldx;
-    for (size_t l = 0; l + 1 < params_.size(); ++l) {
-      T* h = acts[l].data_ptr<T>();
-      const int64_t ld_h = acts[l].stride(0), n = widths_[l];
-      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld_in, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
-      relu_(h, rows, n, ld_h);
-      in = h;
-      ld_in = ld_h;
-    }
+    int64_t ld_in = 0;
+    const T* in = hidden_forward(x, ldx, rows, acts, ld_in);
     const int64_t out = widths_.back();
     gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, params_.back().data_ptr<T>(), out, T(0),
             z.data_ptr<T>(), out);
@@ -226,6 +210,23 @@ class Network {
   }
 
  private:
+  // The hidden layers on `rows` rows of x (row stride ldx), each [h, 1] after its ReLU into acts: returns the
+  // output layer's input, its row stride into ld.
+  template <typename T>
+  const T* hidden_forward(const T* x, int64_t ldx, int64_t rows, Tensors& acts, int64_t& ld) {
+    const T* in = x;
+    ld = ldx;
+    for (size_t l = 0; l + 1 < params_.size(); ++l) {
+      T* h = acts[l].data_ptr<T>();
+      const int64_t ld_h = acts[l].stride(0), n = widths_[l];
+      gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
+      relu_(h, rows, n, ld_h);
+      in = h;
+      ld = ld_h;
+    }
+    return in;
+  }
+
   void check_state(const Tensors& state, const char* name) {
     TORCH_CHECK(state.size() == params_.size(), name, ": expected ", params_.size(), " tensors, got ", state.size());
     for (size_t i = 0; i < state.size(); ++i) check_like(state[i], params_[i], name, i);
