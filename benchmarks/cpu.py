@@ -18,7 +18,7 @@ round-robin so that drift and load hit all alike:
   --json: threads chosen (the default), --threads 1 and --threads <all>.
 - realdata: the real-data suite (benchmarks/suite.py), seeds 0-2: manualnn's training seconds (--json)
   beside scikit-learn's fit (1 thread and default threads), idle only.
-- csv: reading a 92 MB CSV (200,000 rows x 51 columns) beside pandas.read_csv (benchmarks/csv_read.py),
+- csv: reading a 96 MB CSV (200,000 rows x 51 columns) beside pandas.read_csv (benchmarks/csv_read.py),
   idle only.
 - setup: a whole ``manualnn.train(x, y, [w1, w2], epochs=20)`` call at the seed's shape (the Trainer built
   and run, torch and default backends) beside the seed's own loop (benchmarks/contenders.py's SeedLoop),

@@ -107,14 +107,15 @@ def _pandas(data, body, delimiter, width, kinds):
         import pandas
     except Exception:    # not installed, or an install that fails to import: numpy's parser reads the file
         return _numpy(data, body, delimiter, width, kinds)
-    pieces = _pieces(data, body)
+    spans = _pieces(data, body)
+    read = lambda span: _pandas_piece(pandas, data, span, delimiter, width, kinds)  # noqa: E731
     with warnings.catch_warnings():   # (the filters are the process's: set here, not in the threads)
         warnings.simplefilter("error", pandas.errors.ParserWarning)   # a long row, which it would cut short
-        if len(pieces) == 1:
-            parts = [_pandas_piece(pandas, pieces[0], delimiter, width, kinds)]
+        if len(spans) == 1:
+            parts = [read(spans[0])]
         else:
-            with ThreadPoolExecutor(min(len(pieces), _cpus())) as pool:
-                parts = list(pool.map(lambda piece: _pandas_piece(pandas, piece, delimiter, width, kinds), pieces))
+            with ThreadPoolExecutor(min(len(spans), _cpus())) as pool:
+                parts = list(pool.map(read, spans))
     if any(part is None for part in parts):
         return None
     if len(parts) == 1:
@@ -130,11 +131,16 @@ def _cpus():
         return os.cpu_count() or 1
 
 
+BOM = b"\xef\xbb\xbf"
+
+
 def _pieces(data, body):
-    """``data[body:]`` as views cut after line ends, so that each CPU parses a part (pandas' parser lets go
-    of the GIL): one piece below ``PIECE_FROM`` bytes or where a quote could hold a line break."""
+    """``data[body:]`` as (start, stop) spans cut after line ends, for the CPUs to parse at once (pandas'
+    parser lets go of the GIL). The cuts depend on the data only, never on the CPUs, so a file reads the
+    same everywhere. One span below ``PIECE_FROM`` bytes, where a quote could hold a line break, or where a
+    cut would start a piece with a byte-order mark (pandas drops one at the start of what it reads)."""
     size = len(data) - body
-    count = min(PIECES, size // PIECE_FROM) if _cpus() > 1 and b'"' not in data else 1
+    count = min(PIECES, size // PIECE_FROM) if b'"' not in data else 1
     cuts = [body]
     for i in range(1, max(count, 1)):
         end = data.find(b"\n", max(body + size * i // count, cuts[-1]))
@@ -142,14 +148,23 @@ def _pieces(data, body):
             break
         cuts.append(end + 1)
     cuts.append(len(data))
-    view = memoryview(data)
-    return [view[start:stop] for start, stop in zip(cuts, cuts[1:]) if stop > start]
+    if any(data.startswith(BOM, cut) for cut in cuts[1:-1]):
+        cuts = [body, len(data)]
+    return [(start, stop) for start, stop in zip(cuts, cuts[1:]) if stop > start] or [(body, len(data))]
 
 
-def _pandas_piece(pandas, piece, delimiter, width, kinds):
+def _pandas_piece(pandas, data, span, delimiter, width, kinds):
     """One piece's (numbers, texts), or None where the careful reader must read the file."""
+    start, stop = span
+    if stop == len(data):
+        buffer = io.BytesIO(data)     # shares the bytes (a view's BytesIO would copy them)
+        buffer.seek(start)
+    else:
+        buffer = io.BytesIO(memoryview(data)[start:stop])
     try:    # number dtypes inferred: faster than asking for float64 (measured); another type means text
-        frame = pandas.read_csv(io.BytesIO(piece), sep=delimiter, header=None, names=range(width), index_col=False,
+        if getattr(sys.flags, "context_aware_warnings", False):   # Python 3.14's per-thread filters
+            warnings.simplefilter("error", pandas.errors.ParserWarning)
+        frame = pandas.read_csv(buffer, sep=delimiter, header=None, names=range(width), index_col=False,
                                 na_filter=False, dtype={c: object for c in kinds.text}, quotechar='"',
                                 engine="c", encoding="utf-8", skip_blank_lines=True, on_bad_lines="error")
     except (ValueError, TypeError, OverflowError, IndexError, pandas.errors.ParserError,

@@ -17,7 +17,6 @@ from .checks import all_finite
 from .spec import TASKS_USED
 
 
-
 def fit_standardizer(x):
     """Per-column mean and std of the training rows (a constant column's std is 1: it is only shifted)."""
     mean, std = x.double().mean(0), x.double().std(0, unbiased=False)

@@ -7,6 +7,8 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -260,6 +262,29 @@ def test_training_leaves_the_thread_count_alone(built):
     x, y, weights = seed_data(28, batch=8, features=12, hidden=(9,), out=3)   # steps may choose one thread inside
     manualnn.train(x, y, weights, epochs=30, lr=1e-3, backend="native", batch_size=3)
     assert torch.get_num_threads() == threads
+
+
+SUBNORMALS_AFTER_A_RUN = """
+import torch, manualnn
+torch.set_num_threads(1)    # no OpenMP thread is started before the run: the run's steps start the second
+x, y, weights = manualnn.seed_data(seed=0, batch=400, features=64, hidden=(512,), out=10, init="kaiming")
+manualnn.train(x, y, weights, epochs=3, batch_size=200, lr=1e-3, optimizer="adam", backend="native", threads=2)
+torch.set_num_threads(2)
+tiny = torch.full((1 << 22,), 1e-40)          # subnormal floats, doubled on both threads
+print(int((tiny * 2 == 0).sum()))
+"""
+
+
+def test_a_run_leaves_every_thread_s_subnormals_alone(built):
+    """The runner flushes subnormals to zero on the threads it uses and gives each its mode back after the
+    run, threads that OpenMP started during the run included (they copy the mode of the thread that starts
+    them): torch's own ops afterwards keep their subnormals, on every thread."""
+    if native.OPENMP == ():
+        pytest.skip("torch without OpenMP: one thread")
+    out = subprocess.run([sys.executable, "-c", SUBNORMALS_AFTER_A_RUN], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "0", f"{out.stdout.strip()} subnormal products flushed to zero after the run"
 
 
 def test_cli_native_tutorial_prints_the_seeds_losses(built, capsys):

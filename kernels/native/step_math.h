@@ -33,32 +33,64 @@ namespace manualnn_native {
 // or users can see; JAX's CPU backend flushes them the same way.
 class FlushSubnormals {
  public:
-  explicit FlushSubnormals(int threads = 1) { cover(threads); }
+  explicit FlushSubnormals(int threads = 1) {
+#ifdef MANUALNN_HAS_MXCSR
+    original_ = _mm_getcsr();
+#endif
+    cover(threads);
+  }
 
   // The mode on the first `threads` of torch's OpenMP threads too (those already covered are left alone). A
   // run that stays on one thread never wakes the others: on a busy machine waking one costs milliseconds.
   void cover(int threads) {
     threads = std::max(threads, 1);
     if (threads <= covered_) return;
-    saved_.resize(size_t(threads), 0);
 #ifdef MANUALNN_HAS_MXCSR
+    // A thread the region starts copies this thread's mode: this thread takes its own mode back meanwhile,
+    // so that what a new thread saves (and gets back at the end) is the mode it would have had.
+    _mm_setcsr(original_);
+    saved_.resize(size_t(threads), original_);
     const int from = covered_;
-    each_thread(threads, [this, from](int t) {
-      if (t < from) return;
+    int team = 1;
+    each_thread(threads, [this, from, &team](int t) {
+      if (t == 0) {
+        team = omp_threads();
+        _mm_setcsr(original_ | kFlush);
+        return;
+      }
+      if (t < from || size_t(t) >= saved_.size()) return;
       saved_[size_t(t)] = _mm_getcsr();
-      _mm_setcsr(saved_[size_t(t)] | 0x8040);  // FTZ (bit 15) and DAZ (bit 6)
+      _mm_setcsr(saved_[size_t(t)] | kFlush);
     });
-#endif
+    covered_ = std::max(covered_, team);  // a smaller team than asked for (OMP_DYNAMIC): the rest another time
+#else
     covered_ = threads;
+#endif
   }
 
   ~FlushSubnormals() {
 #ifdef MANUALNN_HAS_MXCSR
-    each_thread(covered_, [this](int t) { _mm_setcsr(saved_[size_t(t)]); });
+    each_thread(covered_, [this](int t) {
+      if (t == 0) {
+        _mm_setcsr(original_);
+      } else if (size_t(t) < saved_.size()) {
+        _mm_setcsr(saved_[size_t(t)]);
+      }
+    });
 #endif
   }
 
  private:
+  static constexpr unsigned int kFlush = 0x8040;  // FTZ (bit 15) and DAZ (bit 6)
+
+  static int omp_threads() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+  }
+
   template <typename F>
   static void each_thread(int threads, const F& fn) {
 #ifdef _OPENMP
@@ -72,7 +104,8 @@ class FlushSubnormals {
   }
 
   int covered_ = 0;
-  std::vector<unsigned int> saved_;
+  unsigned int original_ = 0;           // this thread's mode before the runner's
+  std::vector<unsigned int> saved_;     // each other thread's (index 0 unused: original_)
 };
 
 // Row r of a [rows, cols] matrix with row stride ld, optionally through a row index (a shuffled order).
