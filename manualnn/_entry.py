@@ -32,4 +32,11 @@ def main(argv=None):
 
 
 def run():
-    sys.exit(main())
+    code = main()
+    # The run is over and written: a Ctrl-C from here on (the interpreter's teardown, its atexit callbacks
+    # and torch's finalizers) could only print a traceback over a finished run, so it is ignored.
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:   # not the main thread
+        pass
+    sys.exit(code)

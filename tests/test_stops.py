@@ -127,6 +127,24 @@ def test_a_hangup_that_was_ignored_stays_ignored(tmp_path):
     assert proc.returncode == 0 and len([first, *out.splitlines()]) == 3000, err
 
 
+CTRL_C_AT_EXIT = """
+import atexit, os, signal, sys, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))   # runs last, in the teardown
+sys.argv = ["manualnn", "train", *{small!r}, "--seed", "3", "--epochs", "2"]
+from manualnn._entry import run
+run()
+"""
+
+
+def test_a_ctrl_c_while_the_finished_run_exits_prints_nothing(tmp_path):
+    """A Ctrl-C in the interpreter's teardown, after the run is written, is ignored: no traceback over it
+    (the randomized signal test once hit Python's 'Exception ignored in atexit callback' there)."""
+    out = subprocess.run([sys.executable, "-c", CTRL_C_AT_EXIT.format(small=SMALL)], capture_output=True, text=True,
+                         env=cli_env(), cwd=tmp_path, timeout=120)
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 2, out.stderr
+    assert "Traceback" not in out.stderr and "KeyboardInterrupt" not in out.stderr, out.stderr
+
+
 def test_a_closed_stdout_saves_and_writes_the_record(tmp_path):
     """Issue 22, item 7: '| head -3' exited 141 with no checkpoint, no --json and no message."""
     ck, js = tmp_path / "h.pt", tmp_path / "h.json"
