@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -24,6 +25,9 @@ struct Settings {
   std::vector<int64_t> decayed_rows;  // per layer: the leading rows weight decay reaches (not the bias row)
   OptimizerKind kind;
   double factor, lr, weight_decay, momentum, beta1, beta2, eps;
+  // What the output error is scaled by for a batch of `rows` (the mean's divisor over every rank's rows):
+  // the loss's constant, and 1/rows for "mean" (a 0-row batch's gradients are 0 whatever it is).
+  double scale(double rows) const { return mean ? factor / std::max(rows, 1.0) : factor; }
 };
 
 // ``fold`` and ``decayed_rows`` come from Python (StepSpec.folds_sgd, Params.decayed_rows): each rule in one place.

@@ -17,9 +17,9 @@
 //
 // Every buffer is made in the constructor or given by Python (parameters, optimizer state, the early-
 // stopping snapshot): a step allocates nothing. The optimizer state (momentum buffers, Adam's moments, its
-// step count and beta powers) is Python's tensors, updated in place, so checkpoints see it. Threads: the
-// element-wise loops run on the calling thread; the GEMMs on as many threads as ThreadChooser picks for
-// each step by timing the steps (threads.h, the twin of manualnn/training/threads.py).
+// step count and beta powers) is Python's tensors, updated in place, so checkpoints see it. Threads: each
+// step's GEMMs and large element-wise loops run on as many of torch's threads as ThreadChooser picks for
+// it by timing the steps (threads.h, the twin of manualnn/training/threads.py).
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -64,9 +64,7 @@ class Step {
     check_rows(x, "x", net_.dtype(), net_.inputs());
     check_rows(y, "y", net_.dtype(), net_.outputs());
     TORCH_CHECK(y.size(0) == x.size(0), "y: expected ", x.size(0), " rows (like x), got ", y.size(0));
-    const Settings& s = net_.settings();
-    // a 0-row batch (a rank with none of a small batch) writes zero gradients whatever the scale
-    scale_ = s.mean ? s.factor / std::max(rows, 1.0) : s.factor;
+    scale_ = net_.settings().scale(rows);  // (a rank with none of a small batch's rows: zero gradients)
   }
 
   void step(at::Tensor loss_out) { run(loss_out, true); }
@@ -236,7 +234,7 @@ class Epochs {
       }
       Rows<T> y{y_.data_ptr<T>(), y_.stride(0), index, first};
       total += net_.forward_loss<T>(x, ld, y, rows);
-      net_.backward<T>(x, ld, rows, s.mean ? s.factor / double(rows) : s.factor, /*update=*/true);
+      net_.backward<T>(x, ld, rows, s.scale(double(rows)), /*update=*/true);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       threads_.record(threads, seconds, /*comparable=*/rows == batch_);
     }

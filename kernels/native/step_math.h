@@ -193,6 +193,22 @@ inline double exp_nonpositive(double x) {
 // A row's exps are kept (on the stack) for rows of up to this many outputs; wider rows take each twice.
 constexpr int64_t kKeptExps = 64;
 
+// sum(exp(z - top)) over a row of z, top the row's max (into `top`); with `kept`, each exp into it too. The
+// loss's log-sum-exp is top + log(the sum), the same numbers for training and for validation.
+template <typename T>
+double row_exp_sum(const T* z, int64_t cols, double* kept, double& top) {
+  top = -INFINITY;
+  for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(z[c]));
+  double sum = 0;
+  if (kept) {
+    for (int64_t c = 0; c < cols; ++c) kept[c] = exp_nonpositive(double(z[c]) - top);  // (vectorised)
+    for (int64_t c = 0; c < cols; ++c) sum += kept[c];
+  } else {
+    for (int64_t c = 0; c < cols; ++c) sum += exp_nonpositive(double(z[c]) - top);
+  }
+  return sum;
+}
+
 // "ce": z [rows, cols] (contiguous) becomes e = softmax(z) - y in place; returns the batch's loss
 // sum(y * (logsumexp(z) - z)), the row's max subtracted and everything in double. Rows split over torch's
 // threads (each exp costs as much as a few dozen other element operations); each row's loss is kept and
@@ -206,16 +222,9 @@ double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<d
     for (int64_t r = first; r < last; ++r) {
       T* zr = z + r * cols;
       const T* t = y.row(r);
-      double top = -INFINITY;
-      for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
-      double sum = 0, kept[kKeptExps];  // each exp taken once where the row fits
+      double top, kept[kKeptExps];  // each exp taken once where the row fits
       const bool keep = cols <= kKeptExps;
-      if (keep) {
-        for (int64_t c = 0; c < cols; ++c) kept[c] = exp_nonpositive(double(zr[c]) - top);  // (vectorised)
-        for (int64_t c = 0; c < cols; ++c) sum += kept[c];
-      } else {
-        for (int64_t c = 0; c < cols; ++c) sum += exp_nonpositive(double(zr[c]) - top);
-      }
+      const double sum = row_exp_sum(zr, cols, keep ? kept : nullptr, top);
       const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
       double s = 0;
       for (int64_t c = 0; c < cols; ++c) {
@@ -242,11 +251,9 @@ void score_block(const T* z, Rows<T> y, const int64_t* labels, int64_t rows, int
     const T* zr = z + r * cols;
     const T* t = y.row(r);
     if (cross_entropy) {
-      double top = -INFINITY;
-      for (int64_t c = 0; c < cols; ++c) top = std::max(top, double(zr[c]));
-      double sum = 0;
-      for (int64_t c = 0; c < cols; ++c) sum += exp_nonpositive(double(zr[c]) - top);
-      const double lse = top + std::log(sum);
+      double top;
+      const double lse_sum = row_exp_sum(zr, cols, static_cast<double*>(nullptr), top);
+      const double lse = top + std::log(lse_sum);
       for (int64_t c = 0; c < cols; ++c) acc[0] += double(t[c]) * (lse - double(zr[c]));
     }
     if (!cross_entropy || !labels) {
