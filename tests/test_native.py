@@ -363,6 +363,21 @@ def test_cli_build_native_when_built(built, capsys):
     assert "already built in " + built in capsys.readouterr().err
 
 
+def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch):
+    """threads.py lists the validation pass's products as the runner computes them: its block size is the
+    runner's, and a last, smaller block is listed too."""
+    from manualnn.training import threads
+    assert native.load().SCORE_BLOCK == threads.SCORE_BLOCK
+    x, y, weights = seed_data(5, batch=40, features=6, hidden=(7,), out=3)
+    xv, yv, _ = seed_data(6, batch=threads.SCORE_BLOCK + 5, features=6, hidden=(7,), out=3)
+    trainer = manualnn.Trainer(x, y, weights, backend="native", val_data=(xv, yv))
+    seen, real = [], threads.step_products
+    monkeypatch.setattr(threads, "step_products",
+                        lambda sizes, rows, *rest: seen.append(sorted(set(rows))) or real(sizes, rows, *rest))
+    threads.thread_rule(trainer)
+    assert seen == [sorted({40, threads.SCORE_BLOCK, 5})]
+
+
 def test_auto_is_native_on_the_cpu_once_built(built):
     """backend="auto" takes the native runner on the CPU, and the seed's run prints what the torch backend
     prints, digit for digit (the same GEMMs, the same dot for the loss)."""

@@ -41,6 +41,8 @@ namespace {
 
 using namespace manualnn_native;
 
+constexpr int64_t kScoreBlock = 1024;  // validation rows scored per forward pass (threads.py's SCORE_BLOCK)
+
 void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t cols) {
   TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == dtype && t.dim() == 2 && t.size(1) == cols &&
                   (t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= cols,
@@ -192,8 +194,6 @@ class Epochs {
   }
 
  private:
-  static constexpr int64_t kScoreBlock = 1024;  // validation rows scored per forward pass
-
   // at::set_num_threads only when the count changes; the caller's count back at the end.
   struct ThreadCount {
     int saved = at::get_num_threads(), now = saved;
@@ -300,6 +300,7 @@ class Epochs {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "manualnn's native CPU runner (see manualnn/backends/native_backend.py)";
+  m.attr("SCORE_BLOCK") = kScoreBlock;
   py::class_<Step>(m, "Step")
       .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
                     bool, std::vector<int64_t>, const std::string&, const std::string&, const std::string&,

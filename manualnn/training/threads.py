@@ -150,6 +150,7 @@ def step_products(sizes, batch_rows, spec, bias):
     return sorted(products), sorted(dots)
 
 
+SCORE_BLOCK = 1024   # validation rows per forward pass, as the native runner scores them (its SCORE_BLOCK)
 _same = {}   # (products, dots, most, dtype) -> answer: once per process
 
 
@@ -184,6 +185,10 @@ def thread_rule(trainer):
         return most, False
     sizes = [trainer.x.shape[1]] + [w.shape[1] for w in trainer.params.weights]
     n, b = trainer.rows, trainer.batch_size
-    batch_rows = [b] + ([n % b] if n % b else []) + ([min(trainer.scorer.rows, 1024)] if trainer.scorer else [])
+    batch_rows = [b] + ([n % b] if n % b else [])
+    if trainer.scorer:   # the validation pass: all its rows at once, or the native runner's blocks of them
+        v = trainer.scorer.rows
+        blocks = [min(v, SCORE_BLOCK)] + ([v % SCORE_BLOCK] if v > SCORE_BLOCK and v % SCORE_BLOCK else [])
+        batch_rows += blocks if trainer.backend_name == "native" else [v]
     products, dots = step_products(sizes, batch_rows, trainer.spec, trainer.params.bias)
     return most, same_results(products, dots, most, trainer.x.dtype)
