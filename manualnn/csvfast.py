@@ -36,8 +36,9 @@ def parse(data, body, delimiter, width, kinds, parser="auto"):
 
     ``data`` ends its lines with \\n or \\r\\n only (``csvread`` turns a lone \\r into \\n first). ``parser``:
     "auto", "numpy" or "pandas" (pandas' when it is installed and 3 or later, else numpy's)."""
+    quoted = b'"' in data    # one scan of the bytes: where a quoted cell could hold a line break
     if (parser == "pandas" or parser == "auto" and _pandas_pays(len(data) - body)) and pandas_available():
-        cells = _pandas(data, body, delimiter, width, kinds)
+        cells = _pandas(data, body, delimiter, width, kinds, quoted)
     else:
         cells = _numpy(data, body, delimiter, width, kinds)
     if cells is None:
@@ -47,7 +48,7 @@ def parse(data, body, delimiter, width, kinds, parser="auto"):
         # a quote or line break left in a text cell: read differently by the csv module, or a cell over lines
         if any('"' in cell or "\n" in cell or "\r" in cell for cell in set(column)):
             return None
-    if b'"' in data and len(numbers) != len(nonblank_lines(data, body)):
+    if quoted and len(numbers) != len(nonblank_lines(data, body)):
         return None          # a quoted line break joined two lines into one row
     return numbers, texts
 
@@ -102,12 +103,12 @@ def _numpy(data, body, delimiter, width, kinds):
     return numbers, {c: [cell.strip() for cell in table[f"t{c}"]] for c in kinds.text}
 
 
-def _pandas(data, body, delimiter, width, kinds):
+def _pandas(data, body, delimiter, width, kinds, quoted=None):
     try:
         import pandas
     except Exception:    # not installed, or an install that fails to import: numpy's parser reads the file
         return _numpy(data, body, delimiter, width, kinds)
-    spans = _pieces(data, body)
+    spans = _pieces(data, body, quoted)
     read = lambda span: _pandas_piece(pandas, data, span, delimiter, width, kinds)  # noqa: E731
     with warnings.catch_warnings():   # (the filters are the process's: set here, not in the threads)
         warnings.simplefilter("error", pandas.errors.ParserWarning)   # a long row, which it would cut short
@@ -134,13 +135,15 @@ def _cpus():
 BOM = b"\xef\xbb\xbf"
 
 
-def _pieces(data, body):
+def _pieces(data, body, quoted=None):
     """``data[body:]`` as (start, stop) spans cut after line ends, for the CPUs to parse at once (pandas'
     parser lets go of the GIL). The cuts depend on the data only, never on the CPUs, so a file reads the
-    same everywhere. One span below ``PIECE_FROM`` bytes, where a quote could hold a line break, or where a
-    cut would start a piece with a byte-order mark (pandas drops one at the start of what it reads)."""
+    same everywhere. One span below ``PIECE_FROM`` bytes, where a quote could hold a line break (``quoted``:
+    the data holds a quote; None: look), or where a cut would start a piece with a byte-order mark (pandas
+    drops one at the start of what it reads)."""
     size = len(data) - body
-    count = min(PIECES, size // PIECE_FROM) if b'"' not in data else 1
+    quoted = b'"' in data if quoted is None else quoted
+    count = min(PIECES, size // PIECE_FROM) if not quoted else 1
     cuts = [body]
     for i in range(1, max(count, 1)):
         end = data.find(b"\n", max(body + size * i // count, cuts[-1]))
