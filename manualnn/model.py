@@ -16,6 +16,7 @@ from .data import init_weights
 from .spec import DATA_DEFAULTS, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
 from .training import evaluate as evaluate_weights
 from .training import train
+from .training.selection import choose_weight_decay, searches
 
 
 class MLP(nn.Module):
@@ -70,6 +71,7 @@ class MLP(nn.Module):
         self.config, self.epoch, self.losses = {}, 0, []
         self.checkpoint_optimizer = None   # a loaded checkpoint's optimizer state, written again by save()
         self.history = {name: [] for name in ("val_losses", "val_accuracies", "val_rmse", "val_r2")}
+        self.l2_search = None            # the last fit's L2 search (training.selection), where it searched
 
     # -- state_dict carries the preprocessing that is not a tensor --------------------------------
     def get_extra_state(self):
@@ -166,7 +168,9 @@ class MLP(nn.Module):
         train --data`` (manualnn.spec.DATA_DEFAULTS), not train()'s seed step: Adam, lr 3e-3, the mean
         over batches of 200 rows, cross-entropy for labels and the sum of squares for values; with
         ``val_data=(x_val, y_val)`` a patience of 100 optimizer steps' worth of epochs (at least 5), without
-        it L2 of 10 (classes) or 30 (values) / rows (manualnn.spec.data_settings).
+        it L2 of 10 (classes) or 30 (values) / rows (manualnn.spec.data_settings); below 50 rows
+        (spec.CV_ROWS) of C / rows for the C that cross-validation prefers (manualnn.training.selection, its
+        record in ``model.l2_search``).
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
@@ -196,11 +200,19 @@ class MLP(nn.Module):
         options.setdefault("loss", "ce" if task == "classify" else "sse")
         for key in ("lr", "optimizer", "reduction", "batch_size"):
             options.setdefault(key, DATA_DEFAULTS[key])
-        if val_data is None:   # nothing to stop on: L2 holds overfitting back (manualnn.spec.data_settings)
-            options.setdefault("weight_decay", data_settings(x.shape[0], task, val_split=0.0)["weight_decay"])
         if self.scaled["y"]:
             options.setdefault("target_scale", self.y_std.tolist())
         weights, biases = self._layers()
+        self.l2_search = None
+        if val_data is None and options.get("weight_decay") is None:   # nothing to stop on: L2 holds overfitting back
+            options.pop("weight_decay", None)
+            if searches(x.shape[0], 0.0, None) and options.get("patience") is None:   # few rows: its strength chosen by cross-validation
+                options["weight_decay"], self.l2_search = choose_weight_decay(
+                    x, y_fit, [w.detach() for w in weights], epochs=epochs, seed=options.get("shuffle_seed", 0),
+                    biases=None if biases is None else [b.detach() for b in biases], classes=task == "classify",
+                    **options)
+            else:
+                options["weight_decay"] = data_settings(x.shape[0], task, val_split=0.0)["weight_decay"]
         with torch.no_grad():
             result = train(x, y_fit, [w.detach() for w in weights], epochs=epochs, inplace=True, val_data=val_data,
                            biases=None if biases is None else [b.detach() for b in biases], **options)

@@ -12,6 +12,7 @@ from .data import data_checksum, init_weights, load_data, seed_data, split
 # standardizing lives beside the model, which applies it again at predict time (names kept importable here)
 from .preprocessing import apply_features, fit_standardizer, standardize, unstandardize_targets  # noqa: F401
 from .spec import DTYPES, data_settings  # noqa: F401  (DTYPES: importable from here, as before)
+from .training.selection import searches
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Problem:
     y_val: Optional[torch.Tensor]
     checksum: str
     note: Optional[str] = None       # what the data loader decided, and why (for stderr)
+    search_l2: bool = False          # the L2 is to be chosen by cross-validation (training.selection)
 
 
 def footprint(sizes, rows, batch_rows, *, element=4, optimizer="sgd", data_columns=0):
@@ -71,7 +73,9 @@ def build_problem(config, device, check=None):
         config["fill_values"] = dataset.fill_values
     if config.get("loss") is None:
         config["loss"] = "ce" if dataset.task == "classify" else "sse"
-    # the validation split, L2 and patience not given follow from the rows (manualnn.spec.data_settings)
+    # the validation split, L2 and patience not given follow from the rows (manualnn.spec.data_settings); on
+    # few rows the L2 is searched for (training.selection: the caller runs it, with the run's step)
+    given_l2 = config["weight_decay"]
     config.update(data_settings(x.shape[0], dataset.task, batch_size=config["batch_size"],
                                 val_split=config["val_split"], weight_decay=config["weight_decay"],
                                 patience=config["patience"], sklearn=config.get("sklearn_defaults", False)))
@@ -89,5 +93,6 @@ def build_problem(config, device, check=None):
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
+    search_l2 = searches(x_train.shape[0], config["val_split"], given_l2, config.get("sklearn_defaults", False))
     return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
-                   note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]))
+                   note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]), search_l2=search_l2)

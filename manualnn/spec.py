@@ -38,6 +38,10 @@ DATA_DEFAULTS = {"lr": 3e-3, "optimizer": "adam", "reduction": "mean", "batch_si
 # without a validation split, L2 of WEIGHT_DECAY_ROWS[task] / training rows (it fades as the data grows).
 VAL_SPLIT, VAL_ROWS_MIN, PATIENCE_STEPS, PATIENCE_EPOCHS = 0.2, 200, 100, 5
 WEIGHT_DECAY_ROWS = {"classify": 10.0, "regress": 30.0}
+# Below CV_ROWS training rows (and with no L2 given) the L2 is C / rows for the C of CV_STRENGTHS that
+# CV_FOLDS-fold cross-validation prefers (manualnn/training/selection.py): one C does not suit every set
+# of a few dozen rows, and fits of so few rows are quick.
+CV_ROWS, CV_FOLDS, CV_STRENGTHS = 50, 3, (3.0, 10.0, 30.0, 100.0)
 # scikit-learn's MLPClassifier/MLPRegressor defaults (--sklearn-defaults): 100 hidden units, Adam lr 1e-3,
 # batches of min(200, N), alpha 1e-4 (its L2 on the mean loss is alpha / batch rows), 200 epochs, every row
 # trained on. Not reproduced: its stop when the training loss gains less than 1e-4 for 10 epochs, its
@@ -52,7 +56,9 @@ def data_settings(rows, task, *, batch_size=None, val_split=None, weight_decay=N
 
     ``task``: "classify" or "regress"; ``batch_size``: the rows per step (default DATA_DEFAULTS'). Returns
     {"val_split", "weight_decay", "patience"}: patience in epochs, None without a validation split. With
-    ``sklearn=True``, scikit-learn's MLP defaults (SKLEARN_DEFAULTS) instead of manualnn's.
+    ``sklearn=True``, scikit-learn's MLP defaults (SKLEARN_DEFAULTS) instead of manualnn's. Below CV_ROWS
+    training rows the weight decay returned is the rule's, which training.selection replaces with the
+    cross-validated choice where it searches.
     """
     if task not in WEIGHT_DECAY_ROWS:
         raise ValueError(f"task: expected 'classify' or 'regress', got {task!r}")

@@ -46,16 +46,21 @@ def device_info(device):
             "threads": torch.get_num_threads()}
 
 
-def write_json(path, trainer, config, outcome, seconds, start_epoch, rows):
-    """The run's record: its config, how it ended, every epoch's figures, timing, device, versions."""
+def write_json(path, trainer, config, outcome, seconds, start_epoch, rows, l2_search=None):
+    """The run's record: its config, how it ended, every epoch's figures, timing, device, versions; and
+    ``l2_search`` where the L2 was chosen by cross-validation (training.selection). timing's "seconds" are
+    the training's, that search included ("l2_search_seconds")."""
     epochs_run = trainer.epoch - start_epoch
+    searched = l2_search["seconds"] if l2_search else 0.0
     record = {
         "config": {**config, "backend_used": trainer.backend_name, "device": str(trainer.device)},
         "status": outcome.status, "message": outcome.message, "warning": outcome.warning,
         "start_epoch": start_epoch, "epochs_run": epochs_run, "best_epoch": outcome.best_epoch,
         **{key: trainer.history[key] for key in ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")},
         "rows": rows, "checkpoint": outcome.saved_to,
-        "timing": {"seconds": seconds, "seconds_per_epoch": seconds / epochs_run if epochs_run else None},
+        "l2_search": l2_search,
+        "timing": {"seconds": seconds + searched, "seconds_per_epoch": seconds / epochs_run if epochs_run else None,
+                   "l2_search_seconds": searched},
         "device": device_info(trainer.device), "versions": versions(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

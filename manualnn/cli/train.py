@@ -21,6 +21,8 @@ from ..data import DataError
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
 from ..problem import build_problem
 from ..training import NonFiniteLossError, Trainer
+from ..training.selection import choose_weight_decay
+from ..training.selection import note as selection_note
 from .config import STEP_KEYS, UsageError, resolve_device, run_config
 from .limits import check_float32_steps, check_memory
 from .report import Progress, epoch_line, val_figures, write_json
@@ -114,8 +116,9 @@ def start_distributed(args):
 class PreparedRun:
     """What a training run needs after its options are checked: config, checkpoint, trainer, rows."""
 
-    def __init__(self, config, checkpoint, trainer, rows):
+    def __init__(self, config, checkpoint, trainer, rows, l2_search=None):
         self.config, self.checkpoint, self.trainer, self.rows = config, checkpoint, trainer, rows
+        self.l2_search = l2_search   # training.selection's record, where the run's L2 was searched for
 
     def fingerprint(self):
         """What every rank of a distributed run must share: settings, data and starting weights."""
@@ -171,13 +174,23 @@ def prepare_run(args, device=None, rank=0):
             print(f"manualnn train: {line}", file=sys.stderr)
     step = {key: config[key] for key in STEP_KEYS if key != "bias"}
     step["betas"] = tuple(step["betas"])
+    common = dict(bias=config["bias"], precision=config["precision"], backend=config["backend"],
+                  batch_size=config["batch_size"], shuffle=config["shuffle"], shuffle_seed=config["seed"],
+                  threads=args.threads)
+    search = None
     try:
-        trainer = Trainer(problem.x, problem.y, problem.weights, bias=config["bias"], precision=config["precision"],
-                          backend=config["backend"], batch_size=config["batch_size"], shuffle=config["shuffle"],
-                          shuffle_seed=config["seed"], patience=config["patience"],
+        if problem.search_l2:   # few rows and no --weight-decay: the L2 chosen by cross-validation
+            step.pop("weight_decay")
+            step["weight_decay"], search = choose_weight_decay(
+                problem.x, problem.y, problem.weights, epochs=config["epochs"], seed=config["seed"],
+                classes=config["task_used"] == "classify", **common, **step)
+            config["weight_decay"] = step["weight_decay"]   # (a checkpoint keeps it: a resumed run does not search)
+            if rank == 0:
+                print(f"manualnn train: {selection_note(search, problem.x.shape[0])}", file=sys.stderr)
+        trainer = Trainer(problem.x, problem.y, problem.weights, patience=config["patience"],
                           val_data=None if problem.x_val is None else (problem.x_val, problem.y_val),
                           target_scale=config.get("y_std"), distributed=distributed.active(),
-                          graph=False if args.no_graph else None, threads=args.threads, **step)
+                          graph=False if args.no_graph else None, **common, **step)
     except (ValueError, TypeError, BackendUnavailableError, distributed.DistributedError) as e:
         raise UsageError(as_option(str(e))) from None
     config["checksum"] = problem.checksum
@@ -195,7 +208,7 @@ def prepare_run(args, device=None, rank=0):
         raise UsageError(f"--epochs: expected a total above the {trainer.epoch} epochs the checkpoint has done, "
                          f"got {config['epochs']}")
     rows = {"train": problem.x.shape[0], "val": 0 if problem.x_val is None else problem.x_val.shape[0]}
-    return PreparedRun(config, checkpoint, trainer, rows)
+    return PreparedRun(config, checkpoint, trainer, rows, search)
 
 
 def resume(trainer, checkpoint, config, args, problem):
@@ -335,7 +348,7 @@ def finish(args, run, rank, saver, outcome, seconds, start_epoch, code):
         say(f"warning: {outcome.warning}")
     if args.json:
         try:
-            write_json(args.json, trainer, config, outcome, seconds, start_epoch, run.rows)
+            write_json(args.json, trainer, config, outcome, seconds, start_epoch, run.rows, run.l2_search)
         except OSError as e:
             say(f"--json: cannot write {args.json!r}: {describe_os_error(e)}")
             code = code or 4

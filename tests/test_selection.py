@@ -1,0 +1,94 @@
+"""The L2 of a small data set, chosen by cross-validation (manualnn/training/selection.py): the folds,
+when it searches, what it chooses, and how the command line and MLP.fit use it."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import manualnn
+from manualnn.data import init_weights
+from manualnn.spec import CV_FOLDS, CV_ROWS, CV_STRENGTHS
+from manualnn.training import selection
+from test_cli import run
+
+STEP = dict(lr=3e-3, optimizer="adam", reduction="mean", batch_size=200, backend="torch", shuffle_seed=0)
+
+
+def test_folds_deal_every_row_once_and_each_class_evenly():
+    labels = torch.tensor([0] * 9 + [1] * 3 + [2] * 6)
+    parts = selection.folds(len(labels), 3, seed=5, labels=labels)
+    assert sorted(torch.cat(parts).tolist()) == list(range(len(labels)))
+    for part in parts:   # 9, 3 and 6 rows of the classes: 3, 1 and 2 in every fold
+        assert torch.bincount(labels[part], minlength=3).tolist() == [3, 1, 2]
+    plain = selection.folds(10, 3, seed=5)
+    assert sorted(torch.cat(plain).tolist()) == list(range(10)) and [len(p) for p in plain] == [4, 3, 3]
+    assert [p.tolist() for p in selection.folds(10, 3, seed=5)] == [p.tolist() for p in plain]   # seeded
+    assert [p.tolist() for p in selection.folds(10, 3, seed=6)] != [p.tolist() for p in plain]
+
+
+def test_it_searches_only_on_few_rows_with_no_l2_given():
+    assert selection.searches(CV_ROWS - 1, 0.0, None)
+    assert not selection.searches(CV_ROWS, 0.0, None)
+    assert not selection.searches(CV_FOLDS - 1, 0.0, None)      # fewer rows than folds
+    assert not selection.searches(20, 0.0, 0.01)                 # --weight-decay given
+    assert not selection.searches(20, 0.2, None)                 # a validation split
+    assert not selection.searches(20, 0.0, None, sklearn=True)   # --sklearn-defaults
+
+
+def _values(rows, noise, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(rows, 4, generator=gen)
+    clean = x @ torch.tensor([[1.0], [-2.0], [0.5], [1.5]])
+    y = clean / clean.std() + noise * torch.randn(rows, 1, generator=gen)
+    return x, (y - y.mean()) / y.std()
+
+
+@pytest.mark.parametrize("noise,chosen", [(0.0, CV_STRENGTHS[0]), (3.0, CV_STRENGTHS[-1])])
+def test_an_exact_law_gets_the_least_l2_and_noise_the_most(noise, chosen):
+    x, y = _values(30, noise)
+    weights = init_weights([4, 64, 1], "kaiming", generator=torch.Generator().manual_seed(0))
+    biases = [torch.zeros(64), torch.zeros(1)]
+    decay, record = selection.choose_weight_decay(x, y, weights, biases=biases, epochs=100, seed=0, loss="sse",
+                                                  **STEP)
+    assert record["chosen"] == chosen and decay == pytest.approx(chosen / 30)
+    losses = record["losses"]
+    assert len(losses) == len(CV_STRENGTHS) and losses.index(min(losses)) == CV_STRENGTHS.index(chosen)
+    assert weights[0].abs().sum() > 0 and torch.equal(biases[0], torch.zeros(64))   # the caller's left alone
+
+
+def test_the_command_line_searches_says_so_and_a_given_l2_or_a_resume_does_not(tmp_path, capsys):
+    x, y = _values(24, 0.0)
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    out, model = tmp_path / "run.json", tmp_path / "run.pt"
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "1", "--epochs", "40", "--backend", "torch",
+                       "--json", str(out), "--save", str(model))
+    assert code == 0 and "chosen by 3-fold cross-validation" in err and "--weight-decay sets it" in err
+    record = json.loads(out.read_text())
+    search = record["l2_search"]
+    assert search["chosen"] in CV_STRENGTHS and record["config"]["weight_decay"] == pytest.approx(search["chosen"] / 24)
+    assert record["timing"]["l2_search_seconds"] == search["seconds"] > 0
+    assert record["timing"]["seconds"] >= search["seconds"]
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "1", "--epochs", "40", "--backend", "torch",
+                       "--weight-decay", "0.5", "--json", str(out))
+    assert code == 0 and "cross-validation" not in err and json.loads(out.read_text())["l2_search"] is None
+    code, _, err = run(capsys, "train", "--resume", str(model), "--epochs", "50", "--backend", "torch",
+                       "--json", str(out))
+    resumed = json.loads(out.read_text())
+    assert code == 0 and "cross-validation" not in err and resumed["l2_search"] is None
+    assert resumed["config"]["weight_decay"] == record["config"]["weight_decay"]
+
+
+def test_fit_searches_on_few_rows_and_not_on_more():
+    x, y = _values(40, 3.0)
+    model = manualnn.MLP([4, 32, 1], seed=0)
+    model.fit(x, y, epochs=20, backend="torch")
+    assert model.l2_search is not None and model.l2_search["chosen"] in CV_STRENGTHS
+    more = manualnn.MLP([4, 32, 1], seed=0)
+    x, y = _values(CV_ROWS, 3.0)
+    more.fit(x, y, epochs=20, backend="torch")
+    assert more.l2_search is None
+    given = manualnn.MLP([4, 32, 1], seed=0)
+    given.fit(x[:40], y[:40], epochs=20, backend="torch", weight_decay=0.1)
+    assert given.l2_search is None
