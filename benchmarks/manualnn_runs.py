@@ -174,6 +174,8 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
             record["final_loss"] = losses[-1] if losses else None
             record["losses"] = losses
             record["task_used"] = (run.get("config") or {}).get("task_used")
+            record["weight_decay"] = (run.get("config") or {}).get("weight_decay")   # the L2 the run trained with
+            record["l2_search_s"] = (run.get("timing") or {}).get("l2_search_seconds")
             record["diverged"] = record["diverged"] or run.get("status") == "diverged" or \
                 any(not math.isfinite(v) for v in losses if isinstance(v, (int, float)))
         if os.path.exists(model):   # a diverged run still saves its last finite weights: score them too

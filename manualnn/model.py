@@ -204,9 +204,9 @@ class MLP(nn.Module):
             options.setdefault("target_scale", self.y_std.tolist())
         weights, biases = self._layers()
         self.l2_search = None
-        if val_data is None and options.get("weight_decay") is None:   # nothing to stop on: L2 holds overfitting back
-            options.pop("weight_decay", None)
-            if searches(x.shape[0], 0.0, None) and options.get("patience") is None:   # few rows: its strength chosen by cross-validation
+        if val_data is None and options.get("weight_decay") is None:   # nothing to stop on: L2 holds overfitting
+            options.pop("weight_decay", None)                           # back, chosen by cross-validation on few rows
+            if searches(x.shape[0], 0.0, None) and options.get("patience") is None:
                 options["weight_decay"], self.l2_search = choose_weight_decay(
                     x, y_fit, [w.detach() for w in weights], epochs=epochs, seed=options.get("shuffle_seed", 0),
                     biases=None if biases is None else [b.detach() for b in biases], classes=task == "classify",
