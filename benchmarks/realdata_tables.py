@@ -142,7 +142,8 @@ def report_markdown(meta, tasks, sk_summary, contenders, notes=()):
               f"sklearn: MLPClassifier/MLPRegressor defaults on StandardScaler'd features (fitted on the training "
               f"rows), times from {meta['sklearn_timed_on']}. Gap = manualnn − sklearn on the same seed (accuracy in "
               f"points). s/fit, the median over seeds: manualnn's train command wall time (Python start and torch "
-              f"import included in cli mode) / its training loop alone, over the runs that finished; sklearn's "
+              f"import included in cli mode) / its training loop alone (the L2 search of sets under 50 rows "
+              f"included), over the runs that finished; sklearn's "
               f"fit() with 1 BLAS thread / default threads (on a shared machine the default threads' times jump "
               f"when another process holds a core; the JSON has every run).", ""]
     cols = ["data set", "metric", "sklearn mean", "sklearn min"]

@@ -207,10 +207,11 @@ class MLP(nn.Module):
         if val_data is None and options.get("weight_decay") is None:   # nothing to stop on: L2 holds overfitting
             options.pop("weight_decay", None)                           # back, chosen by cross-validation on few rows
             if searches(x.shape[0], 0.0, None) and options.get("patience") is None:
+                step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
                 options["weight_decay"], self.l2_search = choose_weight_decay(
-                    x, y_fit, [w.detach() for w in weights], epochs=epochs, seed=options.get("shuffle_seed", 0),
+                    x, y_fit, [w.detach() for w in weights], seed=options.get("shuffle_seed", 0),
                     biases=None if biases is None else [b.detach() for b in biases], classes=task == "classify",
-                    **options)
+                    **step)
             else:
                 options["weight_decay"] = data_settings(x.shape[0], task, val_split=0.0)["weight_decay"]
         with torch.no_grad():

@@ -42,6 +42,7 @@ WEIGHT_DECAY_ROWS = {"classify": 10.0, "regress": 30.0}
 # CV_FOLDS-fold cross-validation prefers (manualnn/training/selection.py): one C does not suit every set
 # of a few dozen rows, and fits of so few rows are quick.
 CV_ROWS, CV_FOLDS, CV_STRENGTHS = 50, 3, (3.0, 10.0, 30.0, 100.0)
+CV_EPOCHS = DATA_DEFAULTS["epochs"]   # each search fit's epochs, whatever the run's (see selection.py)
 # scikit-learn's MLPClassifier/MLPRegressor defaults (--sklearn-defaults): 100 hidden units, Adam lr 1e-3,
 # batches of min(200, N), alpha 1e-4 (its L2 on the mean loss is alpha / batch rows), 200 epochs, every row
 # trained on. Not reproduced: its stop when the training loss gains less than 1e-4 for 10 epochs, its

@@ -156,8 +156,8 @@ def build_parser():
     s.add_argument("--weight-decay", type=number(0), metavar="L2",
                    help=f"L2 on the weights, not the biases (seed: 0; data: 0 with a validation split, else "
                         f"{WEIGHT_DECAY_ROWS['classify']:g} / training rows for classes, "
-                        f"{WEIGHT_DECAY_ROWS['regress']:g} / training rows for values; below {CV_ROWS} rows chosen "
-                        f"by {CV_FOLDS}-fold cross-validation)")
+                        f"{WEIGHT_DECAY_ROWS['regress']:g} / training rows for values; from {CV_FOLDS} to {CV_ROWS - 1} rows "
+                        f"chosen by {CV_FOLDS}-fold cross-validation)")
     s.add_argument("--grad", choices=GRAD_MODES,
                    help="relu (default): the correct ReLU backward (= autograd); tutorial: the seed's clamp of "
                         "the gradient's values")

@@ -176,21 +176,20 @@ def prepare_run(args, device=None, rank=0):
     step["betas"] = tuple(step["betas"])
     common = dict(bias=config["bias"], precision=config["precision"], backend=config["backend"],
                   batch_size=config["batch_size"], shuffle=config["shuffle"], shuffle_seed=config["seed"],
-                  threads=args.threads)
+                  threads=args.threads, graph=False if args.no_graph else None)
     search = None
     try:
         if problem.search_l2:   # few rows and no --weight-decay: the L2 chosen by cross-validation
             step.pop("weight_decay")
             step["weight_decay"], search = choose_weight_decay(
-                problem.x, problem.y, problem.weights, epochs=config["epochs"], seed=config["seed"],
-                classes=config["task_used"] == "classify", **common, **step)
+                problem.x, problem.y, problem.weights, seed=config["seed"], classes=config["task_used"] == "classify",
+                **common, **step)
             config["weight_decay"] = step["weight_decay"]   # (a checkpoint keeps it: a resumed run does not search)
             if rank == 0:
                 print(f"manualnn train: {selection_note(search, problem.x.shape[0])}", file=sys.stderr)
         trainer = Trainer(problem.x, problem.y, problem.weights, patience=config["patience"],
                           val_data=None if problem.x_val is None else (problem.x_val, problem.y_val),
-                          target_scale=config.get("y_std"), distributed=distributed.active(),
-                          graph=False if args.no_graph else None, **common, **step)
+                          target_scale=config.get("y_std"), distributed=distributed.active(), **common, **step)
     except (ValueError, TypeError, BackendUnavailableError, distributed.DistributedError) as e:
         raise UsageError(as_option(str(e))) from None
     config["checksum"] = problem.checksum

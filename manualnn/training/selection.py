@@ -7,9 +7,11 @@ less, noisy labels (spector) or values (stackloss) want more. So below spec.CV_R
 strength is chosen on the data: the rows are dealt into spec.CV_FOLDS folds (a stratified deal for
 classes), each C of spec.CV_STRENGTHS trains on all folds but one with L2 C / (those rows) and is scored
 by its validation loss on the one left out, and the C with the lowest loss over every fold (ties: the
-smaller C) trains the run with L2 C / rows. Each fit is the run's own: its initial weights, step and
-epochs. It costs CV_FOLDS x len(CV_STRENGTHS) fits of two thirds of the rows: 12 fits, 0.02 to 0.05 s
-on the real-data suite's sets of 12 to 24 training rows (README, "How the defaults were chosen").
+smaller C) trains the run with L2 C / rows. Each fit is the run's own (its initial weights and step)
+for CV_EPOCHS epochs, whatever the run's length: so the choice does not depend on --epochs, and a run
+resumed to more epochs trains as one run to that many would. It costs CV_FOLDS x len(CV_STRENGTHS) fits
+of two thirds of the rows: 12 fits, 0.02 to 0.05 s on the real-data suite's sets of 12 to 24 training
+rows (README, "How the defaults were chosen").
 """
 import math
 import time
@@ -17,7 +19,7 @@ import warnings
 
 import torch
 
-from ..spec import CV_FOLDS, CV_ROWS, CV_STRENGTHS
+from ..spec import CV_EPOCHS, CV_FOLDS, CV_ROWS, CV_STRENGTHS
 from .metrics import evaluate
 from .trainer import NonFiniteLossError, train
 
@@ -41,12 +43,12 @@ def folds(n, k, seed, labels=None):
     return [order[i::k] for i in range(k)]
 
 
-def choose_weight_decay(x, y, weights, *, epochs, seed, biases=None, classes=False, **options):
+def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, **options):
     """(weight decay, record) for training ``weights`` on (``x``, ``y``): the CV_STRENGTHS C, as C / rows,
     whose fits had the lowest validation loss (summed over the rows left out) over CV_FOLDS folds. ``y``: class labels [N] (``classes``)
     or targets [N, out] as the run trains on them; ``options``: the run's train() keywords (its step,
-    batch size, backend, ...), without weight_decay. ``record``: {"strengths", "folds", "losses" (the
-    mean validation loss per row of each C), "chosen", "seconds"}."""
+    batch size, backend, ...), without weight_decay, epochs or callbacks. ``record``: {"strengths", "folds",
+    "losses" (the mean validation loss per row of each C; None where a fit diverged), "chosen", "seconds"}."""
     started, n = time.perf_counter(), x.shape[0]
     if options.get("threads") is None:   # steps of a few rows gain nothing from more threads, and probing costs
         options["threads"] = 1
@@ -62,7 +64,7 @@ def choose_weight_decay(x, y, weights, *, epochs, seed, biases=None, classes=Fal
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)   # a fold's dead network: a bad strength
-                    fit = train(x[rows], y[rows], weights, biases=biases, epochs=epochs,
+                    fit = train(x[rows], y[rows], weights, biases=biases, epochs=CV_EPOCHS,
                                 weight_decay=strength / len(rows), **options)
                 fit.loss, fit.reduction = options.get("loss"), "sum"   # scored once, at the end: the loss's sum
                 loss = evaluate(fit, x[held], y[held]).loss
@@ -71,14 +73,16 @@ def choose_weight_decay(x, y, weights, *, epochs, seed, biases=None, classes=Fal
             total += loss
         losses.append(total / n if math.isfinite(total) else math.inf)
     chosen = CV_STRENGTHS[min(range(len(losses)), key=lambda i: (losses[i], i))]
-    record = {"strengths": list(CV_STRENGTHS), "folds": CV_FOLDS, "losses": losses, "chosen": chosen,
+    record = {"strengths": list(CV_STRENGTHS), "folds": CV_FOLDS,   # (JSON has no infinity: None)
+              "losses": [loss if math.isfinite(loss) else None for loss in losses], "chosen": chosen,
               "seconds": time.perf_counter() - started}
     return chosen / n, record
 
 
 def note(record, rows):
     """One line for stderr: what the search chose and why."""
-    losses = ", ".join(f"{c:g}: {loss:.4g}" for c, loss in zip(record["strengths"], record["losses"]))
+    losses = ", ".join(f"{c:g}: {'diverged' if loss is None else f'{loss:.4g}'}"
+                       for c, loss in zip(record["strengths"], record["losses"]))
     return (f"L2 {record['chosen']:g}/{rows} chosen by {record['folds']}-fold cross-validation over C/{rows} for C "
             f"in {', '.join(f'{c:g}' for c in record['strengths'])} (fewer than {CV_ROWS} training rows; validation "
             f"loss {losses}; {record['seconds']:.2f} s); --weight-decay sets it")
