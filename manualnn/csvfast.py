@@ -103,7 +103,7 @@ def _numpy(data, body, delimiter, width, kinds):
     return numbers, {c: [cell.strip() for cell in table[f"t{c}"]] for c in kinds.text}
 
 
-def _pandas(data, body, delimiter, width, kinds, quoted=None):
+def _pandas(data, body, delimiter, width, kinds, quoted):
     try:
         import pandas
     except Exception:    # not installed, or an install that fails to import: numpy's parser reads the file
@@ -135,14 +135,13 @@ def _cpus():
 BOM = b"\xef\xbb\xbf"
 
 
-def _pieces(data, body, quoted=None):
+def _pieces(data, body, quoted):
     """``data[body:]`` as (start, stop) spans cut after line ends, for the CPUs to parse at once (pandas'
     parser lets go of the GIL). The cuts depend on the data only, never on the CPUs, so a file reads the
     same everywhere. One span below ``PIECE_FROM`` bytes, where a quote could hold a line break (``quoted``:
-    the data holds a quote; None: look), or where a cut would start a piece with a byte-order mark (pandas
+    the data holds a quote), or where a cut would start a piece with a byte-order mark (pandas
     drops one at the start of what it reads)."""
     size = len(data) - body
-    quoted = b'"' in data if quoted is None else quoted
     count = min(PIECES, size // PIECE_FROM) if not quoted else 1
     cuts = [body]
     for i in range(1, max(count, 1)):

@@ -526,21 +526,21 @@ def test_a_big_file_is_parsed_in_pieces_on_every_cpu(tmp_path, monkeypatch):
     monkeypatch.setattr(csvfast, "PIECE_FROM", 1000)
     monkeypatch.setattr(csvfast, "_cpus", lambda: 2)
     data = b"a,b,label\n" + b"".join(b"%d,%d.5,%s\r\n" % (i, -i, b"xyz"[i % 3:i % 3 + 1]) for i in range(3000))
-    pieces = [data[start:stop] for start, stop in csvfast._pieces(data, 10)]
+    pieces = [data[start:stop] for start, stop in csvfast._pieces(data, 10, b'"' in data)]
     assert len(pieces) == csvfast.PIECES and b"".join(pieces) == data[10:]
     assert all(piece.endswith(b"\r\n") for piece in pieces)
     monkeypatch.setattr(csvfast, "_cpus", lambda: 1)
-    assert csvfast._pieces(data, 10) == [(start, start + len(p)) for start, p in
-                                         zip(itertools.accumulate([10] + [len(p) for p in pieces]), pieces)]
+    starts = itertools.accumulate([10] + [len(p) for p in pieces])
+    assert csvfast._pieces(data, 10, b'"' in data) == [(start, start + len(p)) for start, p in zip(starts, pieces)]
     path = write(tmp_path, "big.csv", data)
     monkeypatch.setattr(csvread, "_careful", lambda *a, **k: pytest.fail("the careful reader ran on a clean file"))
     got = load_data(path, parser="pandas")
     assert got.x[:, 0].tolist() == list(range(3000)) and got.x[2999, 1] == -2999.5 and got.y[:4].tolist() == [0, 1, 2, 0]
     quoted = data.replace(b"x\r", b'"x"\r')    # a quote could hold a line break: one piece
-    assert len(csvfast._pieces(quoted, 10)) == 1
-    cut = csvfast._pieces(data, 10)[1][0]         # a byte-order mark where a piece would start: pandas drops
-    marked = data[:cut] + csvfast.BOM + data[cut:]   # it there, the careful reader refuses the row: one piece
-    assert csvfast._pieces(marked, 10) == [(10, len(marked))]
+    assert len(csvfast._pieces(quoted, 10, b'"' in quoted)) == 1
+    cut = csvfast._pieces(data, 10, b'"' in data)[1][0]   # a byte-order mark where a piece would start: pandas
+    marked = data[:cut] + csvfast.BOM + data[cut:]   # drops it there, the careful reader refuses the row: one piece
+    assert csvfast._pieces(marked, 10, b'"' in marked) == [(10, len(marked))]
 
 
 def test_clean_files_are_read_by_the_fast_parser(tmp_path, monkeypatch):
