@@ -206,7 +206,7 @@ class MLP(nn.Module):
         self.l2_search = None
         if val_data is None and options.get("weight_decay") is None:   # nothing to stop on: L2 holds overfitting
             options.pop("weight_decay", None)                           # back, chosen by cross-validation on few rows
-            if searches(x.shape[0], 0.0, None) and options.get("patience") is None:
+            if searches(x.shape[0], 0.0, None, patience=options.get("patience")):
                 step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
                 options["weight_decay"], self.l2_search = choose_weight_decay(
                     x, y_fit, [w.detach() for w in weights], seed=options.get("shuffle_seed", 0),

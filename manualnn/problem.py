@@ -93,7 +93,7 @@ def build_problem(config, device, check=None):
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
-    search_l2 = searches(x_train.shape[0], config["val_split"], given_l2, config.get("sklearn_defaults", False)) \
-        and config["patience"] is None   # (a patience without a split is refused when the run is built)
+    search_l2 = searches(x_train.shape[0], config["val_split"], given_l2, config.get("sklearn_defaults", False),
+                         config["patience"])
     return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
                    note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]), search_l2=search_l2)

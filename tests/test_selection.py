@@ -34,6 +34,7 @@ def test_it_searches_only_on_few_rows_with_no_l2_given():
     assert not selection.searches(20, 0.0, 0.01)                 # --weight-decay given
     assert not selection.searches(20, 0.2, None)                 # a validation split
     assert not selection.searches(20, 0.0, None, sklearn=True)   # --sklearn-defaults
+    assert not selection.searches(20, 0.0, None, patience=5)     # refused without a split anyway
 
 
 def _values(rows, noise, seed=0):

@@ -24,10 +24,12 @@ from .metrics import evaluate
 from .trainer import NonFiniteLossError, train
 
 
-def searches(rows, val_split, weight_decay, sklearn=False):
+def searches(rows, val_split, weight_decay, sklearn=False, patience=None):
     """True when a run's L2 is to be chosen by cross-validation: not given, no validation split, and at
-    least CV_FOLDS but fewer than CV_ROWS training rows (never with scikit-learn's defaults)."""
-    return weight_decay is None and not val_split and not sklearn and CV_FOLDS <= int(rows) < CV_ROWS
+    least CV_FOLDS but fewer than CV_ROWS training rows (never with scikit-learn's defaults, nor with a
+    patience, which without a validation split the run refuses)."""
+    return weight_decay is None and not val_split and not sklearn and patience is None and \
+        CV_FOLDS <= int(rows) < CV_ROWS
 
 
 def folds(n, k, seed, labels=None):
@@ -45,29 +47,30 @@ def folds(n, k, seed, labels=None):
 
 def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, **options):
     """(weight decay, record) for training ``weights`` on (``x``, ``y``): the CV_STRENGTHS C, as C / rows,
-    whose fits had the lowest validation loss (summed over the rows left out) over CV_FOLDS folds. ``y``: class labels [N] (``classes``)
-    or targets [N, out] as the run trains on them; ``options``: the run's train() keywords (its step,
-    batch size, backend, ...), without weight_decay, epochs or callbacks. ``record``: {"strengths", "folds",
-    "losses" (the mean validation loss per row of each C; None where a fit diverged), "chosen", "seconds"}."""
+    whose fits had the lowest validation loss (summed over the rows left out) over CV_FOLDS folds. ``y``:
+    class labels [N] (``classes``) or targets [N, out] as the run trains on them; ``options``: the run's
+    train() keywords (its step, batch size, backend, ...), without weight_decay, epochs or callbacks.
+    ``record``: {"strengths", "folds", "losses" (the mean validation loss per row of each C; None where a fit
+    diverged), "chosen", "seconds"}."""
     started, n = time.perf_counter(), x.shape[0]
     if options.get("threads") is None:   # steps of a few rows gain nothing from more threads, and probing costs
         options["threads"] = 1
-    parts = folds(n, CV_FOLDS, seed, y if classes else None)
+    splits = []   # (the rows trained on, the rows left out) of each fold
+    for held in folds(n, CV_FOLDS, seed, y if classes else None):
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[held] = False
+        splits.append((torch.nonzero(keep).flatten().to(x.device), held.to(x.device)))
     losses = []
     for strength in CV_STRENGTHS:
         total = 0.0
-        for held in parts:
-            keep = torch.ones(n, dtype=torch.bool)
-            keep[held] = False
-            rows = torch.nonzero(keep).flatten().to(x.device)
-            held = held.to(x.device)
+        for rows, held in splits:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)   # a fold's dead network: a bad strength
                     fit = train(x[rows], y[rows], weights, biases=biases, epochs=CV_EPOCHS,
                                 weight_decay=strength / len(rows), **options)
-                fit.loss, fit.reduction = options.get("loss"), "sum"   # scored once, at the end: the loss's sum
-                loss = evaluate(fit, x[held], y[held]).loss
+                # scored once, at the end: the loss summed over the rows left out
+                loss = evaluate(fit, x[held], y[held], loss=options.get("loss"), reduction="sum").loss
             except NonFiniteLossError:
                 loss = math.inf
             total += loss
