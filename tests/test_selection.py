@@ -112,3 +112,55 @@ def test_fit_searches_on_few_rows_and_not_on_more():
     given = manualnn.MLP([4, 32, 1], seed=0)
     given.fit(x[:40], y[:40], epochs=20, backend="torch", weight_decay=0.1)
     assert given.l2_search is None
+
+
+def _grid(x, y, weights, biases, step, native, threads=None):
+    """choose_weight_decay's losses by the native runner's one call (native) or by a train() call per fit."""
+    splits = [(torch.tensor([i for i in range(x.shape[0]) if i % CV_FOLDS != k]),
+               torch.arange(k, x.shape[0], CV_FOLDS)) for k in range(CV_FOLDS)]
+    options = dict(step, backend="native", threads=threads)
+    if native:
+        return selection._native_grid(x, y, weights, biases, splits, options)
+    options["threads"] = 1
+    return [[selection._fit_loss(x, y, weights, biases, c, rows, held, options) for rows, held in splits]
+            for c in CV_STRENGTHS]
+
+
+@pytest.mark.parametrize("task,optimizer,bias,dtype", [
+    ("classes", "adam", True, torch.float32), ("values", "adam", True, torch.float32),
+    ("classes", "momentum", False, torch.float64), ("values", "sgd", False, torch.float32),
+    ("values", "sgd", True, torch.float64)])
+def test_the_native_search_fits_equal_train_calls_on_any_threads(task, optimizer, bias, dtype, native_build,
+                                                                  monkeypatch):
+    """runner.cpp's fold_losses runs the 12 fits side by side: each must be the fit a train() call makes
+    (its held-out loss, judged in float64 against train() + evaluate), whatever the threads."""
+    monkeypatch.setenv("MANUALNN_NATIVE_CACHE", native_build[0])
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(23, 5, generator=gen, dtype=dtype)
+    y = torch.randint(0, 3, (23,), generator=gen) if task == "classes" else torch.randn(23, 2, generator=gen,
+                                                                                         dtype=dtype)
+    weights = [w.to(dtype) for w in init_weights([5, 33, 3 if task == "classes" else 2], "kaiming", generator=gen)]
+    biases = [torch.randn(33, generator=gen, dtype=dtype) * 0.1, torch.randn(weights[1].shape[1], generator=gen,
+                                                                               dtype=dtype) * 0.1] if bias else None
+    step = dict(STEP, optimizer=optimizer, lr=3e-3 if optimizer == "adam" else 1e-2,
+                loss="ce" if task == "classes" else "sse", bias=bias)
+    step.pop("backend")
+    expected = _grid(x, y, weights, biases, step, native=False)
+    one, two = (_grid(x, y, weights, biases, step, native=True, threads=t) for t in (1, 2))
+    assert one == two   # the same numbers on one thread or two
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-10   # the held-out loss summed in float32 by evaluate
+    for got_row, want_row in zip(one, expected):
+        for got, want in zip(got_row, want_row):
+            assert np.isfinite(want) and got == pytest.approx(want, rel=tolerance)
+    assert expected[0][0] != pytest.approx(expected[-1][0], rel=1e-3)   # the strength reaches the fits
+
+
+def test_the_native_search_marks_a_diverged_fit(native_build, monkeypatch):
+    monkeypatch.setenv("MANUALNN_NATIVE_CACHE", native_build[0])
+    x, y = _values(12, 1.0)
+    weights = init_weights([4, 16, 1], "kaiming", generator=torch.Generator().manual_seed(0))
+    grid = _grid(x, y * 1e3, weights, None, dict(STEP, optimizer="sgd", lr=10.0, loss="sse", bias=False), True)
+    assert all(v == float("inf") for row in grid for v in row)
+    decay, record = selection.choose_weight_decay(x, y * 1e3, weights, seed=0, loss="sse",
+                                                  **dict(STEP, optimizer="sgd", lr=10.0, backend="native"))
+    assert record["losses"] == [None] * len(CV_STRENGTHS)

@@ -25,7 +25,11 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <atomic>
 #include <chrono>
+#include <exception>
+#include <memory>
+#include <mutex>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -296,6 +300,131 @@ class Epochs {
   ThreadChooser threads_;
 };
 
+// The L2 search's fits in one call (manualnn/training/selection.py). Fit (s, f) trains a copy of `params`
+// (the starting parameters, in the runners' layout) for `epochs` full-batch steps on xs[f], ys[f] with
+// weight decay strengths[s] / (xs[f]'s rows), fresh optimizer state, then is scored by its loss summed over
+// held_xs[f], held_ys[f] (metrics.Scorer.row's definition, as the validation pass computes it). A fit is
+// the Epochs runner's one-batch epoch on one thread, step for step: train(..., threads=1) on the native
+// backend ends with the same parameters. The fits are independent, so they run side by side on up to
+// `threads` of torch's OpenMP threads, one fit per thread at a time (inside a parallel region BLAS and the
+// element-wise loops stay on the calling thread), each thread taking the next fit when it finishes one: a
+// thread that another process slows down takes fewer. Returns the losses [strength][fold] in one list;
+// +inf for a fit whose training loss stopped being finite.
+class FoldFit {
+ public:
+  FoldFit(at::Tensor x, at::Tensor y, at::Tensor held_x, at::Tensor held_y, const Tensors& start,
+          const Settings& settings)
+      : x_(x), y_(y), held_x_(held_x), held_y_(held_y),
+        net_(clones(start), {}, fresh(start, settings.kind == OptimizerKind::kMomentum),
+             fresh(start, settings.kind == OptimizerKind::kAdam), fresh(start, settings.kind == OptimizerKind::kAdam),
+             at::zeros({}, at::kLong), at::ones({2}, at::kDouble), settings, x.size(0)) {
+    const at::ScalarType dtype = net_.dtype();
+    check_rows(x, "xs[i]", dtype, net_.inputs());
+    check_rows(y, "ys[i]", dtype, net_.outputs());
+    check_rows(held_x, "held_xs[i]", dtype, net_.inputs());
+    check_rows(held_y, "held_ys[i]", dtype, net_.outputs());
+    TORCH_CHECK(x.size(0) > 0 && y.size(0) == x.size(0) && held_x.size(0) > 0 && held_y.size(0) == held_x.size(0),
+                "a fold: expected rows to train on and rows held out, each with as many targets, got ", x.size(0),
+                ", ", y.size(0), ", ", held_x.size(0), " and ", held_y.size(0));
+    net_.make_score_buffers(held_x.size(0), score_acts_, score_z_);
+  }
+
+  template <typename T>
+  double run(int64_t epochs) {
+    const int64_t rows = x_.size(0), ldx = x_.stride(0);
+    const T* x = x_.data_ptr<T>();
+    const Rows<T> y{y_.data_ptr<T>(), y_.stride(0)};
+    const double scale = net_.settings().scale(double(rows));
+    for (int64_t e = 0; e < epochs; ++e) {
+      const double loss = net_.forward_loss<T>(x, ldx, y, rows);
+      if (!std::isfinite(double(static_cast<T>(loss)))) return INFINITY;  // as the epoch's row would hold it
+      net_.backward<T>(x, ldx, rows, scale, /*update=*/true);
+    }
+    const int64_t held = held_x_.size(0), cols = net_.outputs();
+    const T* z = net_.outputs<T>(held_x_.data_ptr<T>(), held_x_.stride(0), held, score_acts_, score_z_);
+    std::vector<double> acc(size_t(2 + cols), 0.0);
+    score_block(z, Rows<T>{held_y_.data_ptr<T>(), held_y_.stride(0)}, nullptr, held, cols,
+                net_.settings().cross_entropy, acc.data());
+    return acc[0];
+  }
+
+  at::ScalarType dtype() const { return net_.dtype(); }
+
+ private:
+  static Tensors clones(const Tensors& start) {
+    Tensors out;
+    for (const auto& t : start) out.push_back(t.clone(at::MemoryFormat::Contiguous));
+    return out;
+  }
+  static Tensors fresh(const Tensors& start, bool wanted) {
+    Tensors out;
+    if (wanted) {
+      for (const auto& t : start) out.push_back(at::zeros_like(t, at::MemoryFormat::Contiguous));
+    }
+    return out;
+  }
+
+  at::Tensor x_, y_, held_x_, held_y_;
+  Network net_;
+  Tensors score_acts_;
+  at::Tensor score_z_;
+};
+
+std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
+                                std::vector<at::Tensor> held_xs, std::vector<at::Tensor> held_ys, Tensors params,
+                                std::vector<double> strengths, int64_t epochs, int threads, bool bias, bool fold,
+                                std::vector<int64_t> decayed_rows, const std::string& grad, const std::string& loss,
+                                const std::string& reduction, const std::string& optimizer, double lr,
+                                double momentum, double beta1, double beta2, double eps) {
+  const size_t folds = xs.size();
+  TORCH_CHECK(folds > 0 && ys.size() == folds && held_xs.size() == folds && held_ys.size() == folds,
+              "xs, ys, held_xs, held_ys: expected one tensor per fold in each, got ", xs.size(), ", ", ys.size(),
+              ", ", held_xs.size(), " and ", held_ys.size());
+  TORCH_CHECK(!strengths.empty() && epochs > 0, "strengths, epochs: expected at least one of each, got ",
+              strengths.size(), " and ", epochs);
+  std::vector<std::unique_ptr<FoldFit>> fits;  // every buffer made here, on the calling thread
+  for (double strength : strengths) {
+    for (size_t f = 0; f < folds; ++f) {
+      const double decay = strength / double(std::max<int64_t>(xs[f].size(0), 1));
+      fits.push_back(std::make_unique<FoldFit>(
+          xs[f], ys[f], held_xs[f], held_ys[f], params,
+          make_settings(bias, fold, decayed_rows, grad, loss, reduction, optimizer, lr, decay, momentum, beta1,
+                        beta2, eps)));
+    }
+  }
+  const int64_t count = int64_t(fits.size());
+  std::vector<double> out(fits.size(), 0.0);
+  std::atomic<int64_t> next{0};
+  std::exception_ptr failure;
+  std::mutex failure_lock;
+  const auto work = [&] {
+    FlushHere flush;
+    try {
+      for (int64_t k = next++; k < count; k = next++) {
+        FoldFit& fit = *fits[size_t(k)];
+        AT_DISPATCH_FLOATING_TYPES(fit.dtype(), "manualnn_native_fold_losses",
+                                   [&] { out[size_t(k)] = fit.run<scalar_t>(epochs); });
+      }
+    } catch (...) {  // nothing may leave a parallel region: kept, and raised after it
+      std::lock_guard<std::mutex> hold(failure_lock);
+      if (!failure) failure = std::current_exception();
+    }
+  };
+  const int team = int(std::max<int64_t>(1, std::min<int64_t>(threads, count)));
+#ifdef _OPENMP
+  if (team > 1) {
+#pragma omp parallel num_threads(team)
+    work();
+  } else {
+    work();
+  }
+#else
+  work();
+#endif
+  if (failure) std::rethrow_exception(failure);
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -332,6 +461,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def_property_readonly("best_threads", [](const Epochs& e) { return e.threads().best(); })
       .def("run", &Epochs::run, py::arg("first_epoch"), py::arg("seeds"), py::arg("rows"),
            py::call_guard<py::gil_scoped_release>(), "Whole epochs in one call; returns (epochs run, stopped early).");
+  m.def("fold_losses", &fold_losses, py::arg("xs"), py::arg("ys"), py::arg("held_xs"), py::arg("held_ys"),
+        py::arg("params"), py::arg("strengths"), py::arg("epochs"), py::arg("threads"), py::arg("bias"),
+        py::arg("fold"), py::arg("decayed_rows"), py::arg("grad"), py::arg("loss"), py::arg("reduction"),
+        py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+        py::call_guard<py::gil_scoped_release>(),
+        "The L2 search's fits, side by side: each (strength, fold)'s loss on its held-out rows.");
   py::class_<ThreadChooser>(m, "ThreadChooser", "threads.h's rule, for tests against its Python twin")
       .def(py::init<int, bool>(), py::arg("most"), py::arg("adapt"))
       .def("next", &ThreadChooser::next)

@@ -109,6 +109,28 @@ class FlushSubnormals {
   std::vector<unsigned int> saved_;     // each other thread's (index 0 unused: original_)
 };
 
+// Subnormals flushed on the calling thread alone, for a block: a thread of a parallel region whose work
+// stays on it (the L2 search's fits, runner.cpp's fold_losses), its own mode back at the end.
+class FlushHere {
+ public:
+  FlushHere() {
+#ifdef MANUALNN_HAS_MXCSR
+    saved_ = _mm_getcsr();
+    _mm_setcsr(saved_ | 0x8040);  // FTZ and DAZ, as FlushSubnormals
+#endif
+  }
+  ~FlushHere() {
+#ifdef MANUALNN_HAS_MXCSR
+    _mm_setcsr(saved_);
+#endif
+  }
+  FlushHere(const FlushHere&) = delete;
+  FlushHere& operator=(const FlushHere&) = delete;
+
+ private:
+  unsigned int saved_ = 0;
+};
+
 // Row r of a [rows, cols] matrix with row stride ld, optionally through a row index (a shuffled order).
 template <typename T>
 struct Rows {

@@ -135,3 +135,31 @@ class NativeEpochs:
         seeds = torch.tensor([epoch_seed(self.shuffle_seed, first_epoch + i) if self.shuffled else 0
                               for i in range(n)], dtype=torch.int64)
         return self.epochs.run(first_epoch, seeds, out[:n])
+
+
+def fold_losses(x, y, params, spec, splits, strengths, *, epochs, threads):
+    """The L2 search's fits in one native call (runner.cpp's fold_losses): for each strength C and each fold
+    (rows trained on, rows held out) of ``splits``, ``params``' starting values trained ``epochs`` full-batch
+    steps with weight decay C / (rows trained on), scored by the loss summed over the held-out rows. Returns
+    the losses as a list [strength][fold] (inf for a fit whose training loss stopped being finite).
+
+    x [N, in (+1)] and y [N, out] are the rows as a Trainer holds them (``trainer.runner.x``, ``trainer.y``);
+    each fold's rows are laid out as a Trainer of those rows would lay them out, so that a fit's numbers are
+    ``train(..., threads=1)``'s. The fits run side by side on up to ``threads`` threads, one thread each."""
+    _check_cpu(spec, x=x, y=y)
+    features = x.shape[1] - (1 if params.bias else 0)
+
+    def part(index):
+        rows = with_ones(len(index), features, like=x, bias=params.bias)
+        rows.copy_(x[index])
+        return rows, y[index].contiguous()
+
+    trained = [part(rows) for rows, _ in splits]
+    held = [part(rows) for _, rows in splits]
+    settings = {k: v for k, v in _step_settings(params, spec).items()
+                if k not in ("momentum_buffers", "exp_avgs", "exp_avg_sqs", "step_count", "powers", "weight_decay")}
+    losses = native_build.load().fold_losses(
+        [a for a, _ in trained], [b for _, b in trained], [a for a, _ in held], [b for _, b in held],
+        params.tensors, [float(c) for c in strengths], epochs=int(epochs), threads=int(threads), **settings)
+    k = len(splits)
+    return [losses[i * k:(i + 1) * k] for i in range(len(strengths))]

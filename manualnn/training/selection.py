@@ -10,8 +10,10 @@ by its validation loss on the one left out, and the C with the lowest loss over 
 smaller C) trains the run with L2 C / rows. Each fit is the run's own (its initial weights and step)
 for CV_EPOCHS epochs, whatever the run's length: so the choice does not depend on --epochs, and a run
 resumed to more epochs trains as one run to that many would. It costs CV_FOLDS x len(CV_STRENGTHS) fits
-of two thirds of the rows: 12 fits, 0.02 to 0.05 s on the real-data suite's sets of 12 to 24 training
-rows (README, "How the defaults were chosen").
+of two thirds of the rows: 12 fits. On the native runner they are one call that runs them side by side on
+the run's threads, each fit on one (the same numbers as a train() call per fit, which the other backends
+make): 0.007 to 0.02 s on the real-data suite's sets of 12 to 24 training rows, idle on 2 cores (README,
+"How the defaults were chosen").
 """
 import math
 import time
@@ -21,7 +23,7 @@ import torch
 
 from ..spec import CV_EPOCHS, CV_FOLDS, CV_ROWS, CV_STRENGTHS
 from .metrics import evaluate
-from .trainer import NonFiniteLossError, train
+from .trainer import NonFiniteLossError, Trainer, train
 
 
 def searches(rows, val_split, weight_decay, sklearn=False, patience=None):
@@ -53,28 +55,18 @@ def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, **op
     ``record``: {"strengths", "folds", "losses" (the mean validation loss per row of each C; None where a fit
     diverged), "chosen", "seconds"}."""
     started, n = time.perf_counter(), x.shape[0]
-    if options.get("threads") is None:   # steps of a few rows gain nothing from more threads, and probing costs
-        options["threads"] = 1
     splits = []   # (the rows trained on, the rows left out) of each fold
     for held in folds(n, CV_FOLDS, seed, y if classes else None):
         keep = torch.ones(n, dtype=torch.bool)
         keep[held] = False
         splits.append((torch.nonzero(keep).flatten().to(x.device), held.to(x.device)))
-    losses = []
-    for strength in CV_STRENGTHS:
-        total = 0.0
-        for rows, held in splits:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)   # a fold's dead network: a bad strength
-                    fit = train(x[rows], y[rows], weights, biases=biases, epochs=CV_EPOCHS,
-                                weight_decay=strength / len(rows), **options)
-                # scored once, at the end: the loss summed over the rows left out
-                loss = evaluate(fit, x[held], y[held], loss=options.get("loss"), reduction="sum").loss
-            except NonFiniteLossError:
-                loss = math.inf
-            total += loss
-        losses.append(total / n if math.isfinite(total) else math.inf)
+    grid = _native_grid(x, y, weights, biases, splits, options)
+    if grid is None:   # each fit a train() call; steps of a few rows gain nothing from more threads
+        options["threads"] = options.get("threads") or 1
+        grid = [[_fit_loss(x, y, weights, biases, strength, rows, held, options) for rows, held in splits]
+                for strength in CV_STRENGTHS]
+    totals = [sum(row) for row in grid]
+    losses = [total / n if math.isfinite(total) else math.inf for total in totals]
     chosen = CV_STRENGTHS[min(range(len(losses)), key=lambda i: (losses[i], i))]
     record = {"strengths": list(CV_STRENGTHS), "folds": CV_FOLDS,   # (JSON has no infinity: None)
               "losses": [loss if math.isfinite(loss) else None for loss in losses], "chosen": chosen,
@@ -89,3 +81,35 @@ def note(record, rows):
     return (f"L2 {record['chosen']:g}/{rows} chosen by {record['folds']}-fold cross-validation over C/{rows} for C "
             f"in {', '.join(f'{c:g}' for c in record['strengths'])} (fewer than {CV_ROWS} training rows; validation "
             f"loss {losses}; {record['seconds']:.2f} s); --weight-decay sets it")
+
+
+def _fit_loss(x, y, weights, biases, strength, rows, held, options):
+    """One fit's loss summed over the rows left out (inf where its training diverged)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)   # a fold's dead network: a bad strength
+            fit = train(x[rows], y[rows], weights, biases=biases, epochs=CV_EPOCHS,
+                        weight_decay=strength / len(rows), **options)
+        # scored once, at the end: the loss summed over the rows left out
+        return evaluate(fit, x[held], y[held], loss=options.get("loss"), reduction="sum").loss
+    except NonFiniteLossError:
+        return math.inf
+
+
+def _native_grid(x, y, weights, biases, splits, options):
+    """Every fit's loss [strength][fold] from one call of the native runner (the fits side by side on the
+    run's threads, each fit on one: the numbers of train(..., threads=1)), or None where the fits are not its
+    one-batch epochs (another backend, a fold larger than a batch): then each fit is a train() call."""
+    from ..backends import resolve
+    batch = options.get("batch_size")
+    if options.get("distributed") or (batch is not None and any(len(rows) > batch for rows, _ in splits)):
+        return None
+    if not isinstance(x, torch.Tensor) or resolve(options.get("backend", "auto"), x.device, x.dtype) != "native":
+        return None
+    from ..backends.native_backend import fold_losses
+    setup = dict(options, threads=1, weight_decay=CV_STRENGTHS[0] / x.shape[0])   # (L2 > 0: the step as fits take it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        trainer = Trainer(x, y, weights, biases=biases, **setup)   # the inputs checked and laid out as train()'s
+    return fold_losses(trainer.runner.x, trainer.y, trainer.params, trainer.spec, splits, CV_STRENGTHS,
+                       epochs=CV_EPOCHS, threads=options.get("threads") or torch.get_num_threads())
