@@ -261,7 +261,8 @@ def test_broken_pipe_stops_with_one_line(tmp_path):
 
 def test_ctrl_c_while_training_says_interrupted_and_exits_130(tmp_path):
     proc = subprocess.Popen([script(), "train", *SMALL, "--epochs", "1000000"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=cli_env(), cwd=tmp_path)
+                            stderr=subprocess.PIPE, env=cli_env(), cwd=tmp_path,   # (Ctrl-C as a terminal has it,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # even under 'pytest &')
     proc.stdout.readline()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -118,8 +118,13 @@ def test_no_checkpoint_of_untrained_weights(capsys, tmp_path, monkeypatch):
     good = ck.read_bytes()
     real = EpochRunner.run
     monkeypatch.setattr(EpochRunner, "run", lambda *a: (os.kill(os.getpid(), signal.SIGINT), real(*a))[1])
-    code, out, err = run(capsys, "train", "--data", str(d), "--epochs", "5", "--save", str(ck), "--backend", "torch",
-                         "--device", "cpu")
+    # Ctrl-C as a terminal has it, even where the tests run as a background job (which ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, out, err = run(capsys, "train", "--data", str(d), "--epochs", "5", "--save", str(ck), "--backend",
+                             "torch", "--device", "cpu")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == 130 and out == "", err
     assert f"--save: no epoch finished in this run, so nothing was written to {str(ck)!r}" in err
     assert "interrupted (Ctrl-C) after 0 epochs\n" in err and ck.read_bytes() == good
