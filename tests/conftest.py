@@ -47,6 +47,37 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_early_build = []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    """Under pytest-xdist the controller starts the native build at once, in a process of its own, into the
+    folder the workers' native_build fixture uses: it compiles while they start and collect the tests (the
+    first to need it waits on the folder's lock, see helpers.build_once), not after."""
+    config = session.config
+    if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "dist", "no") == "no" or \
+            os.environ.get("MANUALNN_TEST_NATIVE_CACHE"):
+        return
+    from manualnn.backends import native_build as native
+    if native.missing_tools():
+        return
+    import subprocess
+    import sys
+    cache = str(config._tmp_path_factory.getbasetemp() / "native-cache")   # the workers' basetemp's parent
+    here = os.path.dirname(os.path.abspath(__file__))
+    _early_build.append(subprocess.Popen(
+        [sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); import helpers; helpers.build_once({cache!r})"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for proc in _early_build:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:   # Ctrl-C: no waiting for a compile nobody needs
+            proc.kill()
+        proc.wait()
+
+
 @pytest.fixture
 def seed_shape():
     return dict(batch=100, features=1000, hidden=(100,), out=10)
@@ -60,10 +91,7 @@ def native_build(tmp_path_factory):
     one build: the first builds under a lock, the others load it (and read what the build said). A
     developer re-running the tests can set MANUALNN_TEST_NATIVE_CACHE to a folder of their own, kept
     between sessions, to build only after a source change."""
-    import fcntl
-    import time
-
-    from helpers import BuildLog
+    from helpers import build_once
     from manualnn.backends import native_build as native
     cache = os.environ.get("MANUALNN_TEST_NATIVE_CACHE")
     if native.missing_tools() and not (cache and native.is_built(cache=cache)):
@@ -71,21 +99,8 @@ def native_build(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # xdist: the run's common folder
     cache = cache or str(shared / "native-cache")
-    os.makedirs(cache, exist_ok=True)
-    record = os.path.join(cache, "BUILD_LOG")
-    with open(os.path.join(cache, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(record):      # another worker built it: its words and time
-            with open(record) as f:
-                seconds, _, text = f.read().partition("\n")
-            native.load(cache=cache, log=BuildLog())
-            return cache, text, float(seconds)
-        log, started = BuildLog(), time.perf_counter()
-        native.load(cache=cache, log=log)
-        seconds = time.perf_counter() - started
-        with open(record, "w") as f:
-            f.write(f"{seconds}\n{log.text}")
-    return cache, log.text, seconds
+    text, seconds = build_once(cache)
+    return cache, text, seconds
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,4 +1,6 @@
 """Small helpers shared by the tests."""
+import os
+
 import torch
 
 import manualnn
@@ -42,6 +44,31 @@ class BuildLog:
 
     def flush(self):
         pass
+
+
+def build_once(cache):
+    """The native runner built into the folder ``cache`` once, by whoever asks first (an xdist worker's
+    native_build fixture, or the controller's early start, conftest.pytest_sessionstart); the others wait on
+    the folder's lock, then load that build. Returns (what the build said on stderr, its seconds)."""
+    import fcntl
+    import time
+
+    from manualnn.backends import native_build as native
+    os.makedirs(cache, exist_ok=True)
+    record = os.path.join(cache, "BUILD_LOG")
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(record):      # built already: its words and time
+            with open(record) as f:
+                seconds, _, text = f.read().partition("\n")
+            native.load(cache=cache, log=BuildLog())
+            return text, float(seconds)
+        log, started = BuildLog(), time.perf_counter()
+        native.load(cache=cache, log=log)
+        seconds = time.perf_counter() - started
+        with open(record, "w") as f:
+            f.write(f"{seconds}\n{log.text}")
+    return log.text, seconds
 
 
 def write(tmp_path, name, content):
