@@ -23,6 +23,8 @@ os.environ["MANUALNN_NATIVE_CACHE"] = tempfile.mkdtemp(prefix="manualnn-native-e
 def pytest_configure(config):
     """Refuse to test code this checkout does not hold: an editable install made from another checkout
     maps manualnn.kernels (installed from kernels/) to that checkout's files."""
+    if hasattr(config.option, "loadscopereorder"):   # pytest-xdist 3.8+: the order of the collection, as sorted
+        config.option.loadscopereorder = False       # by pytest_collection_modifyitems
     import importlib.util
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for name in ("manualnn", "manualnn.kernels"):
@@ -39,6 +41,12 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # the WITHOUT_NATIVE files first, then the rest, each part largest file first (xdist's own order, which
+    # pytest_configure turns off so that it keeps this one); a file's tests stay in their order
+    per_file = {}
+    for item in items:
+        per_file[item.path] = per_file.get(item.path, 0) + 1
+    items.sort(key=lambda item: (item.path.name not in WITHOUT_NATIVE, -per_file[item.path], str(item.path)))
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -103,11 +111,27 @@ def native_build(tmp_path_factory):
     return cache, text, seconds
 
 
-@pytest.fixture(scope="session", autouse=True)
-def native_for_auto(request):
+# Test files that never run the native runner: they run first (pytest_collection_modifyitems) and do not wait
+# for its build, so that under pytest-xdist every worker has work while the build compiles (about 20 s). A test
+# here that reaches the runner after all fails at once, saying so (native_for_auto), rather than compiling it.
+WITHOUT_NATIVE = {"test_kernels.py", "test_two_launch.py", "test_reference.py",
+                  "test_checks.py", "test_emulate.py", "test_gpu_compile.py", "test_gpu_startup.py",
+                  "test_functional.py", "test_data.py", "test_datafiles.py", "test_optim.py", "test_torch_backend.py"}
+
+
+@pytest.fixture(autouse=True)
+def native_for_auto(request, monkeypatch):
     """Every test (and the subprocesses they start) finds the session's native build, as a user who has
-    built it does; where it cannot be built, "auto" falls back to the torch backend, as it does for users."""
+    built it does; where it cannot be built, "auto" falls back to the torch backend, as it does for users.
+    A test of a WITHOUT_NATIVE file does not wait for the build, and may not load it."""
     from manualnn.backends import native_build as native
+    if request.node.path.name in WITHOUT_NATIVE:
+        def refuse(*args, **kwargs):
+            raise AssertionError(f"{request.node.path.name} is in conftest.WITHOUT_NATIVE, but this test loads the "
+                                 f"native runner: take the file out of that list")
+        monkeypatch.setattr(native, "load", refuse)
+        yield None
+        return
     if native.missing_tools() and not os.environ.get("MANUALNN_TEST_NATIVE_CACHE"):
         yield None
         return
