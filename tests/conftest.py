@@ -41,12 +41,14 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    # the WITHOUT_NATIVE files first, then the rest, each part largest file first (xdist's own order, which
-    # pytest_configure turns off so that it keeps this one); a file's tests stay in their order
+    # the WITHOUT_NATIVE files first, then the rest, each part's longest files first (LONGEST, then by their
+    # number of tests: xdist's own order, which pytest_configure turns off so that it keeps this one), so that
+    # no long file is left to run alone at the end; a file's tests stay in their order
     per_file = {}
     for item in items:
         per_file[item.path] = per_file.get(item.path, 0) + 1
-    items.sort(key=lambda item: (item.path.name not in WITHOUT_NATIVE, -per_file[item.path], str(item.path)))
+    items.sort(key=lambda item: (item.path.name not in WITHOUT_NATIVE, item.path.name not in LONGEST,
+                                 -per_file[item.path], str(item.path)))
     if HAS_CUDA:
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
@@ -117,6 +119,10 @@ def native_build(tmp_path_factory):
 WITHOUT_NATIVE = {"test_kernels.py", "test_two_launch.py", "test_reference.py",
                   "test_checks.py", "test_emulate.py", "test_gpu_compile.py", "test_gpu_startup.py",
                   "test_functional.py", "test_data.py", "test_datafiles.py", "test_optim.py", "test_torch_backend.py"}
+# The files that take longest here (--durations on a 2-core machine: 15 to 45 s each, most of it waiting on the
+# processes their tests start), whatever their number of tests.
+LONGEST = {"test_distributed.py", "test_estimators.py", "test_readme.py", "test_cli_data.py", "test_stops.py",
+           "test_faults.py", "test_two_launch.py"}
 
 
 @pytest.fixture(autouse=True)
