@@ -67,7 +67,7 @@ def pytest_sessionstart(session):
     first to need it waits on the folder's lock, see helpers.build_once), not after."""
     config = session.config
     if os.environ.get("PYTEST_XDIST_WORKER") or getattr(config.option, "dist", "no") == "no" or \
-            os.environ.get("MANUALNN_TEST_NATIVE_CACHE"):
+            os.environ.get("MANUALNN_TEST_NATIVE_CACHE") or config.option.collectonly:
         return
     from manualnn.backends import native_build as native
     if native.missing_tools():
@@ -82,8 +82,8 @@ def pytest_sessionstart(session):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for proc in _early_build:
-        if exitstatus == pytest.ExitCode.INTERRUPTED:   # Ctrl-C: no waiting for a compile nobody needs
+    for proc in _early_build:   # still compiling at the end: no test waited for it (a run of files that do not
+        if proc.poll() is None:  # need it, a -x stop, a Ctrl-C), so nobody waits for it now
             proc.kill()
         proc.wait()
 

@@ -164,3 +164,28 @@ def test_the_native_search_marks_a_diverged_fit(native_build, monkeypatch):
     decay, record = selection.choose_weight_decay(x, y * 1e3, weights, seed=0, loss="sse",
                                                   **dict(STEP, optimizer="sgd", lr=10.0, backend="native"))
     assert record["losses"] == [None] * len(CV_STRENGTHS)
+
+
+def test_the_native_search_fits_are_train_calls_to_the_bit_after_any_thread_count(native_build, monkeypatch):
+    """On a network whose products BLAS would split over threads, each fold fit equals a train(threads=1)
+    call's last validation loss exactly, on one thread or two, also after other runs changed torch's thread
+    count (a review found the fits' numbers changing from call to call while BLAS kept a count of two)."""
+    from manualnn.backends.native_backend import fold_losses
+    monkeypatch.setenv("MANUALNN_NATIVE_CACHE", native_build[0])
+    gen = torch.Generator().manual_seed(3)
+    x, y = torch.randn(45, 1000, generator=gen), torch.randint(0, 3, (45,), generator=gen)
+    weights = init_weights([1000, 256, 3], "kaiming", generator=gen)
+    biases = [torch.zeros(256), torch.zeros(3)]
+    step = dict(STEP, backend="native", loss="ce", bias=True)
+    splits = [(torch.tensor([i for i in range(45) if i % 3 != k]), torch.arange(k, 45, 3)) for k in range(3)]
+    strengths, epochs = (3.0, 100.0), 15
+    want = [[manualnn.train(x[rows], y[rows], weights, biases=biases, epochs=epochs, weight_decay=c / len(rows),
+                            threads=1, val_data=(x[held], y[held]), **step).val_losses[-1] for rows, held in splits]
+            for c in strengths]
+    trainer = manualnn.Trainer(x, y, weights, biases=biases, weight_decay=1.0, threads=1, **step)
+    for threads in (1, 2, 2):
+        got = fold_losses(trainer.runner.x, trainer.y, trainer.params, trainer.spec, splits, strengths,
+                          epochs=epochs, threads=threads)
+        # the loss the validation pass records: the float32 sum, divided by the rows for "mean"
+        assert [[float(np.float32(v)) / len(held) for v, (_, held) in zip(row, splits)] for row in got] == want
+        manualnn.train(x, y, weights, biases=biases, epochs=1, threads=2, **step)   # torch's count set to 2 and back

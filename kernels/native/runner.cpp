@@ -30,6 +30,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -306,10 +307,12 @@ class Epochs {
 // held_xs[f], held_ys[f] (metrics.Scorer.row's definition, as the validation pass computes it). A fit is
 // the Epochs runner's one-batch epoch on one thread, step for step: train(..., threads=1) on the native
 // backend ends with the same parameters. The fits are independent, so they run side by side on up to
-// `threads` of torch's OpenMP threads, one fit per thread at a time (inside a parallel region BLAS and the
-// element-wise loops stay on the calling thread), each thread taking the next fit when it finishes one: a
-// thread that another process slows down takes fewer. Returns the losses [strength][fold] in one list;
-// +inf for a fit whose training loss stopped being finite.
+// `threads` OpenMP threads, one fit per thread at a time, every product and loop of a fit on its own thread
+// (torch's and BLAS's thread count is one meanwhile), each thread making the next fit's network when it
+// finishes one (so `threads` networks are alive at a time, not all of them): a thread that another process
+// slows down takes fewer. A Ctrl-C (a Python signal handler that raises) ends the search after the calling
+// thread's fit. Returns the losses [strength][fold] in one list; +inf for a fit whose training loss stopped
+// being finite.
 class FoldFit {
  public:
   FoldFit(at::Tensor x, at::Tensor y, at::Tensor held_x, at::Tensor held_y, const Tensors& start,
@@ -382,34 +385,43 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
               ", ", held_xs.size(), " and ", held_ys.size());
   TORCH_CHECK(!strengths.empty() && epochs > 0, "strengths, epochs: expected at least one of each, got ",
               strengths.size(), " and ", epochs);
-  std::vector<std::unique_ptr<FoldFit>> fits;  // every buffer made here, on the calling thread
-  for (double strength : strengths) {
-    for (size_t f = 0; f < folds; ++f) {
-      const double decay = strength / double(std::max<int64_t>(xs[f].size(0), 1));
-      fits.push_back(std::make_unique<FoldFit>(
-          xs[f], ys[f], held_xs[f], held_ys[f], params,
-          make_settings(bias, fold, decayed_rows, grad, loss, reduction, optimizer, lr, decay, momentum, beta1,
-                        beta2, eps)));
-    }
-  }
-  const int64_t count = int64_t(fits.size());
-  std::vector<double> out(fits.size(), 0.0);
+  const int64_t count = int64_t(strengths.size() * folds);
+  std::vector<double> out(size_t(count), 0.0);
   std::atomic<int64_t> next{0};
+  std::atomic<bool> stop{false};
   std::exception_ptr failure;
   std::mutex failure_lock;
+  const std::thread::id caller = std::this_thread::get_id();
   const auto work = [&] {
     FlushHere flush;
     try {
-      for (int64_t k = next++; k < count; k = next++) {
-        FoldFit& fit = *fits[size_t(k)];
+      for (int64_t k = next++; k < count && !stop; k = next++) {
+        const size_t f = size_t(k) % folds;  // fit k: strength k / folds on fold k % folds, made when taken (a
+        const double decay = strengths[size_t(k) / folds] / double(std::max<int64_t>(xs[f].size(0), 1));
+        FoldFit fit(xs[f], ys[f], held_xs[f], held_ys[f], params,  // network per thread alive at a time)
+                    make_settings(bias, fold, decayed_rows, grad, loss, reduction, optimizer, lr, decay, momentum,
+                                  beta1, beta2, eps));
         AT_DISPATCH_FLOATING_TYPES(fit.dtype(), "manualnn_native_fold_losses",
                                    [&] { out[size_t(k)] = fit.run<scalar_t>(epochs); });
+        if (std::this_thread::get_id() == caller) {  // a Ctrl-C ends the search after this fit, as between the
+          py::gil_scoped_acquire gil;                // train() calls of the search on the other backends
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+        }
       }
     } catch (...) {  // nothing may leave a parallel region: kept, and raised after it
+      stop = true;
       std::lock_guard<std::mutex> hold(failure_lock);
       if (!failure) failure = std::current_exception();
     }
   };
+  // torch's and BLAS's own threads set to one meanwhile, as a train(..., threads=1) call sets them: then a
+  // team of one runs every product on one thread, and inside a team BLAS never reads a thread count that
+  // another call left behind (its results could then differ from call to call). The caller's count after.
+  struct OneThread {
+    int saved = at::get_num_threads();
+    OneThread() { if (saved != 1) at::set_num_threads(1); }
+    ~OneThread() { if (saved != 1) at::set_num_threads(saved); }
+  } one_thread;
   const int team = int(std::max<int64_t>(1, std::min<int64_t>(threads, count)));
 #ifdef _OPENMP
   if (team > 1) {
