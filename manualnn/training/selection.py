@@ -12,7 +12,7 @@ for CV_EPOCHS epochs, whatever the run's length: so the choice does not depend o
 resumed to more epochs trains as one run to that many would. It costs CV_FOLDS x len(CV_STRENGTHS) fits
 of two thirds of the rows: 12 fits. On the native runner they are one call that runs them side by side on
 the run's threads, each fit on one (the same numbers as a train() call per fit, which the other backends
-make): 0.007 to 0.02 s on the real-data suite's sets of 12 to 24 training rows, idle on 2 cores (README,
+make): 0.005 to 0.015 s on the real-data suite's sets of 12 to 24 training rows, idle on 2 cores (README,
 "How the defaults were chosen").
 """
 import math
