@@ -417,10 +417,10 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
   // torch's and BLAS's own threads set to one meanwhile, as a train(..., threads=1) call sets them: then a
   // team of one runs every product on one thread, and inside a team BLAS never reads a thread count that
   // another call left behind (its results could then differ from call to call). The caller's count after.
-  struct OneThread {
+  struct OneThread {  // (set even where torch's count is one already: BLAS keeps a count of its own)
     int saved = at::get_num_threads();
-    OneThread() { if (saved != 1) at::set_num_threads(1); }
-    ~OneThread() { if (saved != 1) at::set_num_threads(saved); }
+    OneThread() { at::set_num_threads(1); }
+    ~OneThread() { at::set_num_threads(saved); }
   } one_thread;
   const int team = int(std::max<int64_t>(1, std::min<int64_t>(threads, count)));
 #ifdef _OPENMP
