@@ -4,9 +4,12 @@
 numbers with 6 decimals, ~96 MB) to a temp folder, then times, repeat by repeat and in a rotating order so
 that a busy moment hits every contender alike:
 
-- ``manualnn``: ``load_data(path)`` as ``manualnn train --data`` calls it (the parser it picks: pandas' C
-  parser when pandas is installed, numpy's otherwise), float32 features, every check made;
-- ``manualnn_numpy``: the same with numpy's parser, what an install without pandas gets;
+- ``manualnn``: ``load_data(path)`` as ``manualnn train --data`` calls it (the parser it picks: the native
+  runner's where it is built, else pandas' C parser when pandas is installed, else numpy's), float32
+  features, every check made;
+- ``manualnn_pandas``: the same with pandas' parser (when pandas is installed), what a machine without the
+  native runner gets;
+- ``manualnn_numpy``: the same with numpy's parser, what an install with neither gets;
 - ``pandas``: ``pandas.read_csv(path)`` (when pandas is installed), a float64 DataFrame.
 
 ``measure(rows, cols, repeats)`` returns the medians (seconds), the ratios to pandas and the machine's
@@ -46,6 +49,7 @@ def contenders():
         import pandas
     except ImportError:
         return found
+    found["manualnn_pandas"] = lambda path: load_data(path, parser="pandas")
     found["pandas"] = lambda path: pandas.read_csv(path)
     return found
 

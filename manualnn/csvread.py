@@ -4,10 +4,10 @@ The whole file is read once (bounded, checked as text by ``safeio``), its delimi
 from its first lines, and ``columns.plan_columns`` says what each column is. Two readers then parse the
 rows after the first into the same cells:
 
-- the fast one is numpy's C parser (``numpy.loadtxt`` with a structured dtype: numbers, text, or skipped
-  for each column). numpy is already a dependency and its parser is correctly rounded, like Python's
-  float(); it holds the GIL and converts text to UCS4, so pandas' parser, when installed, is ~3x faster
-  on big files (see ``csvfast``);
+- the fast one is a C parser (``csvfast``): the native runner's own where it is built (numbers only, on
+  every CPU), else numpy's (``numpy.loadtxt`` with a structured dtype: numbers, text, or skipped for each
+  column; numpy is already a dependency) or pandas' when installed; each is correctly rounded, like
+  Python's float();
 - the careful one is Python's csv module, row by row. It runs only when the fast one does not take the
   file (a missing cell, a ragged row, text among numbers, a quoted cell over several lines), and it
   either reads the file the same way or names the row and column of the problem.

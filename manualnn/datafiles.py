@@ -86,7 +86,7 @@ def load_data(spec, *, target_cols=1, task="auto", need_y=True, features=None, c
       list (the task is then classify), and a label not in it is an error.
     - ``missing``: "refuse" (default: the rows are named), "drop" (rows with a missing cell are left
       out) or "mean" (a feature's missing cells get ``fill`` or else its column's mean). See ``missing``.
-    - ``parser``: "auto", "numpy" or "pandas": the C parser for clean CSV files (``csvfast``).
+    - ``parser``: "auto", "native", "numpy" or "pandas": the C parser for clean CSV files (``csvfast``).
     - x of more than two dimensions (images) is flattened to [N, D].
 
     Without ``need_y`` a file without targets is fine (``Dataset.y`` is None).

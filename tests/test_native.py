@@ -324,7 +324,7 @@ def test_build_key_follows_the_sources(native_build, tmp_path, monkeypatch):
     shutil.copytree(native.source_dir(), src)
     key = native.build_key(str(src))
     assert key == native.build_key()
-    assert native.cpu_sources(str(src)) == [str(src / "runner.cpp")]
+    assert native.cpu_sources(str(src)) == [str(src / "csv.cpp"), str(src / "runner.cpp")]
     assert native.is_built(str(src), cache)
     monkeypatch.setattr(native, "_loaded", {})   # not this process's memo: the cache's shared library
     monkeypatch.setattr(native, "_build", lambda *a: pytest.fail("an unchanged tree was compiled again"))

@@ -439,6 +439,10 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
 
 }  // namespace
 
+// csv.cpp
+py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimiter, int64_t width,
+                     const std::vector<int64_t>& numbers, int threads, int64_t piece);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "manualnn's native CPU runner (see manualnn/backends/native_backend.py)";
   m.attr("SCORE_BLOCK") = kScoreBlock;
@@ -479,6 +483,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::call_guard<py::gil_scoped_release>(),
         "The L2 search's fits, side by side: each (strength, fold)'s loss on its held-out rows.");
+  m.def("parse_csv", &parse_csv, py::arg("data"), py::arg("body"), py::arg("delimiter"), py::arg("width"),
+        py::arg("numbers"), py::arg("threads"), py::arg("piece") = 0,
+        "A clean CSV's number columns as float64 [rows, len(numbers)], or None (csv.cpp says which files).");
   py::class_<ThreadChooser>(m, "ThreadChooser", "threads.h's rule, for tests against its Python twin")
       .def(py::init<int, bool>(), py::arg("most"), py::arg("adapt"))
       .def("next", &ThreadChooser::next)

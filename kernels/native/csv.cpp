@@ -1,0 +1,211 @@
+// The native CSV parser (manualnn/csvfast.py's "native"): the numbers of a clean CSV file already read and
+// checked into memory, parsed on every CPU at once.
+//
+// It takes only the plainest files and says None to anything else, so that numpy's or pandas' parser, or
+// the careful reader (manualnn/csvread.py), reads them with every message they have:
+//   - every row one line, ended by \n or \r\n (a lone \r was made \n before); a line that is empty (or only
+//     \r) is no row; no quote anywhere (the caller checks);
+//   - exactly `width` cells a row, split by a one-character delimiter;
+//   - a number column's cell: [+-] digits [. digits] [e|E [+-] digits] (a dot with digits on one side at
+//     least), with spaces around it allowed; anything else (empty, NA, nan, inf, 1_000, text) says None;
+//   - other columns are skipped unread (the caller sends files with text columns elsewhere).
+// Each number is correctly rounded, as Python's float() rounds it: a number of at most 19 digits whose
+// digits fit in 53 bits and without an exponent is that integer over a power of ten at most 1e22, both
+// exact, so the one division rounds correctly (Clinger's fast path); every other number goes to
+// std::from_chars, correctly rounded too; one out of a double's range says None.
+//
+// The work: the file's body is cut after line ends into pieces of about kPiece bytes; threads take pieces
+// in turn (a thread slowed by another process takes fewer). One pass counts each piece's lines, so each
+// piece's rows have their place in the output before any is parsed; a second pass parses into them.
+// The numbers never depend on the threads or the cuts.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace {
+
+constexpr int64_t kPiece = 1 << 20;       // bytes a piece (cut after the next line end)
+constexpr int64_t kMostPieces = 4096;
+constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+inline bool digit(char c) { return static_cast<unsigned char>(c - '0') < 10; }
+
+// The number at q (after any spaces, before any spaces), read no further than `end`: its value into `out`
+// and where it ends (spaces included), or nullptr where no number starts at q.
+const char* number(const char* q, const char* end, double& out) {
+  while (q < end && *q == ' ') ++q;
+  bool negative = false;
+  if (q < end && (*q == '+' || *q == '-')) negative = *q++ == '-';
+  const char* digits = q;
+  uint64_t m = 0;
+  while (q < end && digit(*q)) m = m * 10 + static_cast<uint64_t>(*q++ - '0');
+  int64_t whole = q - digits, fraction = 0;
+  if (q < end && *q == '.') {
+    const char* first = ++q;
+    while (q < end && digit(*q)) m = m * 10 + static_cast<uint64_t>(*q++ - '0');
+    fraction = q - first;
+  }
+  if (whole + fraction == 0) return nullptr;
+  bool exponent = q < end && (*q == 'e' || *q == 'E');
+  if (exponent) {
+    ++q;
+    if (q < end && (*q == '+' || *q == '-')) ++q;
+    const char* first = q;
+    while (q < end && digit(*q)) ++q;
+    if (q == first) return nullptr;
+  }
+  double value;
+  if (!exponent && whole + fraction <= 19 && m <= (uint64_t{1} << 53) && fraction <= 22) {
+    value = static_cast<double>(m) / kPow10[fraction];   // both exact: one correctly rounded division
+  } else {
+    auto got = std::from_chars(digits, q, value, std::chars_format::general);
+    if (got.ec != std::errc() || got.ptr != q) return nullptr;   // out of range, or not all of it read
+  }
+  out = negative ? -value : value;
+  while (q < end && *q == ' ') ++q;
+  return q;
+}
+
+struct Table {
+  const char* data;
+  char delimiter;
+  int64_t width;
+  std::vector<int64_t> slot;     // column -> its place among the number columns, or -1 (skipped)
+  int64_t columns;               // number columns
+
+  // The rows of [begin, end) into `out` (rows * columns); the rows parsed, or -1 where a row is not taken.
+  int64_t parse(int64_t begin, int64_t end, double* out, const std::atomic<bool>& stop) const {
+    int64_t rows = 0;
+    const char* q = data + begin;
+    const char* stop_at = data + end;
+    while (q < stop_at) {
+      if (stop.load(std::memory_order_relaxed)) return -1;
+      const char* newline = static_cast<const char*>(std::memchr(q, '\n', stop_at - q));
+      const char* next = newline ? newline + 1 : stop_at;
+      const char* line_end = newline ? newline : stop_at;
+      if (line_end > q && line_end[-1] == '\r') --line_end;
+      if (line_end == q) {   // an empty line: no row
+        q = next;
+        continue;
+      }
+      double* row = out + rows * columns;
+      int64_t column = 0;
+      const char* cell = q;
+      while (true) {                 // cell: where this column's cell starts
+        if (column >= width) return -1;                     // more cells than the header's
+        int64_t s = slot[column++];
+        const char* cell_end;
+        if (s >= 0) {
+          cell_end = number(cell, line_end, row[s]);
+          if (!cell_end || (cell_end < line_end && *cell_end != delimiter)) return -1;
+        } else {
+          cell_end = static_cast<const char*>(std::memchr(cell, delimiter, line_end - cell));
+          if (!cell_end) cell_end = line_end;
+        }
+        if (cell_end == line_end) break;
+        cell = cell_end + 1;
+      }
+      if (column != width) return -1;                       // fewer cells
+      ++rows;
+      q = next;
+    }
+    return rows;
+  }
+};
+
+int64_t lines_in(const char* q, const char* end) {
+  int64_t lines = 0;
+  while (q < end) {
+    const char* newline = static_cast<const char*>(std::memchr(q, '\n', end - q));
+    if (!newline) return lines + 1;                         // a last line with no line end
+    ++lines;
+    q = newline + 1;
+  }
+  return lines;
+}
+
+// fn(piece) for every piece, on `threads` threads, each taking the next piece when it is done.
+void each_piece(int64_t pieces, int threads, const std::function<void(int64_t)>& fn) {
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t i = next++; i < pieces; i = next++) fn(i);
+  };
+  std::vector<std::thread> team;
+  for (int t = 1; t < std::min<int64_t>(threads, pieces); ++t) team.emplace_back(work);
+  work();
+  for (auto& t : team) t.join();
+}
+
+}  // namespace
+
+// float64 [rows, len(numbers)] (the `numbers` columns in order), or None where the file is not one taken.
+// piece: bytes a piece, 0 for kPiece (tests cut small files into many pieces).
+py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimiter, int64_t width,
+                     const std::vector<int64_t>& numbers, int threads, int64_t piece) {
+  py::buffer_info info = buffer.request();
+  const char* data = static_cast<const char*>(info.ptr);
+  int64_t size = info.size * info.itemsize;
+  if (delimiter.size() != 1 || delimiter[0] == ' ' || width < 1 || body < 0 || body > size ||
+      std::memchr(data + body, '"', size - body))
+    return py::none();
+  Table table{data, delimiter[0], width, std::vector<int64_t>(width, -1), static_cast<int64_t>(numbers.size())};
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    if (numbers[i] < 0 || numbers[i] >= width || table.slot[numbers[i]] >= 0) return py::none();
+    table.slot[numbers[i]] = static_cast<int64_t>(i);
+  }
+  threads = std::max(threads, 1);
+
+  // cuts after line ends, so that no row is split between pieces
+  std::vector<int64_t> cuts{body};
+  int64_t pieces = std::clamp<int64_t>((size - body) / (piece > 0 ? piece : kPiece), 1, kMostPieces);
+  for (int64_t i = 1; i < pieces; ++i) {
+    int64_t at = std::max(body + (size - body) * i / pieces, cuts.back());
+    const char* newline = static_cast<const char*>(std::memchr(data + at, '\n', size - at));
+    if (!newline) break;
+    if (newline + 1 - data > cuts.back()) cuts.push_back(newline + 1 - data);
+  }
+  if (cuts.back() != size) cuts.push_back(size);
+  pieces = static_cast<int64_t>(cuts.size()) - 1;
+
+  std::vector<int64_t> first(pieces + 1, 0), rows(pieces, 0);
+  {
+    py::gil_scoped_release free;
+    each_piece(pieces, threads, [&](int64_t i) { first[i + 1] = lines_in(data + cuts[i], data + cuts[i + 1]); });
+  }
+  for (int64_t i = 0; i < pieces; ++i) first[i + 1] += first[i];
+  py::array_t<double> out(std::vector<py::ssize_t>{first[pieces], table.columns});
+  double* values = out.mutable_data();
+  std::atomic<bool> stop{false};
+  {
+    py::gil_scoped_release free;
+    each_piece(pieces, threads, [&](int64_t i) {
+      rows[i] = table.parse(cuts[i], cuts[i + 1], values + first[i] * table.columns, stop);
+      if (rows[i] < 0) stop = true;
+    });
+  }
+  if (stop) return py::none();
+  // empty lines are no rows: close the gaps they left (rare; the rows move down in order)
+  int64_t total = 0;
+  for (int64_t i = 0; i < pieces; ++i) {
+    if (total != first[i] && rows[i] > 0)
+      std::memmove(values + total * table.columns, values + first[i] * table.columns,
+                   sizeof(double) * rows[i] * table.columns);
+    total += rows[i];
+  }
+  if (total == first[pieces]) return std::move(out);
+  return py::object(out[py::slice(0, total, 1)]);
+}
