@@ -167,3 +167,21 @@ def test_auto_uses_it_for_a_big_file_where_it_is_built(module, tmp_path, monkeyp
     monkeypatch.setattr(csvfast, "NATIVE_FROM", 0)
     monkeypatch.setattr(native, "load", lambda *a, **k: pytest.fail("the native parser was asked for text"))
     assert load_data(text_labels).class_names == ["x", "y"]
+
+
+def test_room_is_made_for_what_the_bytes_can_hold(module):
+    """A file of many empty or short lines under a wide header: room for the rows its bytes could hold, not
+    one row per line (10 million lines x 10,000 columns would be 800 GB)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        assert module.parse_csv(b"\n" * 10 ** 7, 0, ",", 10_000, list(range(10_000)), 2).shape == (0, 10_000)
+        assert module.parse_csv(b"1\n" * 10 ** 6, 0, ",", 1000, list(range(1000)), 2) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"peak {peak / 1e6:.0f} MB"
+    row = ",".join("7" for _ in range(300)) + "\n"      # rows of the fewest bytes fit exactly, on any cut
+    for piece in (0, 1, 600, 601, 602):
+        assert module.parse_csv((row * 1000).encode(), 0, ",", 300, list(range(300)), 2, piece).shape == (1000, 300)
+    assert module.parse_csv((row * 3).rstrip("\n").encode(), 0, ",", 300, list(range(300)), 1).shape == (3, 300)

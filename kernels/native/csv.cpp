@@ -15,8 +15,8 @@
 // std::from_chars, correctly rounded too; one out of a double's range says None.
 //
 // The work: the file's body is cut after line ends into pieces of about kPiece bytes; threads take pieces
-// in turn (a thread slowed by another process takes fewer). One pass counts each piece's lines, so each
-// piece's rows have their place in the output before any is parsed; a second pass parses into them.
+// in turn (a thread slowed by another process takes fewer). One pass counts each piece's lines (`room`), so
+// each piece's rows have their place in the output before any is parsed; a second pass parses into them.
 // The numbers never depend on the threads or the cuts.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -87,8 +87,9 @@ struct Table {
   std::vector<int64_t> slot;     // column -> its place among the number columns, or -1 (skipped)
   int64_t columns;               // number columns
 
-  // The rows of [begin, end) into `out` (rows * columns); the rows parsed, or -1 where a row is not taken.
-  int64_t parse(int64_t begin, int64_t end, double* out, const std::atomic<bool>& stop) const {
+  // The rows of [begin, end) into `out` (room for `most` rows of `columns`); the rows parsed, or -1 where a
+  // row is not taken.
+  int64_t parse(int64_t begin, int64_t end, double* out, int64_t most, const std::atomic<bool>& stop) const {
     int64_t rows = 0;
     const char* q = data + begin;
     const char* stop_at = data + end;
@@ -102,6 +103,7 @@ struct Table {
         q = next;
         continue;
       }
+      if (rows == most) return -1;                          // (never, for rows that are all taken: see room)
       double* row = out + rows * columns;
       int64_t column = 0;
       const char* cell = q;
@@ -127,15 +129,19 @@ struct Table {
   }
 };
 
-int64_t lines_in(const char* q, const char* end) {
+// The most rows [q, end) can hold: its lines, and no more than rows of the fewest bytes a row taken has (a
+// digit per number column, a delimiter between cells, a line end but on the last), so that a file of
+// many short or empty lines never has room made for more numbers than its bytes could hold (the memory
+// csvread's budget counts: at most 4 bytes of float64 per byte of the file).
+int64_t room(const char* q, const char* end, const Table& table) {
   int64_t lines = 0;
-  while (q < end) {
-    const char* newline = static_cast<const char*>(std::memchr(q, '\n', end - q));
-    if (!newline) return lines + 1;                         // a last line with no line end
+  for (const char* p = q; p < end;) {
+    const char* newline = static_cast<const char*>(std::memchr(p, '\n', end - p));
     ++lines;
-    q = newline + 1;
+    if (!newline) break;                                    // a last line with no line end
+    p = newline + 1;
   }
-  return lines;
+  return std::min(lines, (end - q) / (table.columns + table.width) + 1);
 }
 
 // fn(piece) for every piece, on `threads` threads, each taking the next piece when it is done.
@@ -184,7 +190,7 @@ py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimit
   std::vector<int64_t> first(pieces + 1, 0), rows(pieces, 0);
   {
     py::gil_scoped_release free;
-    each_piece(pieces, threads, [&](int64_t i) { first[i + 1] = lines_in(data + cuts[i], data + cuts[i + 1]); });
+    each_piece(pieces, threads, [&](int64_t i) { first[i + 1] = room(data + cuts[i], data + cuts[i + 1], table); });
   }
   for (int64_t i = 0; i < pieces; ++i) first[i + 1] += first[i];
   py::array_t<double> out(std::vector<py::ssize_t>{first[pieces], table.columns});
@@ -193,7 +199,7 @@ py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimit
   {
     py::gil_scoped_release free;
     each_piece(pieces, threads, [&](int64_t i) {
-      rows[i] = table.parse(cuts[i], cuts[i + 1], values + first[i] * table.columns, stop);
+      rows[i] = table.parse(cuts[i], cuts[i + 1], values + first[i] * table.columns, first[i + 1] - first[i], stop);
       if (rows[i] < 0) stop = true;
     });
   }
