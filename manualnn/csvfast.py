@@ -88,8 +88,8 @@ def _native(parser, nbytes):
         return None
     try:
         return native_build.load()
-    except BackendUnavailableError:   # "native" on a machine that cannot build it: the other parsers read it
-        return None
+    except (BackendUnavailableError, ImportError, OSError):   # it cannot be built here, or a damaged build in
+        return None                                           # the cache: the other parsers read the file
 
 
 def _pandas_pays(nbytes):

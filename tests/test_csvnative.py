@@ -121,6 +121,15 @@ def test_files_it_does_not_take(module, text):
     assert module.parse_csv(text.encode(), 0, ",", 2, [0, 1], 2, 3) is None
 
 
+def test_only_bytes_are_read(module):
+    """The file's bytes as csvread holds them: a view (which could skip bytes, or be changed meanwhile) is
+    refused."""
+    with pytest.raises(TypeError):
+        module.parse_csv(memoryview(b"1,2\n" * 4)[::2], 0, ",", 2, [0, 1], 1)
+    got = module.parse_csv(b"1,2\n\n\n\n3,4\n", 0, ",", 2, [0, 1], 2, 1)
+    assert got.tolist() == [[1, 2], [3, 4]] and got.base is None     # empty lines: the room they took let go
+
+
 def test_skipped_columns_are_not_read(module):
     got = module.parse_csv(b"1,x y,2\n3,,4\r\n\n5,NA,6", 0, ",", 3, [0, 2], 2, 1)
     assert got.tolist() == [[1, 2], [3, 4], [5, 6]]
@@ -173,10 +182,13 @@ def test_room_is_made_for_what_the_bytes_can_hold(module):
     """A file of many empty or short lines under a wide header: room for the rows its bytes could hold, not
     one row per line (10 million lines x 10,000 columns would be 800 GB)."""
     import tracemalloc
+    wide, empty = list(range(4_000_000)), b"\n" * (8 << 20)    # (made before the count)
     tracemalloc.start()
     try:
         assert module.parse_csv(b"\n" * 10 ** 7, 0, ",", 10_000, list(range(10_000)), 2).shape == (0, 10_000)
         assert module.parse_csv(b"1\n" * 10 ** 6, 0, ",", 1000, list(range(1000)), 2) is None
+        # 8 pieces of empty lines under 4 million columns: no room at all (one row a piece would be 256 MB)
+        assert module.parse_csv(empty, 0, ",", len(wide), wide, 2).shape == (0, len(wide))
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

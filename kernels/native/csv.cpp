@@ -72,8 +72,12 @@ const char* number(const char* q, const char* end, double& out) {
   if (!exponent && whole + fraction <= 19 && m <= (uint64_t{1} << 53) && fraction <= 22) {
     value = static_cast<double>(m) / kPow10[fraction];   // both exact: one correctly rounded division
   } else {
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
     auto got = std::from_chars(digits, q, value, std::chars_format::general);
     if (got.ec != std::errc() || got.ptr != q) return nullptr;   // out of range, or not all of it read
+#else
+    return nullptr;   // a C++ library without floating-point from_chars: another parser reads the file
+#endif
   }
   out = negative ? -value : value;
   while (q < end && *q == ' ') ++q;
@@ -130,9 +134,10 @@ struct Table {
 };
 
 // The most rows [q, end) can hold: its lines, and no more than rows of the fewest bytes a row taken has (a
-// digit per number column, a delimiter between cells, a line end but on the last), so that a file of
-// many short or empty lines never has room made for more numbers than its bytes could hold (the memory
-// csvread's budget counts: at most 4 bytes of float64 per byte of the file).
+// digit per number column, a delimiter between cells, a line end but on the last: n rows take at least
+// n * (columns + width) - 1 bytes), so that a file of many short or empty lines never has room made for
+// more numbers than its bytes could hold (the memory csvread's budget counts: at most 4 bytes of float64
+// per byte of the file); a piece of empty lines under a wide header gets none.
 int64_t room(const char* q, const char* end, const Table& table) {
   int64_t lines = 0;
   for (const char* p = q; p < end;) {
@@ -141,7 +146,7 @@ int64_t room(const char* q, const char* end, const Table& table) {
     if (!newline) break;                                    // a last line with no line end
     p = newline + 1;
   }
-  return std::min(lines, (end - q) / (table.columns + table.width) + 1);
+  return std::min(lines, (end - q + 1) / (table.columns + table.width));
 }
 
 // fn(piece) for every piece, on `threads` threads, each taking the next piece when it is done.
@@ -151,7 +156,10 @@ void each_piece(int64_t pieces, int threads, const std::function<void(int64_t)>&
     for (int64_t i = next++; i < pieces; i = next++) fn(i);
   };
   std::vector<std::thread> team;
-  for (int t = 1; t < std::min<int64_t>(threads, pieces); ++t) team.emplace_back(work);
+  try {
+    for (int t = 1; t < std::min<int64_t>(threads, pieces); ++t) team.emplace_back(work);
+  } catch (const std::system_error&) {   // no more threads to be had (a process limit): fewer take the pieces
+  }
   work();
   for (auto& t : team) t.join();
 }
@@ -160,11 +168,13 @@ void each_piece(int64_t pieces, int threads, const std::function<void(int64_t)>&
 
 // float64 [rows, len(numbers)] (the `numbers` columns in order), or None where the file is not one taken.
 // piece: bytes a piece, 0 for kPiece (tests cut small files into many pieces).
-py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimiter, int64_t width,
+py::object parse_csv(py::bytes bytes, int64_t body, const std::string& delimiter, int64_t width,
                      const std::vector<int64_t>& numbers, int threads, int64_t piece) {
-  py::buffer_info info = buffer.request();
-  const char* data = static_cast<const char*>(info.ptr);
-  int64_t size = info.size * info.itemsize;
+  char* start = nullptr;
+  Py_ssize_t length = 0;
+  if (PyBytes_AsStringAndSize(bytes.ptr(), &start, &length) != 0) throw py::error_already_set();
+  const char* data = start;
+  const int64_t size = length;
   if (delimiter.size() != 1 || delimiter[0] == ' ' || width < 1 || body < 0 || body > size ||
       std::memchr(data + body, '"', size - body))
     return py::none();
@@ -213,5 +223,5 @@ py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimit
     total += rows[i];
   }
   if (total == first[pieces]) return std::move(out);
-  return py::object(out[py::slice(0, total, 1)]);
+  return out[py::slice(0, total, 1)].attr("copy")();   // (a copy: the room made for empty lines is let go)
 }

@@ -440,7 +440,7 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
 }  // namespace
 
 // csv.cpp
-py::object parse_csv(py::buffer buffer, int64_t body, const std::string& delimiter, int64_t width,
+py::object parse_csv(py::bytes bytes, int64_t body, const std::string& delimiter, int64_t width,
                      const std::vector<int64_t>& numbers, int threads, int64_t piece);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
