@@ -373,6 +373,38 @@ class FoldFit {
   at::Tensor score_z_;
 };
 
+// A team thread other than the caller (`other`) with torch's and BLAS's count one while it works, and `after`
+// then (the caller's is OneThread's, set around the whole team). MKL keeps a count per thread, which torch
+// sets on each of its OpenMP threads the first time that thread asks for torch's count (every
+// at::parallel_for does): to torch's count at that moment. A team thread first used while the count was two
+// keeps two, and there (this OpenMP allows nested teams) MKL splits a product over two threads of its own,
+// summing in another order: in the test suite's long-lived workers a fold fit on that thread came out up to
+// 8e-8 (relative) from train(threads=1)'s (tests/test_selection.py makes that state and fails without this).
+struct TeamThreadOne {
+  bool other;
+  int after;
+  TeamThreadOne(bool other, int after) : other(other), after(after) {
+    if (other) at::set_num_threads(1);
+  }
+  ~TeamThreadOne() {
+    if (other) at::set_num_threads(after);
+  }
+  TeamThreadOne(const TeamThreadOne&) = delete;
+  TeamThreadOne& operator=(const TeamThreadOne&) = delete;
+};
+
+// For tests: OpenMP's other threads in `team` set up by torch now, with torch's count as it is (torch sets a
+// thread up the first time the thread asks for the count, as at::parallel_for does), as a long-lived process
+// can leave them (see TeamThreadOne).
+void set_up_team(int team) {
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team)
+  {
+    if (omp_get_thread_num() != 0) at::get_num_threads();
+  }
+#endif
+}
+
 std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
                                 std::vector<at::Tensor> held_xs, std::vector<at::Tensor> held_ys, Tensors params,
                                 std::vector<double> strengths, int64_t epochs, int threads, bool bias, bool fold,
@@ -392,8 +424,18 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
   std::exception_ptr failure;
   std::mutex failure_lock;
   const std::thread::id caller = std::this_thread::get_id();
+  // torch's and BLAS's own threads set to one meanwhile, as a train(..., threads=1) call sets them: then a
+  // team of one runs every product on one thread, and inside a team BLAS never reads a thread count that
+  // another call left behind (its results could then differ from call to call). The caller's count after.
+  struct OneThread {  // (set even where torch's count is one already: BLAS keeps a count of its own)
+    int saved = at::get_num_threads();
+    OneThread() { at::set_num_threads(1); }
+    ~OneThread() { at::set_num_threads(saved); }
+  } one_thread;
+  const int saved = one_thread.saved;
   const auto work = [&] {
     FlushHere flush;
+    TeamThreadOne one(std::this_thread::get_id() != caller, saved);
     try {
       for (int64_t k = next++; k < count && !stop; k = next++) {
         const size_t f = size_t(k) % folds;  // fit k: strength k / folds on fold k % folds, made when taken (a
@@ -414,14 +456,6 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
       if (!failure) failure = std::current_exception();
     }
   };
-  // torch's and BLAS's own threads set to one meanwhile, as a train(..., threads=1) call sets them: then a
-  // team of one runs every product on one thread, and inside a team BLAS never reads a thread count that
-  // another call left behind (its results could then differ from call to call). The caller's count after.
-  struct OneThread {  // (set even where torch's count is one already: BLAS keeps a count of its own)
-    int saved = at::get_num_threads();
-    OneThread() { at::set_num_threads(1); }
-    ~OneThread() { at::set_num_threads(saved); }
-  } one_thread;
   const int team = int(std::max<int64_t>(1, std::min<int64_t>(threads, count)));
 #ifdef _OPENMP
   if (team > 1) {
@@ -483,6 +517,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::call_guard<py::gil_scoped_release>(),
         "The L2 search's fits, side by side: each (strength, fold)'s loss on its held-out rows.");
+  m.def("set_up_team", &set_up_team, py::arg("team"), "For tests: see TeamThreadOne in runner.cpp.");
   m.def("parse_csv", &parse_csv, py::arg("data"), py::arg("body"), py::arg("delimiter"), py::arg("width"),
         py::arg("numbers"), py::arg("threads"), py::arg("piece") = 0,
         "A clean CSV's number columns as float64 [rows, len(numbers)], or None (csv.cpp says which files).");

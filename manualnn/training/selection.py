@@ -98,9 +98,8 @@ def _fit_loss(x, y, weights, biases, strength, rows, held, options):
 
 def _native_grid(x, y, weights, biases, splits, options):
     """Every fit's loss [strength][fold] from one call of the native runner (the fits side by side on the
-    run's threads, each fit on one: the numbers of train(..., threads=1), though in a long-lived process a fit
-    on the second thread has come out up to 8e-8 off them, see the README; the held-out loss summed in
-    double, where evaluate sums in float32: the same to about 1e-7), or None where the fits are not its
+    run's threads, each fit on one: the numbers of train(..., threads=1), on any thread; the held-out loss
+    summed in double, where evaluate sums in float32: the same to about 1e-7), or None where the fits are not its
     one-batch epochs (another backend, a fold larger than a batch): then each fit is a train() call."""
     from ..backends import resolve
     batch = options.get("batch_size")
