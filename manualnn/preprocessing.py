@@ -68,7 +68,10 @@ def as_tensor(name, value, *, rows=None):
                 raise TypeError(f"{name}: expected numbers, got values such as {_first_non_number(array)!r}") from None
         if array.dtype.kind not in "biuf":
             raise TypeError(f"{name}: expected numbers, got an array of dtype {array.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(array))
+        array = np.ascontiguousarray(array)
+        # a read-only array (np.load(..., mmap_mode="r"), a frozen buffer): copied, as torch cannot share memory
+        # it may not write (it warns, and an op in place on it would fault)
+        t = torch.from_numpy(array if array.flags.writeable else array.copy())
     if t.dtype not in (torch.float32, torch.float64):
         if t.is_complex():
             raise TypeError(f"{name}: expected real numbers, got dtype {t.dtype}")

@@ -205,3 +205,22 @@ def test_a_later_fit_keeps_the_statistics_and_the_columns():
     plain.fit(x, labels, epochs=2, standardize=False, backend="torch")
     plain.fit(x, labels, epochs=2, backend="torch")
     assert plain.scaled == {"x": False, "y": False}
+
+
+def test_read_only_arrays_are_copied_not_shared(tmp_path):
+    """np.load(..., mmap_mode="r") and frozen arrays train and predict as any other: torch cannot share memory
+    it may not write (it warns once per process, and an op in place on it would fault), so they are copied;
+    a writable array is still shared, not copied."""
+    from manualnn.preprocessing import as_tensor
+    x, labels = raw_blobs()
+    np.save(tmp_path / "x.npy", x)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    for array in (mapped, frozen):
+        t = as_tensor("x", array)
+        assert torch.equal(t, torch.from_numpy(x)) and not np.shares_memory(t.numpy(), array)
+    assert np.shares_memory(as_tensor("x", x).numpy(), x)
+    model = manualnn.MLP([4, 16, 3], seed=0)
+    model.fit(mapped, labels, epochs=3, backend="torch")
+    assert model.predict(mapped).shape == (len(x),)
