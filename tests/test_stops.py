@@ -28,13 +28,16 @@ EPOCHS = 5000            # up to about half a second of training, four runs at a
 HISTORIES = ("losses", "val_losses", "val_accuracies", "val_rmse", "val_r2")
 
 
-def default_sigint():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)   # a background shell starts jobs with SIGINT ignored
+def terminal_signals():
+    """The run's SIGINT and SIGHUP as a terminal gives them, whatever this suite inherited: a background shell
+    starts jobs with SIGINT ignored, nohup with SIGHUP ignored (and a run keeps what it inherits)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def start(argv, cwd, env=None):
     return subprocess.Popen([SCRIPT, "train", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env or cli_env(), cwd=cwd, preexec_fn=default_sigint)
+                            env=env or cli_env(), cwd=cwd, preexec_fn=terminal_signals)
 
 
 def quiet(argv):
@@ -94,7 +97,7 @@ def test_a_signal_just_after_the_last_epoch_still_writes_the_run(tmp_path, sig, 
     ck, js = tmp_path / "big.pt", tmp_path / "big.json"
     proc = subprocess.run([sys.executable, "-c", DRIVER, sig, "train", *SMALL, "--seed", "4", "--epochs", "3",
                            "--save", str(ck), "--json", str(js)], capture_output=True, text=True, env=cli_env(),
-                          cwd=tmp_path, timeout=120, preexec_fn=default_sigint)
+                          cwd=tmp_path, timeout=120, preexec_fn=terminal_signals)
     assert proc.returncode == code, proc.stderr
     assert f"{name} arrived as the run ended; what it finished was written first" in proc.stderr
     assert load_checkpoint(ck).epoch == 3 and record(js)["status"] == "ok" and record(js)["epochs_run"] == 3
