@@ -7,9 +7,11 @@ columns' stripped cells) or None when the file is not one it takes as the carefu
 Which parser: the native runner's own (kernels/native/csv.cpp) reads the plainest files, numbers only (no
 quote, no missing or text cell, every row one line of ``width`` cells), on every CPU: ~12 ns a number on one
 core, 0.12 s for 96 MB on two, against 0.2 s for ``pandas.read_csv`` of the path (itself parallel in pandas
-3.1). It is correctly rounded as float() is. "auto" uses it where it is built already (it is never compiled
-for a file: ``native_build``) and the file has no text column; it says None to any other file, which the
-parsers below then read. numpy's ``loadtxt`` is always there (numpy is a dependency) and rounds as Python's float()
+3.1). It is correctly rounded as float() is. "auto" uses it from NATIVE_FROM bytes where it is built already
+(it is never compiled for a file: ``native_build``) and the file has no text column; it says None to any
+other file, which the parsers below then read.
+
+numpy's ``loadtxt`` is always there (numpy is a dependency) and rounds as Python's float()
 does, but holds the GIL and widens text to UCS4: about 55 ns a number, ~3x pandas' on a 96 MB file.
 pandas' C parser (an optional extra, ``pip install "manualnn[fast-csv]"``; pandas 3 or later, see
 ``pandas_available``) reaches pandas' own speed. It is used when the process has already imported pandas
