@@ -30,6 +30,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <cmath>
 #include <cstdint>
@@ -373,29 +374,24 @@ class FoldFit {
   at::Tensor score_z_;
 };
 
-// A team thread other than the caller (`other`) with torch's and BLAS's count one while it works, and `after`
-// then (the caller's is OneThread's, set around the whole team). MKL keeps a count per thread, which torch
-// sets on each of its OpenMP threads the first time that thread asks for torch's count (every
+// torch's and BLAS's thread count one on this thread while it lives, `after` then. fold_losses gives the
+// caller one around the whole team and each other team thread its own: MKL keeps a count per thread, which
+// torch sets on each of its OpenMP threads the first time that thread asks for torch's count (every
 // at::parallel_for does): to torch's count at that moment. A team thread first used while the count was two
 // keeps two, and there (this OpenMP allows nested teams) MKL splits a product over two threads of its own,
 // summing in another order: in the test suite's long-lived workers a fold fit on that thread came out up to
 // 8e-8 (relative) from train(threads=1)'s (tests/test_selection.py makes that state and fails without this).
-struct TeamThreadOne {
-  bool other;
+struct CountOfOne {
   int after;
-  TeamThreadOne(bool other, int after) : other(other), after(after) {
-    if (other) at::set_num_threads(1);
-  }
-  ~TeamThreadOne() {
-    if (other) at::set_num_threads(after);
-  }
-  TeamThreadOne(const TeamThreadOne&) = delete;
-  TeamThreadOne& operator=(const TeamThreadOne&) = delete;
+  explicit CountOfOne(int after) : after(after) { at::set_num_threads(1); }
+  ~CountOfOne() { at::set_num_threads(after); }
+  CountOfOne(const CountOfOne&) = delete;
+  CountOfOne& operator=(const CountOfOne&) = delete;
 };
 
 // For tests: OpenMP's other threads in `team` set up by torch now, with torch's count as it is (torch sets a
 // thread up the first time the thread asks for the count, as at::parallel_for does), as a long-lived process
-// can leave them (see TeamThreadOne).
+// can leave them (see CountOfOne).
 void set_up_team(int team) {
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team)
@@ -427,15 +423,12 @@ std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tens
   // torch's and BLAS's own threads set to one meanwhile, as a train(..., threads=1) call sets them: then a
   // team of one runs every product on one thread, and inside a team BLAS never reads a thread count that
   // another call left behind (its results could then differ from call to call). The caller's count after.
-  struct OneThread {  // (set even where torch's count is one already: BLAS keeps a count of its own)
-    int saved = at::get_num_threads();
-    OneThread() { at::set_num_threads(1); }
-    ~OneThread() { at::set_num_threads(saved); }
-  } one_thread;
-  const int saved = one_thread.saved;
+  // (Set even where torch's count is one already: BLAS keeps a count of its own.)
+  const CountOfOne caller_count(at::get_num_threads());
   const auto work = [&] {
     FlushHere flush;
-    TeamThreadOne one(std::this_thread::get_id() != caller, saved);
+    std::optional<CountOfOne> own_count;  // each other team thread's own (see CountOfOne)
+    if (std::this_thread::get_id() != caller) own_count.emplace(caller_count.after);
     try {
       for (int64_t k = next++; k < count && !stop; k = next++) {
         const size_t f = size_t(k) % folds;  // fit k: strength k / folds on fold k % folds, made when taken (a
@@ -517,7 +510,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
         py::call_guard<py::gil_scoped_release>(),
         "The L2 search's fits, side by side: each (strength, fold)'s loss on its held-out rows.");
-  m.def("set_up_team", &set_up_team, py::arg("team"), "For tests: see TeamThreadOne in runner.cpp.");
+  m.def("set_up_team", &set_up_team, py::arg("team"), "For tests: see CountOfOne in runner.cpp.");
   m.def("parse_csv", &parse_csv, py::arg("data"), py::arg("body"), py::arg("delimiter"), py::arg("width"),
         py::arg("numbers"), py::arg("threads"), py::arg("piece") = 0,
         "A clean CSV's number columns as float64 [rows, len(numbers)], or None (csv.cpp says which files).");
