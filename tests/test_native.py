@@ -225,8 +225,10 @@ def test_whole_epochs_write_only_their_rows(built):
 
 
 ODD_SHAPES = {
-    # name: (batch, features, hidden, out, lr): the seed's, widths under 16, one row, deeper, no hidden layer
+    # name: (batch, features, hidden, out, lr): the seed's, widths under 16, one row, deeper, no hidden layer,
+    # one output (its grad_h is the fused outer product)
     "seed": (100, 1000, (100,), 10, 1e-6),
+    "out1": (37, 21, (33, 17), 1, 1e-5),
     "batch1": (1, 33, (17,), 10, 1e-3),
     "w10": (10, 10, (10,), 10, 1e-3),
     "3hidden": (33, 65, (17, 33, 9), 10, 1e-6),
@@ -244,6 +246,29 @@ def test_odd_shapes_match_the_seed_loop(built, shape, grad):
     verdict = judge(result.losses, result.weights, x, y, weights, epochs=20, lr=lr, grad=grad)
     print(verdict.summary())
     assert verdict.ok, verdict.summary()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("grad", ["relu", "tutorial"])
+@pytest.mark.parametrize("rows,cols", [(200, 512), (100, 100), (1, 1), (7, 33), (3, 1000)])
+def test_the_fused_one_output_grad_h_equals_its_torch_twin(built, rows, cols, grad, dtype):
+    """grad_h = mask(g @ w^T) for a layer with one output: the native runner's one pass against torch.mm and
+    the torch backend's mask, to the bit, on random values with exact zeros, a NaN and a strided g."""
+    from manualnn.backends.torch_backend import mask_op
+    gen = torch.Generator().manual_seed(rows * 7 + cols)
+    g = torch.randn(rows, 3, generator=gen, dtype=dtype)[:, 1:2]      # a column of a wider buffer: row stride 3
+    w = torch.randn(cols, generator=gen, dtype=dtype)
+    h = torch.randn(rows, cols + 5, generator=gen, dtype=dtype)[:, :cols].clamp(min=0)   # ReLU outputs, padded rows
+    g[rows // 2] = -g[rows // 2].abs()           # signed products, zeros of both signs below
+    h.view(-1)[::3] = 0.0 if cols > 1 else h.view(-1)[::3]
+    if rows * cols > 1:
+        h[0, 0], w[-1] = NAN, -0.0
+    want = torch.mm(g, w[None])
+    mask_op(want, h, grad)()
+    got = native.load().outer_relu_backward(g, w, h, grad == "relu")
+    assert got.shape == want.shape
+    same = (got == want) | (torch.isnan(got) & torch.isnan(want))
+    assert bool(same.all()) and torch.equal(torch.signbit(got), torch.signbit(want))
 
 
 def test_relu_mode_equals_autograd_step_by_step(built):

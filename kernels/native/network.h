@@ -172,8 +172,13 @@ class Network {
       T* p = params_[i].data_ptr<T>();
       if (i > 0) {  // grad_h = mask(g @ w_i^T), reading w_i before its update below
         T* gh = grad_hs_[i - 1].data_ptr<T>();
-        gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);
-        relu_backward_(gh, acts_[i - 1].data_ptr<T>(), rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
+        const T* h = acts_[i - 1].data_ptr<T>();
+        if (n == 1) {  // one output: the product is one multiply per value, fused with the mask
+          outer_relu_backward_(gh, g, ld_g, p, h, rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
+        } else {
+          gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);
+          relu_backward_(gh, h, rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
+        }
       }
       if (update && s_.fold) {
         gemm<T>(true, false, in, n, rows, T(-s_.lr), a, ld_a, g, ld_g, T(1.0 - s_.lr * s_.weight_decay), p, n);

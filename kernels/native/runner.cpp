@@ -404,6 +404,21 @@ void set_up_team(int team) {
 #endif
 }
 
+// For tests: step_math.h's outer_relu_backward_ alone, on g [rows, 1] (any row stride), w [cols] and h
+// [rows, cols] (unit column stride), against its twin torch.mm(g, w[None]) and the ReLU mask.
+at::Tensor outer_relu_backward(at::Tensor g, at::Tensor w, at::Tensor h, bool relu_mode) {
+  TORCH_CHECK(g.dim() == 2 && g.size(1) == 1 && w.dim() == 1 && w.is_contiguous() && h.dim() == 2 &&
+                  h.stride(1) == 1 && h.size(0) == g.size(0) && h.size(1) == w.size(0) &&
+                  g.scalar_type() == w.scalar_type() && h.scalar_type() == w.scalar_type(),
+              "outer_relu_backward: expected g [rows, 1], w [cols] and h [rows, cols] of one dtype");
+  at::Tensor out = at::empty({h.size(0), h.size(1)}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "outer_relu_backward", [&] {
+    outer_relu_backward_(out.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), g.stride(0), w.data_ptr<scalar_t>(),
+                         h.data_ptr<scalar_t>(), h.size(0), h.size(1), h.stride(0), relu_mode);
+  });
+  return out;
+}
+
 std::vector<double> fold_losses(std::vector<at::Tensor> xs, std::vector<at::Tensor> ys,
                                 std::vector<at::Tensor> held_xs, std::vector<at::Tensor> held_ys, Tensors params,
                                 std::vector<double> strengths, int64_t epochs, int threads, bool bias, bool fold,
@@ -514,6 +529,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::call_guard<py::gil_scoped_release>(),
         "The L2 search's fits, side by side: each (strength, fold)'s loss on its held-out rows.");
   m.def("set_up_team", &set_up_team, py::arg("team"), "For tests: see CountOfOne in runner.cpp.");
+  m.def("outer_relu_backward", &outer_relu_backward, py::arg("g"), py::arg("w"), py::arg("h"), py::arg("relu_mode"),
+        "For tests: the fused one-output grad_h of step_math.h.");
   m.def("parse_csv", &parse_csv, py::arg("data"), py::arg("body"), py::arg("delimiter"), py::arg("width"),
         py::arg("numbers"), py::arg("threads"), py::arg("piece") = 0,
         "A clean CSV's number columns as float64 [rows, len(numbers)], or None (csv.cpp says which files).");

@@ -180,6 +180,34 @@ void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, 
   });
 }
 
+// grad_h = mask(g @ w^T) for a layer with one output (w: [cols] of the layer's parameter column, g: [rows]
+// with row stride ld_g), in one pass: the BLAS product over an inner dimension of one is g[r] * w[c] alone,
+// a single rounded multiply, so this gives its bits exactly; then relu_backward_'s mask. It saves the
+// product's pass over grad_h and the mask's second one (a regression network's 200 x 512 step: 12.6 + ~8 us
+// as two passes).
+template <typename T>
+void outer_relu_backward_(T* gh, const T* g, int64_t ld_g, const T* w, const T* h, int64_t rows, int64_t cols,
+                          int64_t ld_h, bool relu_mode) {
+  for_rows(rows, cols, [=](int64_t first, int64_t last) {
+    for (int64_t r = first; r < last; ++r) {
+      T* out = gh + r * cols;
+      const T* hr = h + r * ld_h;
+      const T gr = g[r * ld_g];
+      if (relu_mode) {  // the product first, every time: a conditional multiply is not vectorised
+        for (int64_t c = 0; c < cols; ++c) {
+          const T v = gr * w[c];
+          out[c] = hr[c] <= T(0) ? T(0) : v;
+        }
+      } else {
+        for (int64_t c = 0; c < cols; ++c) {
+          const T v = gr * w[c];
+          out[c] = v < T(0) ? T(0) : v;
+        }
+      }
+    }
+  });
+}
+
 // exp(x) for x <= 0 (a softmax's z - max) in a form the compiler vectorises, where std::exp is a call per
 // value (2,000 of a 200-row, 10-class batch: 5.9 us against 2.4 us here): 2^k * p(r) with k = round(x / ln 2),
 // r = x - k ln 2 (in two parts), p the degree-13 Taylor polynomial; within 2.3e-16 (relative) of std::exp
