@@ -127,7 +127,7 @@ class Epochs {
              std::min<int64_t>(batch_size, x.size(0))),
         batch_(std::min<int64_t>(batch_size, x.size(0))), shuffle_(shuffle), val_x_(val_x), val_y_(val_y),
         val_labels_(val_labels), patience_(patience), best_(best), state_(state), snapshot_(snapshot),
-        threads_(most_threads, adapt_threads), tail_threads_(most_threads, adapt_threads) {
+        threads_(most_threads, adapt_threads) {
     const at::ScalarType dtype = net_.dtype();
     check_rows(x, "x", dtype, net_.inputs());
     check_rows(y, "y", dtype, net_.outputs());
@@ -224,12 +224,11 @@ class Epochs {
     const Settings& s = net_.settings();
     double total = 0;
     for (int64_t b = 0; b < batches_; ++b) {
-      const int64_t first = b * batch_, rows = std::min(batch_, n - first);
-      ThreadChooser& chooser = rows == batch_ ? threads_ : tail_threads_;
-      const int threads = chooser.next();
+      const int threads = threads_.next();
       thread_count.set(threads);
       flush.cover(threads);
       const auto started = std::chrono::steady_clock::now();
+      const int64_t first = b * batch_, rows = std::min(batch_, n - first);
       const T* x = x_all + first * ldx;
       int64_t ld = ldx;
       if (index) {  // this batch's rows, gathered
@@ -243,7 +242,7 @@ class Epochs {
       total += net_.forward_loss<T>(x, ld, y, rows);
       net_.backward<T>(x, ld, rows, s.scale(double(rows)), /*update=*/true);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      chooser.record(threads, seconds);
+      threads_.record(threads, seconds, /*comparable=*/rows == batch_);
     }
     return total;
   }
@@ -300,9 +299,7 @@ class Epochs {
   int64_t patience_;
   at::Tensor best_;
   Tensors state_, snapshot_;
-  // the full batches' thread count, and the smaller last batch's: each size is timed and chosen alone (a
-  // last batch of 27 rows can be fastest on one thread while 200-row steps are as fast on two)
-  ThreadChooser threads_, tail_threads_;
+  ThreadChooser threads_;
 };
 
 // The L2 search's fits in one call (manualnn/training/selection.py). Fit (s, f) trains a copy of `params`
@@ -537,7 +534,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<ThreadChooser>(m, "ThreadChooser", "threads.h's rule, for tests against its Python twin")
       .def(py::init<int, bool>(), py::arg("most"), py::arg("adapt"))
       .def("next", &ThreadChooser::next)
-      .def("record", &ThreadChooser::record, py::arg("n"), py::arg("seconds"))
+      .def("record", &ThreadChooser::record, py::arg("n"), py::arg("seconds"), py::arg("comparable"))
       .def_property_readonly("best", &ThreadChooser::best)
       .def_property_readonly("decided", &ThreadChooser::decided);
 }

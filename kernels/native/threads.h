@@ -41,10 +41,10 @@ class ThreadChooser {
     return best_;
   }
 
-  // A step's thread count and its time in seconds (steps of one batch size: each size has its own chooser).
-  void record(int n, double seconds) {
+  // A step's thread count and its time in seconds; comparable: a step of the full batch size.
+  void record(int n, double seconds, bool comparable) {
     ++steps_;
-    if (!adapt_ || steps_ == 1) return;
+    if (!adapt_ || steps_ == 1 || !comparable) return;
     std::vector<double>& window = samples_[slot(n)];
     window.push_back(seconds);
     if (int(window.size()) > kWindow) window.erase(window.begin());

@@ -86,11 +86,6 @@ class EpochRunner:
                 if key not in steps:
                     steps[key] = make(self.xb[:hi - lo], self.yb[:hi - lo], rows)
                 self.steps.append((lo, hi, steps[key]))
-        # each batch size's threads are chosen alone (see threads.py): the full batches' policy, and one more
-        # for a smaller last batch (or shard)
-        self.policies = None if threads is None else {
-            rows: threads if rows == max(self.step_rows) else type(threads)(threads.most, threads.adapt)
-            for rows in set(self.step_rows)}
         self.batch_losses = torch.zeros(len(self.steps), SLOT, dtype=self.loss_dtype, device=x.device)[:, 0]
         self.row_width = 1 + (scorer.width if scorer is not None else 0)
 
@@ -125,8 +120,8 @@ class EpochRunner:
 
     def run(self, order, out):
         """One epoch over the rows in ``order`` (None: the full batch, in place); its row into ``out``."""
+        policy, full = self.threads, max(self.step_rows)
         for b, (lo, hi, step) in enumerate(self.steps):
-            policy = None if self.policies is None else self.policies[self.step_rows[b]]
             if policy is not None:
                 n = policy.next()
                 if n != torch.get_num_threads():
@@ -140,9 +135,9 @@ class EpochRunner:
                 torch.index_select(self.y, 0, rows, out=self.yb[:hi - lo])
                 step.step(self.batch_losses[b])
             if policy is not None:
-                policy.record(n, time.perf_counter() - started)
-        if self.threads is not None and self.threads.best != torch.get_num_threads():   # the full batches' count
-            torch.set_num_threads(self.threads.best)
+                policy.record(n, time.perf_counter() - started, self.step_rows[b] == full)
+        if policy is not None and policy.best != torch.get_num_threads():
+            torch.set_num_threads(policy.best)
         if not self.full:
             torch.sum(self.batch_losses, 0, out=out[0])
         if self.distributed:   # the epoch's loss over all ranks' rows

@@ -15,9 +15,8 @@ on a busy machine) and drops a count that is three times slower after one step.
 The same rule is written twice, as the project writes its kernels: here for the torch backend's
 steps, and in C++ for the native runner (kernels/native/threads.h, ``ThreadChooser``), which decides
 inside its epoch loop; tests/test_threads.py feeds both the same step times and requires the same
-choices. Each batch size has a policy of its own: a smaller last batch is timed and chosen apart from
-the full ones (a last batch of 27 rows can be fastest on one thread while 200-row steps are as fast on
-two). A policy's first step is not compared (it pays for first touches).
+choices. Only steps of the full batch size are compared (a smaller last batch is quicker for another
+reason), and the run's first step is not (it pays for first touches).
 
 A choice of threads must never change a result: the same run gives the same numbers, whatever the load.
 BLAS splits some products over their inner dimension when it has several threads (the seed's 100 x 1000
@@ -32,7 +31,7 @@ import math
 
 import torch
 
-SAMPLES = 3          # timed steps of each count before the first choice
+SAMPLES = 3          # comparable steps of each count before the first choice
 WINDOW = 4           # the steps each count's mean is taken over (the latest)
 PROBE = 2            # steps of the other count per probe (its earlier times are forgotten first)
 COST = 0.01          # the share of the run that probing may cost
@@ -57,8 +56,8 @@ def cpu_threads(n):
 
 class ThreadPolicy:
     """Chooses each step's thread count: ``most`` (default torch's count now) or one. ``adapt=False``
-    keeps ``most``. Per step (of one batch size): ``n = next()``, then ``record(n, seconds)``. ``best`` is
-    the current choice (for work outside the steps, such as the validation pass)."""
+    keeps ``most``. Per step: ``n = next()``, then ``record(n, seconds, comparable)``. ``best`` is the
+    current choice (for work outside the steps, such as the validation pass)."""
 
     def __init__(self, most=None, adapt=True):
         self.most = int(most or torch.get_num_threads())
@@ -102,10 +101,10 @@ class ThreadPolicy:
         self.last_gap = min(steps, math.ceil(PROBE_EVERY / best))
         return self.last_gap
 
-    def record(self, n, seconds):
-        """A step's thread count and its time in seconds."""
+    def record(self, n, seconds, comparable=True):
+        """A step's thread count and its time in seconds; ``comparable``: a step of the full batch size."""
         self.steps += 1
-        if not self.adapt or self.steps == 1:
+        if not self.adapt or self.steps == 1 or not comparable:
             return
         window = self.samples[n]
         window.append(seconds)
