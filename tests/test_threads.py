@@ -74,6 +74,17 @@ def test_the_faster_count_is_kept_and_looking_costs_little(model, best):
     assert total <= (1.02 if model is idle else 1.05) * fixed
 
 
+@pytest.mark.parametrize("two,best", [(0.97, 1), (0.90, 2)])
+def test_all_threads_must_be_clearly_faster(native_module, two, best):
+    """A near tie goes to one thread (its costs outside the timed steps are not in their times); a clear
+    lead to all threads; the twins alike."""
+    def model(n, step):
+        return (two if n > 1 else 1.0) * 100e-6
+    for policy in (th.ThreadPolicy(2), native_module.ThreadChooser(2, True)):
+        chosen, _ = drive(policy, model, 2000)
+        assert policy.best == best and chosen[-500:].count(best) >= 490
+
+
 def test_a_change_of_load_is_followed():
     policy = th.ThreadPolicy(2)
     chosen, _ = drive(policy, load_comes_and_goes, STEPS)

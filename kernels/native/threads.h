@@ -14,7 +14,7 @@ class ThreadChooser {
  public:
   static constexpr int kSamples = 3, kWindow = 4, kProbe = 2;
   static constexpr int64_t kGapLeast = 8;
-  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0;
+  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0, kMargin = 0.05;
 
   ThreadChooser(int most, bool adapt) : most_(std::max(most, 1)), adapt_(adapt && most > 1), best_(most_) {}
 
@@ -70,7 +70,7 @@ class ThreadChooser {
     return sum / double(w.size());
   }
 
-  int fastest() const { return mean(1) <= mean(most_) ? 1 : most_; }  // a tie goes to one thread
+  int fastest() const { return mean(most_) < (1.0 - kMargin) * mean(1) ? most_ : 1; }
 
   int64_t gap() {
     const double best = mean(best_);
