@@ -114,7 +114,7 @@ def native_build(tmp_path_factory):
 
 
 # Test files that never run the native runner: they run first (pytest_collection_modifyitems) and do not wait
-# for its build, so that under pytest-xdist every worker has work while the build compiles (about 20 s). A test
+# for its build, so that under pytest-xdist every worker has work while the build compiles (about 30 s). A test
 # here that reaches the runner after all fails at once, saying so (native_for_auto), rather than compiling it.
 WITHOUT_NATIVE = {"test_kernels.py", "test_two_launch.py", "test_reference.py",
                   "test_checks.py", "test_emulate.py", "test_gpu_compile.py", "test_gpu_startup.py",

@@ -168,7 +168,7 @@ def _build(name, folder, src, verbose, log):
         if os.path.isfile(os.path.join(folder, "BUILT")):   # built by the process this one waited for
             return _import(name, os.path.join(folder, name + ".so"))
         work = _work_folder(folder)
-        print(f"manualnn: compiling the native CPU runner (once, about 20 s; 'manualnn build-native' does it ahead "
+        print(f"manualnn: compiling the native CPU runner (once, about 30 s; 'manualnn build-native' does it ahead "
               f"of time) into {folder} ...", file=log, flush=True)
         started = time.perf_counter()
         try:
