@@ -258,11 +258,11 @@ def test_the_fused_one_output_grad_h_equals_its_torch_twin(built, rows, cols, gr
     gen = torch.Generator().manual_seed(rows * 7 + cols)
     g = torch.randn(rows, 3, generator=gen, dtype=dtype)[:, 1:2]      # a column of a wider buffer: row stride 3
     w = torch.randn(cols, generator=gen, dtype=dtype)
-    h = torch.randn(rows, cols + 5, generator=gen, dtype=dtype)[:, :cols].clamp(min=0)   # ReLU outputs, padded rows
-    g[rows // 2] = -g[rows // 2].abs()           # signed products, zeros of both signs below
-    h.view(-1)[::3] = 0.0 if cols > 1 else h.view(-1)[::3]
+    h = torch.randn(rows, cols + 5, generator=gen, dtype=dtype).clamp(min=0)[:, :cols]   # ReLU outputs, row stride
+    h[:, 1::3] = 0.0                              # exact zeros: masked in "relu" mode whatever the product
+    g[rows // 2] = -g[rows // 2].abs()            # products of both signs, and -0.0 ones from w's last value
     if rows * cols > 1:
-        h[0, 0], w[-1] = NAN, -0.0
+        h[-1, 0], w[-1] = NAN, -0.0
     want = torch.mm(g, w[None])
     mask_op(want, h, grad)()
     got = native.load().outer_relu_backward(g, w, h, grad == "relu")
