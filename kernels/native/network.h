@@ -173,7 +173,7 @@ class Network {
       if (i > 0) {  // grad_h = mask(g @ w_i^T), reading w_i before its update below
         T* gh = grad_hs_[i - 1].data_ptr<T>();
         const T* h = acts_[i - 1].data_ptr<T>();
-        if (n == 1) {  // one output: the product is one multiply per value, fused with the mask
+        if (n == 1 && rows > 1 && widths_[i - 1] > 1) {  // one output: one multiply per value, fused with the mask
           outer_relu_backward_(gh, g, ld_g, p, h, rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
         } else {
           gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);

@@ -404,7 +404,8 @@ void set_up_team(int team) {
 // For tests: step_math.h's outer_relu_backward_ alone, on g [rows, 1] (any row stride), w [cols] and h
 // [rows, cols] (unit column stride), against its twin torch.mm(g, w[None]) and the ReLU mask.
 at::Tensor outer_relu_backward(at::Tensor g, at::Tensor w, at::Tensor h, bool relu_mode) {
-  TORCH_CHECK(g.dim() == 2 && g.size(1) == 1 && w.dim() == 1 && w.is_contiguous() && h.dim() == 2 &&
+  TORCH_CHECK(g.is_cpu() && w.is_cpu() && h.is_cpu() && g.dim() == 2 && g.size(1) == 1 && w.dim() == 1 &&
+                  w.is_contiguous() && h.dim() == 2 &&
                   h.stride(1) == 1 && h.size(0) == g.size(0) && h.size(1) == w.size(0) &&
                   g.scalar_type() == w.scalar_type() && h.scalar_type() == w.scalar_type(),
               "outer_relu_backward: expected g [rows, 1], w [cols] and h [rows, cols] of one dtype");

@@ -181,8 +181,10 @@ void relu_backward_(T* g, const T* h, int64_t rows, int64_t cols, int64_t ld_h, 
 }
 
 // grad_h = mask(g @ w^T) for a layer with one output (w: [cols] of the layer's parameter column, g: [rows]
-// with row stride ld_g), in one pass: the BLAS product over an inner dimension of one is g[r] * w[c] alone,
-// a single rounded multiply, so this gives its bits exactly; then relu_backward_'s mask. It saves the
+// with row stride ld_g), in one pass: a product over an inner dimension of one is g[r] * w[c] alone, a
+// single rounded multiply, and MKL's GEMM gives exactly those bits where rows and cols both exceed one
+// (tests/test_native.py compares them); with one row or one column MKL takes another path that turns a
+// -0.0 product into +0.0, so network.h keeps the GEMM there. Then relu_backward_'s mask. It saves the
 // product's pass over grad_h and the mask's second one (a regression network's 200 x 512 step: 12.6 + ~8 us
 // as two passes).
 template <typename T>
