@@ -31,6 +31,10 @@ def load_comes_and_goes(n, step):
     return loaded(n, step) if 3000 <= step < 20000 else idle(n, step)
 
 
+def near_the_margin(n, step):   # two threads about MARGIN faster, with noise: the choice flips now and then
+    return (1.0 - th.MARGIN if n > 1 else 1.0) * 100e-6 * random.Random(step).uniform(0.9, 1.1)
+
+
 STEPS = 60000   # long enough to notice, at most ten seconds later, that the load went away
 
 
@@ -53,7 +57,7 @@ def native_module(native_build, monkeypatch):
     return native.load()
 
 
-@pytest.mark.parametrize("model", [idle, loaded, load_comes_and_goes])
+@pytest.mark.parametrize("model", [idle, loaded, load_comes_and_goes, near_the_margin])
 def test_the_twins_choose_alike(native_module, model):
     python, native = th.ThreadPolicy(2), native_module.ThreadChooser(2, True)
     a, _ = drive(python, model, STEPS)
