@@ -180,6 +180,7 @@ class Epochs {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     FlushSubnormals flush;  // this thread; the others as steps first use them
     ThreadCount thread_count;
+    threads_.pause();  // Python ran since the last chunk: the first step pays for memory untouched meanwhile
     int64_t done = 0;
     bool stopped = false;
     AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_epochs", [&] {
@@ -536,6 +537,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<int, bool>(), py::arg("most"), py::arg("adapt"))
       .def("next", &ThreadChooser::next)
       .def("record", &ThreadChooser::record, py::arg("n"), py::arg("seconds"), py::arg("comparable"))
+      .def("pause", &ThreadChooser::pause)
       .def_property_readonly("best", &ThreadChooser::best)
       .def_property_readonly("decided", &ThreadChooser::decided);
 }

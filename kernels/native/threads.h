@@ -12,9 +12,9 @@ namespace manualnn_native {
 
 class ThreadChooser {
  public:
-  static constexpr int kSamples = 3, kWindow = 4, kProbe = 2;
+  static constexpr int kSamples = 3, kWindow = 16, kProbe = 3;
   static constexpr int64_t kGapLeast = 8;
-  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0, kMargin = 0.05;
+  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0, kMargin = 0.05, kHold = 0.03;
 
   ThreadChooser(int most, bool adapt) : most_(std::max(most, 1)), adapt_(adapt && most > 1), best_(most_) {}
 
@@ -26,7 +26,7 @@ class ThreadChooser {
   // The thread count for the next step.
   int next() {
     if (!adapt_) return most_;
-    if (!decided_) return samples_[1].size() <= samples_[0].size() ? 1 : most_;  // one thread first
+    if (!decided_) return int(samples_[1].size()) < kSamples ? 1 : most_;  // one thread first, then all
     if (probe_left_ > 0) {
       --probe_left_;
       return other();
@@ -41,10 +41,14 @@ class ThreadChooser {
     return best_;
   }
 
+  // Other work ran since the last step: the next step's time is not compared.
+  void pause() { last_ = 0; }
+
   // A step's thread count and its time in seconds; comparable: a step of the full batch size.
   void record(int n, double seconds, bool comparable) {
-    ++steps_;
-    if (!adapt_ || steps_ == 1 || !comparable) return;
+    const bool settling = n != last_;  // the first step, or the first after a change of count or a pause
+    last_ = n;
+    if (!adapt_ || settling || !comparable) return;
     std::vector<double>& window = samples_[slot(n)];
     window.push_back(seconds);
     if (int(window.size()) > kWindow) window.erase(window.begin());
@@ -52,11 +56,14 @@ class ThreadChooser {
     if (!decided_) {
       if (std::min(many, one) >= size_t(kSamples) || (std::min(many, one) >= 1 && clear_loser())) {
         decided_ = true;
-        choose();
+        choose(fastest(kMargin));
       }
       return;
     }
-    if (many && one && fastest() != best_) choose();
+    if (many && one) {  // all threads, once chosen, are kept while they are kMargin - kHold faster
+      const int faster = fastest(best_ == most_ ? kMargin - kHold : kMargin);
+      if (faster != best_) choose(faster);
+    }
   }
 
  private:
@@ -70,7 +77,7 @@ class ThreadChooser {
     return sum / double(w.size());
   }
 
-  int fastest() const { return mean(most_) < (1.0 - kMargin) * mean(1) ? most_ : 1; }
+  int fastest(double margin) const { return mean(most_) < (1.0 - margin) * mean(1) ? most_ : 1; }
 
   int64_t gap() {
     const double best = mean(best_);
@@ -86,8 +93,8 @@ class ThreadChooser {
     return a >= kClearLoser * b || b >= kClearLoser * a;
   }
 
-  void choose() {
-    best_ = fastest();
+  void choose(int best) {
+    best_ = best;
     last_gap_ = 0;
     countdown_ = gap();
     probe_left_ = 0;
@@ -98,7 +105,8 @@ class ThreadChooser {
   int best_;
   bool decided_ = false;
   std::vector<double> samples_[2];  // [0]: `most` threads, [1]: one thread
-  int64_t countdown_ = 0, probe_left_ = 0, steps_ = 0, last_gap_ = 0;
+  int64_t countdown_ = 0, probe_left_ = 0, last_gap_ = 0;
+  int last_ = 0;  // the previous step's count (0: no step yet, or a pause since)
 };
 
 }  // namespace manualnn_native

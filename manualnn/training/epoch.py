@@ -151,6 +151,8 @@ class EpochRunner:
         every epoch's row (and stops early, or after a loss that is not finite); without one nothing waits
         for the device. Returns (epochs run, stopped early). The caller's torch threads are back after it."""
         before = torch.get_num_threads()
+        if self.threads is not None:
+            self.threads.pause()   # as the native runner's chunk: the first step pays for what ran meanwhile
         try:
             for i in range(n):
                 self.run(self.order(first_epoch + i), out[i])

@@ -10,16 +10,27 @@ again now and then: as often as costs about 1% of the run (rarely when it is muc
 rarely while the choice holds, and at least every ten seconds (a load that went away is noticed). The chosen count's own steps are timed all along,
 so a load that comes is seen at once. It compares means, not medians: under load most steps are quick
 and a few take milliseconds, and the few decide the time. It looks at one thread first (the safe choice
-on a busy machine) and drops a count that is three times slower after one step. All threads must be
+on a busy machine) and drops a count that is three times slower after one step. The step right after
+a change of count is not timed, nor the first after a pause (``pause()``: the native runner's chunk of
+epochs returned to Python): it pays for the change (the other thread wakes from its sleep, the rows move
+between the cores' caches: a digits step at H=512 took 60-100 µs more on two threads right after one-thread
+steps, 20-50 more on one after two) or for memory untouched meanwhile; counted, it made two threads look
+no faster in a probe. The mean is over the last WINDOW steps of a count: over four, one slow step of the
+machine (a virtual machine's pause: 2-5x, about one step in a hundred, on either count alike) dropped
+the chosen count, and the probe's extra time, inflated by it, kept the run away for a hundred steps;
+these two kept the benchmark's default run on one thread for half its steps, 15% slower than two
+threads fixed (benchmarks/cpu.py, H=512, B=200). All threads must be
 MARGIN faster than one to be chosen: their costs outside the timed steps (a smaller last batch, the
-validation pass, waking the other threads) are not in those times, and a near tie flipped back and forth
-(star98's 200-row steps took 133 µs on two threads and 134 on one; its 27-row last batch 45 against 31).
+validation pass) are not in those times, and a near tie flipped back and forth (star98's 200-row steps
+took 133 µs on two threads and 134 on one; its 27-row last batch 45 against 31); once chosen they are kept
+while they stay MARGIN - HOLD faster, so that noise around the line does not flip the count at every probe
+(each change costs its untimed step).
 
 The same rule is written twice, as the project writes its kernels: here for the torch backend's
 steps, and in C++ for the native runner (kernels/native/threads.h, ``ThreadChooser``), which decides
 inside its epoch loop; tests/test_threads.py feeds both the same step times and requires the same
 choices. Only steps of the full batch size are compared (a smaller last batch is quicker for another
-reason), and the run's first step is not (it pays for first touches).
+reason), and neither is the run's first step (it pays for first touches).
 
 A choice of threads must never change a result: the same run gives the same numbers, whatever the load.
 BLAS splits some products over their inner dimension when it has several threads (the seed's 100 x 1000
@@ -35,13 +46,14 @@ import math
 import torch
 
 SAMPLES = 3          # comparable steps of each count before the first choice
-WINDOW = 4           # the steps each count's mean is taken over (the latest)
-PROBE = 2            # steps of the other count per probe (its earlier times are forgotten first)
+WINDOW = 16          # the steps each count's mean is taken over (the latest)
+PROBE = 3            # steps of the other count per probe (its earlier times forgotten; the first not timed)
 COST = 0.01          # the share of the run that probing may cost
 GAP_LEAST = 8        # steps between probes, at least
 PROBE_EVERY = 10.0   # seconds between probes, at most (a load that went away is noticed)
 CLEAR_LOSER = 3.0    # a count whose mean is this many times the other's loses before SAMPLES steps
 MARGIN = 0.05        # all threads are chosen only where their mean is this much below one thread's
+HOLD = 0.03          # and, once chosen, kept while it stays MARGIN - HOLD below (a near tie does not flip)
 
 
 @contextlib.contextmanager
@@ -68,7 +80,8 @@ class ThreadPolicy:
         self.adapt = adapt and self.most > 1
         self.samples = {self.most: [], 1: []}
         self.best, self.decided = self.most, False
-        self.countdown, self.probe_left, self.steps, self.last_gap = 0, 0, 0, 0
+        self.countdown, self.probe_left, self.last_gap = 0, 0, 0
+        self.last = None   # the previous step's count (None: no step yet, or a pause since)
 
     def mean(self, n):
         return sum(self.samples[n]) / len(self.samples[n])
@@ -81,8 +94,8 @@ class ThreadPolicy:
         """The thread count for the next step."""
         if not self.adapt:
             return self.most
-        if not self.decided:   # the count with fewer samples; one thread first
-            return 1 if len(self.samples[1]) <= len(self.samples[self.most]) else self.most
+        if not self.decided:   # one thread first, then all (each change costs a step that is not timed)
+            return 1 if len(self.samples[1]) < SAMPLES else self.most
         if self.probe_left > 0:
             self.probe_left -= 1
             return self.other
@@ -105,10 +118,14 @@ class ThreadPolicy:
         self.last_gap = min(steps, math.ceil(PROBE_EVERY / best))
         return self.last_gap
 
+    def pause(self):
+        """Other work ran since the last step (the next step's time is not compared)."""
+        self.last = None
+
     def record(self, n, seconds, comparable=True):
         """A step's thread count and its time in seconds; ``comparable``: a step of the full batch size."""
-        self.steps += 1
-        if not self.adapt or self.steps == 1 or not comparable:
+        settling, self.last = n != self.last, n   # the first step, or the first after a change or a pause
+        if not self.adapt or settling or not comparable:
             return
         window = self.samples[n]
         window.append(seconds)
@@ -117,20 +134,22 @@ class ThreadPolicy:
         if not self.decided:
             if min(many, one) >= SAMPLES or (min(many, one) >= 1 and self._clear_loser()):
                 self.decided = True
-                self._choose()
+                self._choose(self._fastest(MARGIN))
             return
-        if many and one and self._fastest() != self.best:
-            self._choose()
+        if many and one:   # all threads, once chosen, are kept while they are MARGIN - HOLD faster
+            fastest = self._fastest(MARGIN - HOLD if self.best == self.most else MARGIN)
+            if fastest != self.best:
+                self._choose(fastest)
 
-    def _fastest(self):
-        return self.most if self.mean(self.most) < (1 - MARGIN) * self.mean(1) else 1
+    def _fastest(self, margin):
+        return self.most if self.mean(self.most) < (1 - margin) * self.mean(1) else 1
 
     def _clear_loser(self):
         a, b = self.mean(self.most), self.mean(1)
         return a >= CLEAR_LOSER * b or b >= CLEAR_LOSER * a
 
-    def _choose(self):
-        self.best, self.last_gap = self._fastest(), 0
+    def _choose(self, best):
+        self.best, self.last_gap = best, 0
         self.countdown, self.probe_left = self.gap(), 0
 
 
