@@ -180,7 +180,8 @@ class Epochs {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     FlushSubnormals flush;  // this thread; the others as steps first use them
     ThreadCount thread_count;
-    threads_.pause();  // Python ran since the last chunk: the first step pays for memory untouched meanwhile
+    // the caller's work since the last chunk (the first step of a run follows the constructor's)
+    threads_.resume(std::chrono::duration<double>(std::chrono::steady_clock::now() - last_step_end_).count());
     int64_t done = 0;
     bool stopped = false;
     AT_DISPATCH_FLOATING_TYPES(net_.dtype(), "manualnn_native_epochs", [&] {
@@ -244,6 +245,7 @@ class Epochs {
       net_.backward<T>(x, ld, rows, s.scale(double(rows)), /*update=*/true);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       threads_.record(threads, seconds, /*comparable=*/rows == batch_);
+      last_step_end_ = std::chrono::steady_clock::now();
     }
     return total;
   }
@@ -301,6 +303,7 @@ class Epochs {
   at::Tensor best_;
   Tensors state_, snapshot_;
   ThreadChooser threads_;
+  std::chrono::steady_clock::time_point last_step_end_ = std::chrono::steady_clock::now();
 };
 
 // The L2 search's fits in one call (manualnn/training/selection.py). Fit (s, f) trains a copy of `params`
@@ -537,7 +540,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       .def(py::init<int, bool>(), py::arg("most"), py::arg("adapt"))
       .def("next", &ThreadChooser::next)
       .def("record", &ThreadChooser::record, py::arg("n"), py::arg("seconds"), py::arg("comparable"))
-      .def("pause", &ThreadChooser::pause)
+      .def("resume", &ThreadChooser::resume, py::arg("idle"))
       .def_property_readonly("best", &ThreadChooser::best)
       .def_property_readonly("decided", &ThreadChooser::decided);
 }

@@ -14,7 +14,8 @@ class ThreadChooser {
  public:
   static constexpr int kSamples = 3, kWindow = 16, kProbe = 3;
   static constexpr int64_t kGapLeast = 8;
-  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0, kMargin = 0.05, kHold = 0.03;
+  static constexpr double kCost = 0.01, kProbeEvery = 10.0, kClearLoser = 3.0, kMargin = 0.05, kHold = 0.03,
+                          kPause = 0.01;
 
   ThreadChooser(int most, bool adapt) : most_(std::max(most, 1)), adapt_(adapt && most > 1), best_(most_) {}
 
@@ -41,8 +42,10 @@ class ThreadChooser {
     return best_;
   }
 
-  // Other work ran since the last step: the next step's time is not compared.
-  void pause() { last_ = 0; }
+  // Steps resume after `idle` seconds of other work: after more than kPause, the next step is not compared.
+  void resume(double idle) {
+    if (idle > kPause) last_ = 0;
+  }
 
   // A step's thread count and its time in seconds; comparable: a step of the full batch size.
   void record(int n, double seconds, bool comparable) {
@@ -82,7 +85,8 @@ class ThreadChooser {
   int64_t gap() {
     const double best = mean(best_);
     if (best <= 0) return kGapLeast;
-    const double extra = (mean(other()) - best) / best;
+    // none of the other's: a probe timed no step
+    const double extra = samples_[slot(other())].empty() ? 0.0 : (mean(other()) - best) / best;
     const double steps = std::max({double(kGapLeast), std::ceil(kProbe * extra / kCost), 2.0 * double(last_gap_)});
     last_gap_ = int64_t(std::min(steps, std::ceil(kProbeEvery / best)));
     return last_gap_;

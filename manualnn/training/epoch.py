@@ -54,6 +54,7 @@ class EpochRunner:
                  stopper=None, threads=None, distributed=False, rank=0, world=1, **step_options):
         self.x, self.y, self.params, self.spec = x, y, params, spec
         self.scorer, self.stopper, self.threads, self.distributed = scorer, stopper, threads, distributed
+        self.step_ended = time.perf_counter()   # when the last step ended (see run_chunk)
         self.shuffle, self.shuffle_seed = shuffle, shuffle_seed
         n = x.shape[0]
         self.full = batch_size >= n
@@ -135,7 +136,8 @@ class EpochRunner:
                 torch.index_select(self.y, 0, rows, out=self.yb[:hi - lo])
                 step.step(self.batch_losses[b])
             if policy is not None:
-                policy.record(n, time.perf_counter() - started, self.step_rows[b] == full)
+                self.step_ended = time.perf_counter()
+                policy.record(n, self.step_ended - started, self.step_rows[b] == full)
         if policy is not None and policy.best != torch.get_num_threads():
             torch.set_num_threads(policy.best)
         if not self.full:
@@ -152,7 +154,7 @@ class EpochRunner:
         for the device. Returns (epochs run, stopped early). The caller's torch threads are back after it."""
         before = torch.get_num_threads()
         if self.threads is not None:
-            self.threads.pause()   # as the native runner's chunk: the first step pays for what ran meanwhile
+            self.threads.resume(time.perf_counter() - self.step_ended)   # the caller's work since the last chunk
         try:
             for i in range(n):
                 self.run(self.order(first_epoch + i), out[i])

@@ -7,24 +7,27 @@ barriers, for a whole scheduler slice, and the run becomes several times slower 
 every load, so ``ThreadPolicy`` measures instead, step by step: it times steps with one thread and with
 all (the count torch had when the run began, the user's setting), keeps the faster, and tries the other
 again now and then: as often as costs about 1% of the run (rarely when it is much slower), ever more
-rarely while the choice holds, and at least every ten seconds (a load that went away is noticed). The chosen count's own steps are timed all along,
-so a load that comes is seen at once. It compares means, not medians: under load most steps are quick
-and a few take milliseconds, and the few decide the time. It looks at one thread first (the safe choice
-on a busy machine) and drops a count that is three times slower after one step. The step right after
-a change of count is not timed, nor the first after a pause (``pause()``: the native runner's chunk of
-epochs returned to Python): it pays for the change (the other thread wakes from its sleep, the rows move
-between the cores' caches: a digits step at H=512 took 60-100 µs more on two threads right after one-thread
-steps, 20-50 more on one after two) or for memory untouched meanwhile; counted, it made two threads look
-no faster in a probe. The mean is over the last WINDOW steps of a count: over four, one slow step of the
-machine (a virtual machine's pause: 2-5x, about one step in a hundred, on either count alike) dropped
-the chosen count, and the probe's extra time, inflated by it, kept the run away for a hundred steps;
-these two kept the benchmark's default run on one thread for half its steps, 15% slower than two
-threads fixed (benchmarks/cpu.py, H=512, B=200). All threads must be
-MARGIN faster than one to be chosen: their costs outside the timed steps (a smaller last batch, the
-validation pass) are not in those times, and a near tie flipped back and forth (star98's 200-row steps
-took 133 µs on two threads and 134 on one; its 27-row last batch 45 against 31); once chosen they are kept
-while they stay MARGIN - HOLD faster, so that noise around the line does not flip the count at every probe
-(each change costs its untimed step).
+rarely while the choice holds, and at least every ten seconds (a load that went away is noticed). The
+chosen count's own steps are timed all along, so a load that comes is seen at once. It compares means,
+not medians: under load most steps are quick and a few take milliseconds, and the few decide the time.
+It looks at one thread first (the safe choice on a busy machine) and drops a count that is three times
+slower after one step.
+
+What a step pays for other than its count is kept out of the comparison, because it decided too much:
+- The step right after a change of count is not timed, nor the first after a pause (``resume()``: more
+  than PAUSE seconds of other work). It pays for the change (the other thread wakes from its sleep, the
+  rows move between the cores' caches: a digits step at H=512 took 60-100 µs more on two threads right
+  after one-thread steps, 20-50 more on one thread after two) or for memory untouched meanwhile.
+- The mean is over the last WINDOW steps of a count. Over four, one slow step of the machine's (a virtual
+  machine's pause: 2-5x, about one step in a hundred, on either count alike) dropped the chosen count,
+  and the probe's extra time, inflated by it, kept the run away from it for a hundred steps.
+  With both, the benchmark's default path ran one thread for half its steps, 15% slower than two threads
+  fixed (benchmarks/cpu.py, H=512, B=200); tests/test_threads.py models both.
+- All threads must be MARGIN faster than one to be chosen: their costs outside the timed steps (a smaller
+  last batch, the validation pass) are not in those times, and a near tie flipped back and forth (star98's
+  200-row steps took 133 µs on two threads and 134 on one; its 27-row last batch 45 against 31). Once
+  chosen they are kept while they are MARGIN - HOLD faster: noise around one line flipped the count at
+  many probes, each change costing its untimed step.
 
 The same rule is written twice, as the project writes its kernels: here for the torch backend's
 steps, and in C++ for the native runner (kernels/native/threads.h, ``ThreadChooser``), which decides
@@ -54,6 +57,7 @@ PROBE_EVERY = 10.0   # seconds between probes, at most (a load that went away is
 CLEAR_LOSER = 3.0    # a count whose mean is this many times the other's loses before SAMPLES steps
 MARGIN = 0.05        # all threads are chosen only where their mean is this much below one thread's
 HOLD = 0.03          # and, once chosen, kept while it stays MARGIN - HOLD below (a near tie does not flip)
+PAUSE = 0.01         # seconds of other work between steps after which the next step is not timed
 
 
 @contextlib.contextmanager
@@ -110,17 +114,19 @@ class ThreadPolicy:
         """Steps until the next probe: long enough that a probe (PROBE steps of the other count's extra time)
         costs at most COST of the run, and twice the last gap while the choice holds (a few steps cannot
         show the rare slow ones of a loaded count); at most PROBE_EVERY seconds."""
-        best = self.mean(self.best)
+        best, other = self.mean(self.best), self.samples[self.other]
         if best <= 0:
             return GAP_LEAST
-        extra = (self.mean(self.other) - best) / best
+        extra = (sum(other) / len(other) - best) / best if other else 0.0   # none: a probe timed no step
         steps = max(GAP_LEAST, math.ceil(PROBE * extra / COST), 2 * self.last_gap)
         self.last_gap = min(steps, math.ceil(PROBE_EVERY / best))
         return self.last_gap
 
-    def pause(self):
-        """Other work ran since the last step (the next step's time is not compared)."""
-        self.last = None
+    def resume(self, idle):
+        """Steps resume after ``idle`` seconds of other work (a chunk of epochs returned to its caller): after
+        more than PAUSE, the next step's time is not compared (memory untouched meanwhile)."""
+        if idle > PAUSE:
+            self.last = None
 
     def record(self, n, seconds, comparable=True):
         """A step's thread count and its time in seconds; ``comparable``: a step of the full batch size."""
