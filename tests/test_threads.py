@@ -35,6 +35,10 @@ def near_the_margin(n, step):   # two threads about MARGIN faster, with noise: t
     return (1.0 - th.MARGIN if n > 1 else 1.0) * 100e-6 * random.Random(step).uniform(0.9, 1.1)
 
 
+def slightly_faster(n, step):   # two threads 10% faster: a change of count (CHANGE) costs about a step
+    return 90e-6 if n > 1 else 100e-6
+
+
 def virtual_machine(n, step):   # two threads 25% faster; one step in a hundred 2-5x slower on either count
     seconds = 230e-6 if n > 1 else 305e-6
     r = random.Random(step).random()
@@ -108,16 +112,30 @@ def test_all_threads_must_be_clearly_faster(native_module, two, best):
         assert policy.best == best and chosen[-500:].count(best) >= 490
 
 
-@pytest.mark.parametrize("model", [idle, virtual_machine])
-def test_changing_count_pausing_and_a_slow_step_now_and_then_are_not_held_against_a_count(model):
+@pytest.mark.parametrize("model,pause_every", [(idle, 160), (virtual_machine, 160), (slightly_faster, 0),
+                                               (slightly_faster, 160)])
+def test_changing_count_pausing_and_a_slow_step_now_and_then_are_not_held_against_a_count(model, pause_every):
     """The step after a change of count or a pause pays for it, and a step of the machine's that is slow
     for no reason of the count's lands in one count's window: none of it may keep the run from the faster
     count (the benchmark's default run took one thread for half its steps before the rule knew this)."""
     policy = th.ThreadPolicy(2)
-    chosen, total = drive(policy, model, 20000, CHANGE, pause_every=160)
-    fixed = drive(th.ThreadPolicy(2, adapt=False), model, 20000, CHANGE, pause_every=160)[1]
+    chosen, total = drive(policy, model, 20000, CHANGE, pause_every)
+    fixed = drive(th.ThreadPolicy(2, adapt=False), model, 20000, CHANGE, pause_every)[1]
     print(f"{model.__name__}: {total / fixed:.4f} of two threads fixed; {chosen.count(2)} of 20000 steps on two")
     assert chosen.count(2) >= 0.98 * 20000 and total <= 1.01 * fixed
+
+
+def test_a_pause_before_every_step_still_decides(native_module):
+    """A callback of over PAUSE after every one-step epoch: every step follows a pause, and half of them are
+    timed (none were, and the rule kept one thread for good while reporting all)."""
+    for policy in (th.ThreadPolicy(2), native_module.ThreadChooser(2, True)):
+        chosen = []
+        for k in range(2000):
+            policy.resume(1.0)
+            n = policy.next()
+            policy.record(n, idle(n, k), True)
+            chosen.append(n)
+        assert policy.decided and policy.best == 2 and chosen[-1000:].count(2) >= 950
 
 
 def test_a_probe_that_times_no_step(native_module):

@@ -51,7 +51,12 @@ class ThreadChooser {
   void record(int n, double seconds, bool comparable) {
     const bool settling = n != last_;  // the first step, or the first after a change of count or a pause
     last_ = n;
-    if (!adapt_ || settling || !comparable) return;
+    if (!adapt_ || !comparable) return;
+    if (settling && !skipped_) {  // not timed, unless the one before was not either (every step after a pause)
+      skipped_ = true;
+      return;
+    }
+    skipped_ = false;
     std::vector<double>& window = samples_[slot(n)];
     window.push_back(seconds);
     if (int(window.size()) > kWindow) window.erase(window.begin());
@@ -110,7 +115,8 @@ class ThreadChooser {
   bool decided_ = false;
   std::vector<double> samples_[2];  // [0]: `most` threads, [1]: one thread
   int64_t countdown_ = 0, probe_left_ = 0, last_gap_ = 0;
-  int last_ = 0;  // the previous step's count (0: no step yet, or a pause since)
+  int last_ = 0;          // the previous step's count (0: no step yet, or a pause since)
+  bool skipped_ = false;  // the last comparable step was not timed (it followed a change or a pause)
 };
 
 }  // namespace manualnn_native

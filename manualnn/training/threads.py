@@ -10,14 +10,16 @@ again now and then: as often as costs about 1% of the run (rarely when it is muc
 rarely while the choice holds, and at least every ten seconds (a load that went away is noticed). The
 chosen count's own steps are timed all along, so a load that comes is seen at once. It compares means,
 not medians: under load most steps are quick and a few take milliseconds, and the few decide the time.
-It looks at one thread first (the safe choice on a busy machine) and drops a count that is three times
-slower after one step.
+It times one thread first (the safe choice on a busy machine), three steps, then all threads, and drops
+them after one step when they are three times slower.
 
 What a step pays for other than its count is kept out of the comparison, because it decided too much:
 - The step right after a change of count is not timed, nor the first after a pause (``resume()``: more
-  than PAUSE seconds of other work). It pays for the change (the other thread wakes from its sleep, the
-  rows move between the cores' caches: a digits step at H=512 took 60-100 µs more on two threads right
-  after one-thread steps, 20-50 more on one thread after two) or for memory untouched meanwhile.
+  than PAUSE seconds of other work), unless the step before was not timed either (where every step
+  follows a pause, half are timed rather than none). It pays for the change (the other thread wakes from
+  its sleep, the rows move between the cores' caches: a digits step at H=512 took 60-100 µs more on two
+  threads right after one-thread steps, 20-50 more on one thread after two) or for memory untouched
+  meanwhile.
 - The mean is over the last WINDOW steps of a count. Over four, one slow step of the machine's (a virtual
   machine's pause: 2-5x, about one step in a hundred, on either count alike) dropped the chosen count,
   and the probe's extra time, inflated by it, kept the run away from it for a hundred steps.
@@ -86,9 +88,17 @@ class ThreadPolicy:
         self.best, self.decided = self.most, False
         self.countdown, self.probe_left, self.last_gap = 0, 0, 0
         self.last = None   # the previous step's count (None: no step yet, or a pause since)
+        self.skipped = False   # the last comparable step was not timed (it followed a change or a pause)
+
+    @staticmethod
+    def _mean(values):   # added in order, as the C++ twin adds them (sum() compensates from Python 3.12)
+        total = 0.0
+        for v in values:
+            total += v
+        return total / len(values)
 
     def mean(self, n):
-        return sum(self.samples[n]) / len(self.samples[n])
+        return self._mean(self.samples[n])
 
     @property
     def other(self):
@@ -117,7 +127,7 @@ class ThreadPolicy:
         best, other = self.mean(self.best), self.samples[self.other]
         if best <= 0:
             return GAP_LEAST
-        extra = (sum(other) / len(other) - best) / best if other else 0.0   # none: a probe timed no step
+        extra = (self._mean(other) - best) / best if other else 0.0   # none: a probe timed no step
         steps = max(GAP_LEAST, math.ceil(PROBE * extra / COST), 2 * self.last_gap)
         self.last_gap = min(steps, math.ceil(PROBE_EVERY / best))
         return self.last_gap
@@ -131,8 +141,12 @@ class ThreadPolicy:
     def record(self, n, seconds, comparable=True):
         """A step's thread count and its time in seconds; ``comparable``: a step of the full batch size."""
         settling, self.last = n != self.last, n   # the first step, or the first after a change or a pause
-        if not self.adapt or settling or not comparable:
+        if not self.adapt or not comparable:
             return
+        if settling and not self.skipped:   # not timed, unless the one before was not either (every step
+            self.skipped = True             # after a pause: a callback of over PAUSE after every epoch)
+            return
+        self.skipped = False
         window = self.samples[n]
         window.append(seconds)
         del window[:-WINDOW]
