@@ -10,8 +10,8 @@ again now and then: as often as costs about 1% of the run (rarely when it is muc
 rarely while the choice holds, and at least every ten seconds (a load that went away is noticed). The
 chosen count's own steps are timed all along, so a load that comes is seen at once. It compares means,
 not medians: under load most steps are quick and a few take milliseconds, and the few decide the time.
-It times one thread first (the safe choice on a busy machine), three steps, then all threads, and drops
-them after one step when they are three times slower.
+It times one thread first (the safe choice on a busy machine), three steps, then all threads, and
+decides after one step of theirs when either count is three times slower than the other.
 
 What a step pays for other than its count is kept out of the comparison, because it decided too much:
 - The step right after a change of count is not timed, nor the first after a pause (``resume()``: more
