@@ -61,10 +61,11 @@ def drive(policy, model, steps, change=(0.0, 0.0), pause_every=0):
     meanwhile); at the other steps, after 1 ms (an epoch's callback)."""
     chosen, total = [], 0.0
     for k in range(steps):
+        paused = bool(pause_every) and k % pause_every == 0
         if pause_every:
-            policy.resume(0.05 if k % pause_every == 0 else 0.001)
+            policy.resume(0.05 if paused else 0.001)
         n = policy.next()
-        seconds = model(n, k) * (3 if pause_every and k % pause_every == 0 else 1)
+        seconds = model(n, k) * (3 if paused else 1)
         if chosen and n != chosen[-1]:
             seconds += change[0] if n > 1 else change[1]
         policy.record(n, seconds, k % 9 != 8)   # every ninth step is a smaller last batch: not compared

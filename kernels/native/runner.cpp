@@ -243,9 +243,9 @@ class Epochs {
       Rows<T> y{y_.data_ptr<T>(), y_.stride(0), index, first};
       total += net_.forward_loss<T>(x, ld, y, rows);
       net_.backward<T>(x, ld, rows, s.scale(double(rows)), /*update=*/true);
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      threads_.record(threads, seconds, /*comparable=*/rows == batch_);
       last_step_end_ = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(last_step_end_ - started).count();
+      threads_.record(threads, seconds, /*comparable=*/rows == batch_);
     }
     return total;
   }

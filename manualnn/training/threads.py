@@ -90,15 +90,11 @@ class ThreadPolicy:
         self.last = None   # the previous step's count (None: no step yet, or a pause since)
         self.skipped = False   # the last comparable step was not timed (it followed a change or a pause)
 
-    @staticmethod
-    def _mean(values):   # added in order, as the C++ twin adds them (sum() compensates from Python 3.12)
-        total = 0.0
-        for v in values:
-            total += v
-        return total / len(values)
-
     def mean(self, n):
-        return self._mean(self.samples[n])
+        total = 0.0
+        for v in self.samples[n]:   # added in order, as the C++ twin adds them (sum() compensates from 3.12)
+            total += v
+        return total / len(self.samples[n])
 
     @property
     def other(self):
@@ -124,10 +120,11 @@ class ThreadPolicy:
         """Steps until the next probe: long enough that a probe (PROBE steps of the other count's extra time)
         costs at most COST of the run, and twice the last gap while the choice holds (a few steps cannot
         show the rare slow ones of a loaded count); at most PROBE_EVERY seconds."""
-        best, other = self.mean(self.best), self.samples[self.other]
+        best = self.mean(self.best)
         if best <= 0:
             return GAP_LEAST
-        extra = (self._mean(other) - best) / best if other else 0.0   # none: a probe timed no step
+        # none of the other's: a probe timed no step
+        extra = (self.mean(self.other) - best) / best if self.samples[self.other] else 0.0
         steps = max(GAP_LEAST, math.ceil(PROBE * extra / COST), 2 * self.last_gap)
         self.last_gap = min(steps, math.ceil(PROBE_EVERY / best))
         return self.last_gap
