@@ -132,6 +132,65 @@ def test_native_step_equals_the_torch_step(built, loss, reduction, optimizer, bi
     assert torch.equal(got.powers, want.powers)
 
 
+# (rows, features, hidden, out): batches the native runner steps in blocks of rows (network.h's blocks()), from
+# a regression network's 2 blocks (a single output: the fused grad_h) to 4 uneven ones and two hidden layers
+BLOCKED = {"2-blocks-out1": (200, 20, (512,), 1), "4-blocks": (301, 33, (40, 17), 3), "2-blocks-ce": (130, 9, (17,), 10)}
+
+
+def blocked_problem(shape, dtype, loss):
+    rows, features, hidden, out = BLOCKED[shape]
+    x, y, weights = seed_data(3, batch=rows, features=features, hidden=hidden, out=out, init="kaiming", dtype=dtype)
+    gen = torch.Generator().manual_seed(4)
+    biases = [0.1 * torch.randn(w.shape[1], generator=gen).to(dtype) for w in weights]
+    x_in = with_ones(rows, features, like=x)
+    x_in[:, :-1].copy_(x)
+    if loss == "ce":
+        y = torch.nn.functional.one_hot(y.argmax(1), out).to(dtype)
+    return x_in, y, weights, biases
+
+
+@pytest.mark.parametrize("shape,loss,optimizer", [(shape, loss, optimizer) for shape in BLOCKED
+                                                   for loss, optimizer in (("sse", "adam"), ("ce", "momentum"),
+                                                                           ("sse", "sgd"))
+                                                   if not (loss == "ce" and BLOCKED[shape][3] == 1)])
+def test_blocked_steps_equal_the_torch_step_whatever_the_threads(built, shape, loss, optimizer):
+    """A batch stepped as blocks of rows (each block's gradients on one thread, added in block order): three
+    steps equal the torch backend's in float64, give the same bits in float32 on 1, 2 and 3 threads, and
+    gradients() then update() (the distributed path) equals step()."""
+    from manualnn.training.threads import cpu_threads
+    spec = StepSpec(lr=1e-2, loss=loss, reduction="mean", optimizer=optimizer, weight_decay=0.05)
+    x, y, w0, b0 = blocked_problem(shape, torch.float64, loss)
+    runs = {}
+    for name in ("torch", "native"):
+        params = Params.from_weights(w0, b0, spec)
+        step = make_step(name, x, y, params, spec, rows=x.shape[0])
+        out = torch.full((), NAN, dtype=torch.float64)
+        runs[name] = [(step.step(out), out.item())[1] for _ in range(3)], params
+    (want_losses, want), (got_losses, got) = runs["torch"], runs["native"]
+    errors = [rel_err(got_losses, want_losses)] + [rel_err(a, b) for a, b in zip(state_of(got), state_of(want))]
+    assert max(errors) <= 1e-12, errors
+
+    x, y, w0, b0 = blocked_problem(shape, torch.float32, loss)
+    results = []
+    for threads in (1, 2, 3):
+        with cpu_threads(threads):
+            params = Params.from_weights(w0, b0, spec)
+            step = make_step("native", x, y, params, spec, rows=x.shape[0])
+            out = torch.full((), NAN)
+            losses = [(step.step(out), out.item())[1] for _ in range(3)]
+        results.append((losses, state_of(params)))
+    for losses, state in results[1:]:
+        assert losses == results[0][0] and all(torch.equal(a, b) for a, b in zip(state, results[0][1]))
+
+    params = Params.from_weights(w0, b0, spec)
+    grads = [torch.full_like(p, NAN) for p in params.tensors]
+    parts = make_step("native", x, y, params, spec, rows=x.shape[0], grads=grads)
+    for _ in range(3):
+        parts.gradients(torch.full((), NAN))
+        parts.update()
+    assert all(torch.equal(a, b) for a, b in zip(state_of(params), results[0][1]))
+
+
 @pytest.mark.parametrize("optimizer,bias", [("sgd", False), ("sgd", True), ("momentum", True), ("adam", True)],
                          ids=["sgd-folded", "sgd-bias", "momentum-bias", "adam-bias"])
 def test_gradients_then_update_equals_step(built, optimizer, bias):

@@ -21,9 +21,27 @@ void dgemm_(const char* transa, const char* transb, const int* m, const int* n, 
             const int* ldc) __attribute__((weak));
 float sdot_(const int* n, const float* x, const int* incx, const float* y, const int* incy) __attribute__((weak));
 double ddot_(const int* n, const double* x, const int* incx, const double* y, const int* incy) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C interface (the lower-case name is the Fortran one)
 }
 
 namespace manualnn_native {
+
+// BLAS on the calling thread alone while this lives, when `active` (MKL's thread-local count; another BLAS:
+// nothing to do, its calls from a parallel region's thread run on that thread).
+class OneBlasThread {
+ public:
+  explicit OneBlasThread(bool active = true)
+      : active_(active && MKL_Set_Num_Threads_Local != nullptr), saved_(active_ ? MKL_Set_Num_Threads_Local(1) : 0) {}
+  ~OneBlasThread() {
+    if (active_) MKL_Set_Num_Threads_Local(saved_);
+  }
+  OneBlasThread(const OneBlasThread&) = delete;
+  OneBlasThread& operator=(const OneBlasThread&) = delete;
+
+ private:
+  bool active_;
+  int saved_;
+};
 
 inline bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 

@@ -93,6 +93,7 @@ class Network {
                     s_.bias ? " and the bias row" : "", "), got ", p.size(0));
       }
       widths_.push_back(p.size(1));
+      param_count_ += p.numel();
     }
     TORCH_CHECK(s_.decayed_rows.size() == n_layers, "decayed_rows: expected ", n_layers, " counts, got ",
                 s_.decayed_rows.size());
@@ -124,6 +125,33 @@ class Network {
       grad_hs_.push_back(at::empty({capacity, widths_[l]}, options));
     }
     error_ = at::empty({capacity, widths_.back()}, options);
+    for (int64_t b = 1; b < blocks(capacity); ++b) {  // the gradients of each block after the first
+      parts_.emplace_back();
+      for (const auto& p : params) parts_.back().push_back(at::empty_like(p));
+    }
+    block_scratch_.resize(size_t(blocks(capacity)));
+  }
+
+  // A batch of `rows` rows is stepped as this many blocks of consecutive rows: each block's forward pass,
+  // error and backward pass on one thread with its own gradients, the blocks side by side on torch's
+  // threads, then the gradients added in block order. So a block's values stay in its core's caches (a
+  // 200 x 512 layer's values moving between cores from one product to the next cost more than a second
+  // thread saves), and the result depends on the rows alone, never on the thread count. A power of two,
+  // blocks of at least kBlockRows rows; one block (the whole batch, BLAS's own threads) for small batches,
+  // for SGD folded into its GEMM (the seed's step) and for networks too large for a copy of the gradients
+  // per block to be cheap.
+  int64_t blocks(int64_t rows) const {
+    if (s_.fold || param_count_ > kBlockedParams) return 1;
+    int64_t n = 1;
+    while (n < kMaxBlocks && rows >= 2 * n * kBlockRows) n *= 2;
+    return n;
+  }
+
+  // A step too small for blocks whose products BLAS runs on the calling thread (a small last batch: its
+  // products split over two threads took 45 us where one takes 24, a 27 x 20 -> 512 -> 1 step); its rows
+  // are where block 0's are, on this thread.
+  bool small(int64_t rows) const {
+    return !s_.fold && param_count_ <= kBlockedParams && rows * param_count_ <= kSmallWork;
   }
 
   int64_t layers() const { return int64_t(params_.size()); }
@@ -136,21 +164,25 @@ class Network {
   const at::Tensor& error() const { return error_; }
 
   // Forward and loss on `rows` rows (x: [rows, in(+1)] with row stride ldx; y: their targets). Leaves the
-  // output error in error_ and returns the batch's loss, summed over its rows.
+  // output error in error_ and returns the batch's loss, summed over its rows (block by block, see blocks()).
   template <typename T>
   double forward_loss(const T* x, int64_t ldx, Rows<T> y, int64_t rows) {
-    int64_t ld_in = 0;
-    const T* in = hidden_forward(x, ldx, rows, acts_, ld_in);
-    const int64_t out = widths_.back();
-    T* e = error_.data_ptr<T>();
-    const T* p = params_.back().data_ptr<T>();
-    if (s_.cross_entropy) {
-      gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(0), e, out);  // z
-      return softmax_error_(e, y, rows, out, softmax_scratch_);
+    const int64_t n = blocks(rows);
+    if (n == 1) {
+      OneBlasThread one(small(rows));
+      return block_forward_loss(x, ldx, y, 0, rows, block_scratch_[0]);
     }
-    for (int64_t r = 0; r < rows; ++r) std::memcpy(e + r * out, y.row(r), sizeof(T) * out);
-    gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(-1), e, out);  // z - y
-    return double(dot<T>(rows * out, e, e));
+    std::vector<double> losses(size_t(n), 0.0);
+    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
+      OneBlasThread one;
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t r0 = block_start(b, n, rows), r1 = block_start(b + 1, n, rows);
+        losses[size_t(b)] = block_forward_loss(x + r0 * ldx, ldx, y, r0, r1 - r0, block_scratch_[size_t(b)]);
+      }
+    });
+    double total = 0;
+    for (double l : losses) total += l;
+    return total;
   }
 
   // Backward from error_ (forward_loss just ran on the same x and rows), first scaled by `scale` (the loss's
@@ -158,39 +190,20 @@ class Network {
   template <typename T>
   void backward(const T* x, int64_t ldx, int64_t rows, double scale, bool update) {
     if (update && !s_.fold) begin_update();
-    T* e = error_.data_ptr<T>();
-    if (scale != 1.0) {
-      const T factor = T(scale);
-      for (int64_t k = 0, n = rows * widths_.back(); k < n; ++k) e[k] *= factor;
+    const int64_t n = blocks(rows);
+    if (n == 1) {  // each layer's update as soon as its gradient is made (its w was read for grad_h first)
+      OneBlasThread one(small(rows));
+      block_backward(x, ldx, 0, rows, scale, 0, update);
+      return;
     }
-    const T* g = e;
-    int64_t ld_g = widths_.back();
-    for (int64_t i = layers() - 1; i >= 0; --i) {
-      const T* a = i == 0 ? x : acts_[i - 1].data_ptr<T>();
-      const int64_t ld_a = i == 0 ? ldx : acts_[i - 1].stride(0);
-      const int64_t in = params_[i].size(0), n = widths_[i];
-      T* p = params_[i].data_ptr<T>();
-      if (i > 0) {  // grad_h = mask(g @ w_i^T), reading w_i before its update below
-        T* gh = grad_hs_[i - 1].data_ptr<T>();
-        const T* h = acts_[i - 1].data_ptr<T>();
-        if (n == 1 && rows > 1 && widths_[i - 1] > 1) {  // one output: one multiply per value, fused with the mask
-          outer_relu_backward_(gh, g, ld_g, p, h, rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
-        } else {
-          gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);
-          relu_backward_(gh, h, rows, widths_[i - 1], acts_[i - 1].stride(0), s_.relu_mode);
-        }
+    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
+      OneBlasThread one;
+      for (int64_t b = first; b < last; ++b) {
+        const int64_t r0 = block_start(b, n, rows), r1 = block_start(b + 1, n, rows);
+        block_backward(x + r0 * ldx, ldx, r0, r1 - r0, scale, b, false);
       }
-      if (update && s_.fold) {
-        gemm<T>(true, false, in, n, rows, T(-s_.lr), a, ld_a, g, ld_g, T(1.0 - s_.lr * s_.weight_decay), p, n);
-      } else {
-        gemm<T>(true, false, in, n, rows, T(1), a, ld_a, g, ld_g, T(0), grads_[i].data_ptr<T>(), n);
-        if (update) apply_update<T>(i);
-      }
-      if (i > 0) {
-        g = grad_hs_[i - 1].data_ptr<T>();
-        ld_g = widths_[i - 1];
-      }
-    }
+    });
+    for (int64_t i = 0; i < layers(); ++i) add_parts<T>(i, n, update);
   }
 
   // The optimizer's update from grads_ (after backward(update=false) and, say, an all-reduce).
@@ -219,15 +232,96 @@ class Network {
   }
 
  private:
-  // The hidden layers on `rows` rows of x (row stride ldx), each [h, 1] after its ReLU into acts: returns the
-  // output layer's input, its row stride into ld.
+  // Block b of n over `rows` rows starts at this row.
+  static int64_t block_start(int64_t b, int64_t n, int64_t rows) { return b * rows / n; }
+
+  // forward_loss on rows [r0, r0 + rows) of the batch: x points at row r0, the buffers' rows from r0 on.
   template <typename T>
-  const T* hidden_forward(const T* x, int64_t ldx, int64_t rows, Tensors& acts, int64_t& ld) {
+  double block_forward_loss(const T* x, int64_t ldx, Rows<T> y, int64_t r0, int64_t rows,
+                            std::vector<double>& scratch) {
+    int64_t ld_in = 0;
+    const T* in = hidden_forward(x, ldx, rows, acts_, ld_in, r0);
+    const int64_t out = widths_.back();
+    T* e = error_.data_ptr<T>() + r0 * out;
+    const T* p = params_.back().data_ptr<T>();
+    y.first += r0;
+    if (s_.cross_entropy) {
+      gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(0), e, out);  // z
+      return softmax_error_(e, y, rows, out, scratch);
+    }
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(e + r * out, y.row(r), sizeof(T) * out);
+    gemm<T>(false, false, rows, out, params_.back().size(0), T(1), in, ld_in, p, out, T(-1), e, out);  // z - y
+    return double(dot<T>(rows * out, e, e));
+  }
+
+  // backward on rows [r0, r0 + rows) (x points at row r0): block 0's gradients into grads_ (or, for SGD
+  // folded, the update into the parameters), block b's into parts_[b - 1]; with `update`, each layer's
+  // update right after its gradient (one block only).
+  template <typename T>
+  void block_backward(const T* x, int64_t ldx, int64_t r0, int64_t rows, double scale, int64_t block, bool update) {
+    T* e = error_.data_ptr<T>() + r0 * widths_.back();
+    if (scale != 1.0) {
+      const T factor = T(scale);
+      for (int64_t k = 0, n = rows * widths_.back(); k < n; ++k) e[k] *= factor;
+    }
+    const T* g = e;
+    int64_t ld_g = widths_.back();
+    for (int64_t i = layers() - 1; i >= 0; --i) {
+      const int64_t ld_a = i == 0 ? ldx : acts_[i - 1].stride(0);
+      const T* a = i == 0 ? x : acts_[i - 1].data_ptr<T>() + r0 * ld_a;
+      const int64_t in = params_[i].size(0), n = widths_[i];
+      T* p = params_[i].data_ptr<T>();
+      if (i > 0) {  // grad_h = mask(g @ w_i^T), reading w_i before its update below
+        T* gh = grad_hs_[i - 1].data_ptr<T>() + r0 * widths_[i - 1];
+        const T* h = a;
+        if (n == 1 && rows > 1 && widths_[i - 1] > 1) {  // one output: one multiply per value, fused with the mask
+          outer_relu_backward_(gh, g, ld_g, p, h, rows, widths_[i - 1], ld_a, s_.relu_mode);
+        } else {
+          gemm<T>(false, true, rows, widths_[i - 1], n, T(1), g, ld_g, p, n, T(0), gh, widths_[i - 1]);
+          relu_backward_(gh, h, rows, widths_[i - 1], ld_a, s_.relu_mode);
+        }
+      }
+      if (update && s_.fold) {
+        gemm<T>(true, false, in, n, rows, T(-s_.lr), a, ld_a, g, ld_g, T(1.0 - s_.lr * s_.weight_decay), p, n);
+      } else {
+        T* grad = (block == 0 ? grads_[i] : parts_[size_t(block - 1)][i]).data_ptr<T>();
+        gemm<T>(true, false, in, n, rows, T(1), a, ld_a, g, ld_g, T(0), grad, n);
+        if (update) apply_update<T>(i);
+      }
+      if (i > 0) {
+        g = grad_hs_[i - 1].data_ptr<T>() + r0 * widths_[i - 1];
+        ld_g = widths_[i - 1];
+      }
+    }
+  }
+
+  // grads_[i] += the other blocks' gradients of layer i, in block order, then with `update` the optimizer's
+  // step: one pass over the layer's elements, split over the threads (each element's sum the same whatever
+  // the threads).
+  template <typename T>
+  void add_parts(int64_t i, int64_t n, bool update) {
+    T* __restrict grad = grads_[i].data_ptr<T>();
+    std::vector<const T*> parts;
+    for (int64_t b = 1; b < n; ++b) parts.push_back(parts_[size_t(b - 1)][i].data_ptr<T>());
+    const LayerUpdate<T> u = layer_update<T>(i);
+    at::parallel_for(0, params_[i].numel(), kPartsGrain, [&](int64_t first, int64_t last) {
+      for (const T* part : parts) {
+        const T* __restrict q = part;
+        for (int64_t k = first; k < last; ++k) grad[k] += q[k];
+      }
+      if (update) update_elements(u, first, last);
+    });
+  }
+
+  // The hidden layers on `rows` rows of x (row stride ldx), each [h, 1] after its ReLU into acts from row r0
+  // on: returns the output layer's input, its row stride into ld.
+  template <typename T>
+  const T* hidden_forward(const T* x, int64_t ldx, int64_t rows, Tensors& acts, int64_t& ld, int64_t r0 = 0) {
     const T* in = x;
     ld = ldx;
     for (size_t l = 0; l + 1 < params_.size(); ++l) {
-      T* h = acts[l].data_ptr<T>();
       const int64_t ld_h = acts[l].stride(0), n = widths_[l];
+      T* h = acts[l].data_ptr<T>() + r0 * ld_h;
       gemm<T>(false, false, rows, n, params_[l].size(0), T(1), in, ld, params_[l].data_ptr<T>(), n, T(0), h, ld_h);
       relu_(h, rows, n, ld_h);
       in = h;
@@ -256,6 +350,12 @@ class Network {
   // The optimizer's update of layer i from grads_[i], in place (the math: update_elements).
   template <typename T>
   void apply_update(int64_t i) {
+    update_layer(layer_update<T>(i));
+  }
+
+  // Layer i's tensors and the step's constants for update_elements.
+  template <typename T>
+  LayerUpdate<T> layer_update(int64_t i) const {
     LayerUpdate<T> u;
     u.kind = s_.kind;
     u.p = params_[i].data_ptr<T>();
@@ -277,16 +377,23 @@ class Network {
     u.eps = T(s_.eps);
     u.step_size = step_size_;
     u.corr2_sqrt = corr2_sqrt_;
-    update_layer(u);
+    return u;
   }
 
+  // blocks(): at least this many rows a block, at most this many blocks, at most this many parameters
+  static constexpr int64_t kBlockRows = 64, kMaxBlocks = 8, kBlockedParams = int64_t(1) << 20;
+  static constexpr int64_t kPartsGrain = 4096;  // add_parts: elements a thread takes at least
+  static constexpr int64_t kSmallWork = int64_t(1) << 22;  // small(): rows x parameters at most
+
   Tensors params_, grads_, momentum_, exp_avg_, exp_avg_sq_, acts_, grad_hs_;
+  std::vector<Tensors> parts_;  // parts_[b - 1][i]: block b's gradient of layer i
+  std::vector<std::vector<double>> block_scratch_;  // each block's softmax rows
+  int64_t param_count_ = 0;
   at::Tensor step_count_, powers_, error_;
   std::vector<int64_t> widths_;
   Settings s_;
   int64_t capacity_;
   double step_size_ = 0, corr2_sqrt_ = 1;  // Adam's, set by begin_update
-  std::vector<double> softmax_scratch_;
 };
 
 }  // namespace manualnn_native
