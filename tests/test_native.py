@@ -191,6 +191,29 @@ def test_blocked_steps_equal_the_torch_step_whatever_the_threads(built, shape, l
     assert all(torch.equal(a, b) for a, b in zip(state_of(params), results[0][1]))
 
 
+FRESH_THREADS = """
+import sys, torch, manualnn
+x, y, w = manualnn.seed_data(5, batch=2048, features=20, hidden=(2048, 64), out=3, init="kaiming")
+run = manualnn.train(x, y, w, epochs=2, lr=1e-3, bias=True, reduction="mean", optimizer="adam", batch_size=1024,
+                     threads=int(sys.argv[1]), backend="native")
+torch.save([run.losses] + run.weights + run.biases, sys.argv[2])
+"""
+
+
+def test_a_fresh_process_steps_blocks_alike_on_any_thread_count(built, tmp_path):
+    """A new process's first blocked steps on two threads give one thread's bits: a team thread's first
+    parallel loop sets MKL's count for it to torch's, which must not undo the block's one thread (MKL splits
+    these products, inner dimensions of 2,049, differently on two). Each run in its own process, where every
+    thread is new."""
+    results = []
+    for threads in (1, 2):
+        out = tmp_path / f"run{threads}.pt"
+        subprocess.run([sys.executable, "-c", FRESH_THREADS, str(threads), str(out)], check=True, timeout=120)
+        results.append(torch.load(out))
+    one, two = results
+    assert one[0] == two[0] and all(torch.equal(a, b) for a, b in zip(one[1:], two[1:]))
+
+
 @pytest.mark.parametrize("optimizer,bias", [("sgd", False), ("sgd", True), ("momentum", True), ("adam", True)],
                          ids=["sgd-folded", "sgd-bias", "momentum-bias", "adam-bias"])
 def test_gradients_then_update_equals_step(built, optimizer, bias):

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <climits>
@@ -27,11 +28,14 @@ int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C interface 
 namespace manualnn_native {
 
 // BLAS on the calling thread alone while this lives, when `active` (MKL's thread-local count; another BLAS:
-// nothing to do, its calls from a parallel region's thread run on that thread).
+// nothing to do, an OpenMP BLAS's calls from a parallel region's thread run on that thread). First the
+// thread's own init of torch's count, which at::parallel_for does on a thread's first call from this library
+// (the flag is this library's copy of an inline function's): it sets MKL's local count to torch's, and
+// inside the block that would undo the one set here for the rest of a thread's first block.
 class OneBlasThread {
  public:
   explicit OneBlasThread(bool active = true)
-      : active_(active && MKL_Set_Num_Threads_Local != nullptr), saved_(active_ ? MKL_Set_Num_Threads_Local(1) : 0) {}
+      : active_(active && MKL_Set_Num_Threads_Local != nullptr), saved_(active_ ? one_thread() : 0) {}
   ~OneBlasThread() {
     if (active_) MKL_Set_Num_Threads_Local(saved_);
   }
@@ -39,6 +43,11 @@ class OneBlasThread {
   OneBlasThread& operator=(const OneBlasThread&) = delete;
 
  private:
+  static int one_thread() {
+    at::internal::lazy_init_num_threads();
+    return MKL_Set_Num_Threads_Local(1);
+  }
+
   bool active_;
   int saved_;
 };

@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -172,7 +173,7 @@ class Network {
       OneBlasThread one(small(rows));
       return block_forward_loss(x, ldx, y, 0, rows, block_scratch_[0]);
     }
-    std::vector<double> losses(size_t(n), 0.0);
+    std::array<double, kMaxBlocks> losses{};
     at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
       OneBlasThread one;
       for (int64_t b = first; b < last; ++b) {
@@ -181,7 +182,7 @@ class Network {
       }
     });
     double total = 0;
-    for (double l : losses) total += l;
+    for (int64_t b = 0; b < n; ++b) total += losses[size_t(b)];
     return total;
   }
 
@@ -301,12 +302,12 @@ class Network {
   template <typename T>
   void add_parts(int64_t i, int64_t n, bool update) {
     T* __restrict grad = grads_[i].data_ptr<T>();
-    std::vector<const T*> parts;
-    for (int64_t b = 1; b < n; ++b) parts.push_back(parts_[size_t(b - 1)][i].data_ptr<T>());
+    std::array<const T*, kMaxBlocks> parts{};
+    for (int64_t b = 1; b < n; ++b) parts[size_t(b)] = parts_[size_t(b - 1)][i].data_ptr<T>();
     const LayerUpdate<T> u = layer_update<T>(i);
     at::parallel_for(0, params_[i].numel(), kPartsGrain, [&](int64_t first, int64_t last) {
-      for (const T* part : parts) {
-        const T* __restrict q = part;
+      for (int64_t b = 1; b < n; ++b) {
+        const T* __restrict q = parts[size_t(b)];
         for (int64_t k = first; k < last; ++k) grad[k] += q[k];
       }
       if (update) update_elements(u, first, last);

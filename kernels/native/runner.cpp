@@ -13,7 +13,9 @@
 // The scale goes into the output error, not into the GEMMs' alpha: BLAS applies an alpha that is not a
 // power of two in one place with one thread and in another with several (other rounding), and a run's
 // numbers must not depend on its threads (manualnn/training/threads.py). The GEMMs are the ones torch's
-// matmul calls (blas.h), so a step's numbers are the torch backend's.
+// matmul calls (blas.h), so a step's numbers are the torch backend's; a batch of 128 rows or more is
+// stepped in blocks of rows (network.h's blocks()), whose losses and gradients are summed over the blocks,
+// so its numbers are the torch backend's to those sums' rounding.
 //
 // Every buffer is made in the constructor or given by Python (parameters, optimizer state, the early-
 // stopping snapshot): a step allocates nothing. The optimizer state (momentum buffers, Adam's moments, its
