@@ -162,3 +162,16 @@ def test_reduced_precision_judge_passes_emulated_rounding_and_fails_5_percent(pr
     assert row["status"] == "ok" and row["check"]["ok"] is True, row
     row, _ = run.prepare("off", Off, p, precision, Args, refs_for, deadline=float("inf"))
     assert row["status"] == "wrong", row
+
+
+def test_native_step_benchmark_times_one_thread_and_all(native_build, monkeypatch, capsys):
+    """python -m benchmarks.native_step at a tiny blocked shape: one line, a time for each count."""
+    import re
+
+    from benchmarks import native_step
+    monkeypatch.setenv(native.CACHE_ENV, native_build[0])
+    native_step.main(["--rows", "130", "--features", "5", "--hidden", "7", "--outputs", "3", "--loss", "ce",
+                      "--steps", "3", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert re.fullmatch(r"native step, 130 x 5 -> 7 -> 3 \(ce\): 1 thread [0-9.]+ us(, \d+ threads [0-9.]+ us)?\n",
+                        out), out
