@@ -472,17 +472,52 @@ def test_cli_build_native_when_built(built, capsys):
 
 def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch):
     """threads.py lists the validation pass's products as the runner computes them: its block size is the
-    runner's, and a last, smaller block is listed too."""
+    runner's, and a last, smaller block is listed too. The steps' products are listed only where BLAS may
+    run them on more than one thread: not for a small step or one in blocks of rows (threads.one_blas_thread,
+    the twin of network.h's rule), but for the seed's step (plain SGD folded into its GEMM)."""
     from manualnn.training import threads
-    assert native.load().SCORE_BLOCK == threads.SCORE_BLOCK
+    module = native.load()
+    assert module.SCORE_BLOCK == threads.SCORE_BLOCK
+    assert (module.BLOCK_ROWS, module.BLOCKED_PARAMS, module.SMALL_WORK) == (
+        threads.BLOCK_ROWS, threads.BLOCKED_PARAMS, threads.SMALL_WORK)
     x, y, weights = seed_data(5, batch=40, features=6, hidden=(7,), out=3)
     xv, yv, _ = seed_data(6, batch=threads.SCORE_BLOCK + 5, features=6, hidden=(7,), out=3)
-    trainer = manualnn.Trainer(x, y, weights, backend="native", val_data=(xv, yv))
     seen, real = [], threads.step_products
     monkeypatch.setattr(threads, "step_products",
                         lambda sizes, rows, *rest: seen.append(sorted(set(rows))) or real(sizes, rows, *rest))
-    threads.thread_rule(trainer)
-    assert seen == [sorted({40, threads.SCORE_BLOCK, 5})]
+    for options, want in ((dict(lr=1e-3, bias=True, optimizer="adam"), {threads.SCORE_BLOCK, 5}),   # small
+                          (dict(lr=1e-6), {40, threads.SCORE_BLOCK, 5})):                        # the seed's
+        trainer = manualnn.Trainer(x, y, weights, backend="native", val_data=(xv, yv), **options)
+        seen.clear()
+        threads.thread_rule(trainer)
+        assert seen == [sorted(want)]
+
+
+@pytest.mark.parametrize("backend,adapts", [("native", True), ("torch", False)])
+def test_a_step_in_blocks_adapts_where_blas_sums_by_the_thread_count(built, monkeypatch, backend, adapts):
+    """Where this machine's BLAS gave other sums on two threads for a 200-row batch's products, the torch
+    backend keeps one count, the native runner, whose blocks and small last batch keep BLAS on one thread,
+    may still choose; the one-thread rule's twin agrees with network.h's blocks() at its edges."""
+    from manualnn.training import threads
+    assert threads.one_blas_thread(128, 10_000, False) and not threads.one_blas_thread(127, 40_000, False)
+    assert threads.one_blas_thread(127, 30_000, False) and not threads.one_blas_thread(200, 10_000, True)
+    assert not threads.one_blas_thread(200, threads.BLOCKED_PARAMS + 1, False)
+    import contextlib
+    real_addmm, count = torch.addmm, [0]
+
+    @contextlib.contextmanager
+    def counted(n):   # same_results' one and two threads, on a machine of any size
+        count[0] = n
+        yield
+
+    monkeypatch.setattr(threads, "_same", {})
+    monkeypatch.setattr(threads, "cpu_threads", counted)
+    monkeypatch.setattr(threads.torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(threads.torch, "addmm", lambda c, a, b, **kw: real_addmm(c, a, b, **kw)
+                        + (count[0] - 1) * (a.shape[0] == 200 or b.shape[1] == 200) * 1e-3)
+    x, y, weights = seed_data(5, batch=437, features=6, hidden=(64,), out=3)
+    trainer = manualnn.Trainer(x, y, weights, lr=1e-3, bias=True, optimizer="adam", batch_size=200, backend=backend)
+    assert threads.thread_rule(trainer) == (2, adapts)
 
 
 def test_auto_is_native_on_the_cpu_once_built(built):

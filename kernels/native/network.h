@@ -20,6 +20,13 @@ namespace manualnn_native {
 
 using Tensors = std::vector<at::Tensor>;
 
+// Network::blocks() and small(), mirrored in manualnn/training/threads.py (one_blas_thread): a block has at
+// least kBlockRows rows, a batch at most kMaxBlocks blocks; a network of more than kBlockedParams parameters
+// is never split; a step of at most kSmallWork rows x parameters is small. kPartsGrain: elements a thread
+// takes at least when the blocks' gradients are added.
+constexpr int64_t kBlockRows = 64, kMaxBlocks = 8, kBlockedParams = int64_t(1) << 20;
+constexpr int64_t kSmallWork = int64_t(1) << 22, kPartsGrain = 4096;
+
 // The step's settings (manualnn.spec.StepSpec, resolved for this network and batch).
 struct Settings {
   bool bias, relu_mode, cross_entropy, mean, fold;
@@ -380,11 +387,6 @@ class Network {
     u.corr2_sqrt = corr2_sqrt_;
     return u;
   }
-
-  // blocks(): at least this many rows a block, at most this many blocks, at most this many parameters
-  static constexpr int64_t kBlockRows = 64, kMaxBlocks = 8, kBlockedParams = int64_t(1) << 20;
-  static constexpr int64_t kPartsGrain = 4096;  // add_parts: elements a thread takes at least
-  static constexpr int64_t kSmallWork = int64_t(1) << 22;  // small(): rows x parameters at most
 
   Tensors params_, grads_, momentum_, exp_avg_, exp_avg_sq_, acts_, grad_hs_;
   std::vector<Tensors> parts_;  // parts_[b - 1][i]: block b's gradient of layer i

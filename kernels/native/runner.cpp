@@ -495,6 +495,9 @@ py::object parse_csv(py::bytes bytes, int64_t body, const std::string& delimiter
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "manualnn's native CPU runner (see manualnn/backends/native_backend.py)";
   m.attr("SCORE_BLOCK") = kScoreBlock;
+  m.attr("BLOCK_ROWS") = kBlockRows;
+  m.attr("BLOCKED_PARAMS") = kBlockedParams;
+  m.attr("SMALL_WORK") = kSmallWork;
   py::class_<Step>(m, "Step")
       .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
                     bool, std::vector<int64_t>, const std::string&, const std::string&, const std::string&,
