@@ -191,6 +191,30 @@ def test_blocked_steps_equal_the_torch_step_whatever_the_threads(built, shape, l
     assert all(torch.equal(a, b) for a, b in zip(state_of(params), results[0][1]))
 
 
+@pytest.mark.parametrize("loss", ["sse", "ce"])
+def test_a_validation_pass_in_blocks_equals_the_torch_backend_whatever_the_threads(built, loss):
+    """300 validation rows, scored in blocks of rows side by side (network.h's outputs()): the same figures as
+    the torch backend's in float64, and the same bits on one thread and two in float32."""
+    from manualnn.training import cpu_threads
+    runs = {}
+    for dtype, backends, counts in ((torch.float64, ("torch", "native"), (None,)), (torch.float32, ("native",), (1, 2))):
+        x, y, w0 = seed_data(7, batch=300, features=9, hidden=(33,), out=4, init="kaiming", dtype=dtype)
+        xv, yv, _ = seed_data(8, batch=300, features=9, hidden=(33,), out=4, dtype=dtype)
+        if loss == "ce":
+            y, yv = y.argmax(1), yv.argmax(1)
+        for backend in backends:
+            for threads in counts:
+                with cpu_threads(threads):
+                    trainer = manualnn.Trainer(x, y, w0, lr=1e-3, bias=True, loss=loss, reduction="mean",
+                                               optimizer="adam", batch_size=64, val_data=(xv, yv), backend=backend)
+                    runs[dtype, backend, threads] = trainer.run(4)
+    for key in ("val_losses", "val_accuracies", "val_rmse", "val_r2"):
+        want, got = (getattr(runs[torch.float64, name, None], key) for name in ("torch", "native"))
+        assert len(got) == len(want) and (not want or rel_err(got, want) <= 1e-12), key
+        assert getattr(runs[torch.float32, "native", 1], key) == getattr(runs[torch.float32, "native", 2], key), key
+    assert runs[torch.float64, "native", None].val_losses
+
+
 FRESH_THREADS = """
 import sys, torch, manualnn
 x, y, w = manualnn.seed_data(5, batch=2048, features=20, hidden=(2048, 64), out=3, init="kaiming")
@@ -472,9 +496,9 @@ def test_cli_build_native_when_built(built, capsys):
 
 def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch):
     """threads.py lists the validation pass's products as the runner computes them: its block size is the
-    runner's, and a last, smaller block is listed too. The steps' products are listed only where BLAS may
-    run them on more than one thread: not for a small step or one in blocks of rows (threads.one_blas_thread,
-    the twin of network.h's rule), but for the seed's step (plain SGD folded into its GEMM)."""
+    runner's, and a last, smaller block is listed too. Products are listed only where BLAS may run them on
+    more than one thread: not for a small step or pass or one in blocks of rows (threads.one_blas_thread, the
+    twin of network.h's rule), but for the seed's step (plain SGD folded into its GEMM)."""
     from manualnn.training import threads
     module = native.load()
     assert module.SCORE_BLOCK == threads.SCORE_BLOCK
@@ -485,8 +509,8 @@ def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch)
     seen, real = [], threads.step_products
     monkeypatch.setattr(threads, "step_products",
                         lambda sizes, rows, *rest: seen.append(sorted(set(rows))) or real(sizes, rows, *rest))
-    for options, want in ((dict(lr=1e-3, bias=True, optimizer="adam"), {threads.SCORE_BLOCK, 5}),   # small
-                          (dict(lr=1e-6), {40, threads.SCORE_BLOCK, 5})):                        # the seed's
+    for options, want in ((dict(lr=1e-3, bias=True, optimizer="adam"), set()),      # small, blocks, small
+                          (dict(lr=1e-6), {40, threads.SCORE_BLOCK, 5})):        # the seed's: none of them
         trainer = manualnn.Trainer(x, y, weights, backend="native", val_data=(xv, yv), **options)
         seen.clear()
         threads.thread_rule(trainer)

@@ -196,9 +196,10 @@ BLOCK_ROWS, BLOCKED_PARAMS, SMALL_WORK = 64, 1 << 20, 1 << 22
 
 
 def one_blas_thread(rows, params, folded):
-    """True where the native runner steps a batch of ``rows`` rows with BLAS on one thread whatever the count
-    (network.h's blocks() and small()): in blocks of rows, from 2 x BLOCK_ROWS rows, or as a small step (rows x
-    parameters at most SMALL_WORK); never with plain SGD folded into its GEMM or over BLOCKED_PARAMS parameters."""
+    """True where the native runner steps or scores a batch of ``rows`` rows with BLAS on one thread whatever
+    the count (network.h's blocks() and small()): in blocks of rows, from 2 x BLOCK_ROWS rows, or as a small
+    pass (rows x parameters at most SMALL_WORK); never with plain SGD folded into its GEMM or over
+    BLOCKED_PARAMS parameters."""
     if folded or params > BLOCKED_PARAMS:
         return False
     return rows >= 2 * BLOCK_ROWS or rows * params <= SMALL_WORK
@@ -237,13 +238,13 @@ def thread_rule(trainer):
     sizes = [trainer.x.shape[1]] + [w.shape[1] for w in trainer.params.weights]
     n, b = trainer.rows, trainer.batch_size
     batch_rows = [b] + ([n % b] if n % b else [])
-    if trainer.backend_name == "native":   # its steps' products on one BLAS thread cannot differ by the count
-        params = sum(t.numel() for t in trainer.params.tensors)
-        folded = trainer.spec.folds_sgd(trainer.params.bias)
-        batch_rows = [rows for rows in batch_rows if not one_blas_thread(rows, params, folded)]
     if trainer.scorer:   # the validation pass: all its rows at once, or the native runner's blocks of them
         v = trainer.scorer.rows
         blocks = [min(v, SCORE_BLOCK)] + ([v % SCORE_BLOCK] if v > SCORE_BLOCK and v % SCORE_BLOCK else [])
         batch_rows += blocks if trainer.backend_name == "native" else [v]
+    if trainer.backend_name == "native":   # its products on one BLAS thread cannot differ by the count
+        params = sum(t.numel() for t in trainer.params.tensors)
+        folded = trainer.spec.folds_sgd(trainer.params.bias)
+        batch_rows = [rows for rows in batch_rows if not one_blas_thread(rows, params, folded)]
     products, dots = step_products(sizes, batch_rows, trainer.spec, trainer.params.bias)
     return most, same_results(products, dots, most, trainer.x.dtype)
