@@ -497,13 +497,13 @@ def test_cli_build_native_when_built(built, capsys):
 def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch):
     """threads.py lists the validation pass's products as the runner computes them: its block size is the
     runner's, and a last, smaller block is listed too. Products are listed only where BLAS may run them on
-    more than one thread: not for a small step or pass or one in blocks of rows (threads.one_blas_thread, the
-    twin of network.h's rule), but for the seed's step (plain SGD folded into its GEMM)."""
+    more than one thread: not for a small step or pass or one in blocks of rows (network.h's one_blas_thread,
+    where the BLAS is MKL), but for the seed's step (plain SGD folded into its GEMM)."""
     from manualnn.training import threads
     module = native.load()
     assert module.SCORE_BLOCK == threads.SCORE_BLOCK
-    assert (module.BLOCK_ROWS, module.BLOCKED_PARAMS, module.SMALL_WORK) == (
-        threads.BLOCK_ROWS, threads.BLOCKED_PARAMS, threads.SMALL_WORK)
+    if not module.one_blas_thread(200, 1000, False):
+        pytest.skip("torch's BLAS here is not MKL: the runner cannot hold it to one thread")
     x, y, weights = seed_data(5, batch=40, features=6, hidden=(7,), out=3)
     xv, yv, _ = seed_data(6, batch=threads.SCORE_BLOCK + 5, features=6, hidden=(7,), out=3)
     seen, real = [], threads.step_products
@@ -521,11 +521,15 @@ def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch)
 def test_a_step_in_blocks_adapts_where_blas_sums_by_the_thread_count(built, monkeypatch, backend, adapts):
     """Where this machine's BLAS gave other sums on two threads for a 200-row batch's products, the torch
     backend keeps one count, the native runner, whose blocks and small last batch keep BLAS on one thread,
-    may still choose; the one-thread rule's twin agrees with network.h's blocks() at its edges."""
+    may still choose; network.h's rule at its edges: blocks from 128 rows, a small pass up to 2^22 rows x
+    parameters, neither for SGD folded into its GEMM nor over 2^20 parameters."""
     from manualnn.training import threads
-    assert threads.one_blas_thread(128, 10_000, False) and not threads.one_blas_thread(127, 40_000, False)
-    assert threads.one_blas_thread(127, 30_000, False) and not threads.one_blas_thread(200, 10_000, True)
-    assert not threads.one_blas_thread(200, threads.BLOCKED_PARAMS + 1, False)
+    one_thread = native.load().one_blas_thread
+    if not one_thread(200, 1000, False):
+        pytest.skip("torch's BLAS here is not MKL: the runner cannot hold it to one thread")
+    assert one_thread(128, 40_000, False) and not one_thread(127, 40_000, False)          # blocks
+    assert one_thread(127, 33_026, False) and not one_thread(127, 33_027, False)          # small: 2^22
+    assert not one_thread(200, 10_000, True) and not one_thread(200, (1 << 20) + 1, False)
     import contextlib
     real_addmm, count = torch.addmm, [0]
 

@@ -42,9 +42,13 @@ class OneBlasThread {
   OneBlasThread(const OneBlasThread&) = delete;
   OneBlasThread& operator=(const OneBlasThread&) = delete;
 
+  // Whether this BLAS can be held to one thread (it is MKL).
+  static bool holds() { return MKL_Set_Num_Threads_Local != nullptr; }
+
  private:
   static int one_thread() {
-    at::internal::lazy_init_num_threads();
+    at::internal::lazy_init_num_threads();  // this library's copy of the flag
+    (void)at::get_num_threads();            // libtorch's (a thread's first call sets up its count)
     return MKL_Set_Num_Threads_Local(1);
   }
 

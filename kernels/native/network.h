@@ -20,12 +20,23 @@ namespace manualnn_native {
 
 using Tensors = std::vector<at::Tensor>;
 
-// Network::blocks() and small(), mirrored in manualnn/training/threads.py (one_blas_thread): a block has at
-// least kBlockRows rows, a batch at most kMaxBlocks blocks; a network of more than kBlockedParams parameters
-// is never split; a step of at most kSmallWork rows x parameters is small. kPartsGrain: elements a thread
-// takes at least when the blocks' gradients are added.
+// Network::blocks() and small(): a block has at least kBlockRows rows, a batch at most kMaxBlocks blocks; a
+// network of more than kBlockedParams parameters, or whose plain SGD folds into its GEMM, is never split; a
+// pass of at most kSmallWork rows x parameters is small. kPartsGrain: elements a thread takes at least when
+// the blocks' gradients are added.
 constexpr int64_t kBlockRows = 64, kMaxBlocks = 8, kBlockedParams = int64_t(1) << 20;
 constexpr int64_t kSmallWork = int64_t(1) << 22, kPartsGrain = 4096;
+static_assert(kMaxBlocks >= 2, "a batch of 2 * kBlockRows rows is stepped in blocks");
+
+inline bool blockable(int64_t params, bool fold) { return !fold && params <= kBlockedParams; }
+
+// Whether a step or scoring pass of `rows` rows runs every BLAS call on one thread whatever torch's count
+// (in blocks of rows, or as a small pass, with MKL held to its thread): manualnn/training/threads.py leaves
+// such products out of its comparison by thread count. False where the BLAS is not MKL (OneBlasThread then
+// holds nothing: a small pass's calls may run on BLAS's own threads).
+inline bool one_blas_thread(int64_t rows, int64_t params, bool fold) {
+  return OneBlasThread::holds() && blockable(params, fold) && (rows >= 2 * kBlockRows || rows * params <= kSmallWork);
+}
 
 // The step's settings (manualnn.spec.StepSpec, resolved for this network and batch).
 struct Settings {
@@ -149,7 +160,7 @@ class Network {
   // for SGD folded into its GEMM (the seed's step) and for networks too large for a copy of the gradients
   // per block to be cheap.
   int64_t blocks(int64_t rows) const {
-    if (s_.fold || param_count_ > kBlockedParams) return 1;
+    if (!blockable(param_count_, s_.fold)) return 1;
     int64_t n = 1;
     while (n < kMaxBlocks && rows >= 2 * n * kBlockRows) n *= 2;
     return n;
@@ -158,9 +169,7 @@ class Network {
   // A step too small for blocks whose products BLAS runs on the calling thread (a small last batch: its
   // products split over two threads took 45 us where one takes 24, a 27 x 20 -> 512 -> 1 step); its rows
   // are where block 0's are, on this thread.
-  bool small(int64_t rows) const {
-    return !s_.fold && param_count_ <= kBlockedParams && rows * param_count_ <= kSmallWork;
-  }
+  bool small(int64_t rows) const { return blockable(param_count_, s_.fold) && rows * param_count_ <= kSmallWork; }
 
   int64_t layers() const { return int64_t(params_.size()); }
   int64_t inputs() const { return params_[0].size(0); }

@@ -389,7 +389,11 @@ class FoldFit {
 // 8e-8 (relative) from train(threads=1)'s (tests/test_selection.py makes that state and fails without this).
 struct CountOfOne {
   int after;
-  explicit CountOfOne(int after) : after(after) { at::set_num_threads(1); }
+  explicit CountOfOne(int after) : after(after) {
+    at::internal::lazy_init_num_threads();  // this thread set up now, not later from a count another changed
+    (void)at::get_num_threads();
+    at::set_num_threads(1);
+  }
   ~CountOfOne() { at::set_num_threads(after); }
   CountOfOne(const CountOfOne&) = delete;
   CountOfOne& operator=(const CountOfOne&) = delete;
@@ -495,9 +499,9 @@ py::object parse_csv(py::bytes bytes, int64_t body, const std::string& delimiter
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "manualnn's native CPU runner (see manualnn/backends/native_backend.py)";
   m.attr("SCORE_BLOCK") = kScoreBlock;
-  m.attr("BLOCK_ROWS") = kBlockRows;
-  m.attr("BLOCKED_PARAMS") = kBlockedParams;
-  m.attr("SMALL_WORK") = kSmallWork;
+  m.def("one_blas_thread", &one_blas_thread, py::arg("rows"), py::arg("params"), py::arg("fold"),
+        "Whether a step or validation pass of `rows` rows of a network of `params` parameters (`fold`: plain "
+        "SGD folded into its GEMM) runs every BLAS call on one thread whatever torch's count (network.h).");
   py::class_<Step>(m, "Step")
       .def(py::init<at::Tensor, at::Tensor, Tensors, Tensors, Tensors, Tensors, Tensors, at::Tensor, at::Tensor, bool,
                     bool, std::vector<int64_t>, const std::string&, const std::string&, const std::string&,

@@ -191,18 +191,6 @@ def step_products(sizes, batch_rows, spec, bias):
 
 
 SCORE_BLOCK = 1024   # validation rows per forward pass, as the native runner scores them (its SCORE_BLOCK)
-# The native runner's blocks of rows (kernels/native/network.h, its BLOCK_ROWS, BLOCKED_PARAMS and SMALL_WORK)
-BLOCK_ROWS, BLOCKED_PARAMS, SMALL_WORK = 64, 1 << 20, 1 << 22
-
-
-def one_blas_thread(rows, params, folded):
-    """True where the native runner steps or scores a batch of ``rows`` rows with BLAS on one thread whatever
-    the count (network.h's blocks() and small()): in blocks of rows, from 2 x BLOCK_ROWS rows, or as a small
-    pass (rows x parameters at most SMALL_WORK); never with plain SGD folded into its GEMM or over
-    BLOCKED_PARAMS parameters."""
-    if folded or params > BLOCKED_PARAMS:
-        return False
-    return rows >= 2 * BLOCK_ROWS or rows * params <= SMALL_WORK
 _same = {}   # (products, dots, most, dtype) -> answer: once per process
 
 
@@ -242,9 +230,11 @@ def thread_rule(trainer):
         v = trainer.scorer.rows
         blocks = [min(v, SCORE_BLOCK)] + ([v % SCORE_BLOCK] if v > SCORE_BLOCK and v % SCORE_BLOCK else [])
         batch_rows += blocks if trainer.backend_name == "native" else [v]
-    if trainer.backend_name == "native":   # its products on one BLAS thread cannot differ by the count
+    if trainer.backend_name == "native":   # its passes that keep BLAS on one thread cannot differ by the count
+        from ..backends import native_build
+        one_thread = native_build.load().one_blas_thread
         params = sum(t.numel() for t in trainer.params.tensors)
-        folded = trainer.spec.folds_sgd(trainer.params.bias)
-        batch_rows = [rows for rows in batch_rows if not one_blas_thread(rows, params, folded)]
+        fold = trainer.spec.folds_sgd(trainer.params.bias)
+        batch_rows = [rows for rows in batch_rows if not one_thread(rows, params, fold)]
     products, dots = step_products(sizes, batch_rows, trainer.spec, trainer.params.bias)
     return most, same_results(products, dots, most, trainer.x.dtype)
