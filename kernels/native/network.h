@@ -156,9 +156,9 @@ class Network {
   // threads, then the gradients added in block order. So a block's values stay in its core's caches (a
   // 200 x 512 layer's values moving between cores from one product to the next cost more than a second
   // thread saves), and the result depends on the rows alone, never on the thread count. A power of two,
-  // blocks of at least kBlockRows rows; one block (the whole batch, BLAS's own threads) for small batches,
-  // for SGD folded into its GEMM (the seed's step) and for networks too large for a copy of the gradients
-  // per block to be cheap.
+  // blocks of at least kBlockRows rows; one block (the whole batch, on BLAS's own threads unless small())
+  // for fewer rows, for SGD folded into its GEMM (the seed's step) and for networks too large for a copy of
+  // the gradients per block to be cheap.
   int64_t blocks(int64_t rows) const {
     if (!blockable(param_count_, s_.fold)) return 1;
     int64_t n = 1;
