@@ -133,8 +133,10 @@ def test_native_step_equals_the_torch_step(built, loss, reduction, optimizer, bi
 
 
 # (rows, features, hidden, out): batches the native runner steps in blocks of rows (network.h's blocks()), from
-# a regression network's 2 blocks (a single output: the fused grad_h) to 4 uneven ones and two hidden layers
-BLOCKED = {"2-blocks-out1": (200, 20, (512,), 1), "4-blocks": (301, 33, (40, 17), 3), "2-blocks-ce": (130, 9, (17,), 10)}
+# a regression network's 2 blocks (a single output: the fused grad_h) to 4 uneven ones and two hidden layers,
+# and the most blocks a batch takes (8, of 128 or 129 rows)
+BLOCKED = {"2-blocks-out1": (200, 20, (512,), 1), "4-blocks": (301, 33, (40, 17), 3), "2-blocks-ce": (130, 9, (17,), 10),
+           "8-blocks": (1030, 5, (9,), 4)}
 
 
 def blocked_problem(shape, dtype, loss):
