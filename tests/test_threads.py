@@ -177,6 +177,7 @@ def test_same_results_looks_at_every_product_and_remembers(monkeypatch):
     products, dots = th.step_products([5, 7, 3], [4, 2], StepSpec(loss="sse", optimizer="adam"), bias=True)
     assert (False, False, 4, 7, 6, 1.0, 0.0) in products and (True, False, 6, 7, 4, 1.0, 0.0) in products
     assert (False, True, 2, 7, 3, 1.0, 0.0) in products and (False, False, 2, 3, 8, 1.0, -1.0) in products
+    assert (False, False, 2, 3, 8, 1.0, 0.0) in products   # the native validation pass's outputs, for "sse" too
     assert dots == [6, 12]
     folded, no_dots = th.step_products([5, 3], [4], StepSpec(lr=0.1, loss="ce"), bias=False)
     assert (True, False, 5, 3, 4, -0.1, 1.0) in folded and no_dots == []

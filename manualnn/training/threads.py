@@ -182,6 +182,7 @@ def step_products(sizes, batch_rows, spec, bias):
             last = i == len(sizes) - 2
             out_beta = -1.0 if last and spec.loss == "sse" else 0.0            # e = z - y is y's buffer
             products.add((False, False, rows, fan_out, fan_in + extra, 1.0, out_beta))   # [h, 1] @ p
+            products.add((False, False, rows, fan_out, fan_in + extra, 1.0, 0.0))        # native scoring: z
             products.add((False, False, rows, fan_out, fan_in, 1.0, 1.0 if bias else 0.0))   # scoring: h @ w + b
             products.add((True, False, fan_in + extra, fan_out, rows) + update)          # [h, 1]^T @ g
             if i > 0:
