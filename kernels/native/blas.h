@@ -27,11 +27,18 @@ int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));  // the C interface 
 
 namespace manualnn_native {
 
+// Sets up this thread's thread counts now, as its first parallel loop or count query would later: this
+// library's copy of torch's lazy-init flag (an inline function's) and libtorch's. Each sets MKL's count for
+// the thread to torch's, so a count set for the thread afterwards is not undone by them.
+inline void set_up_thread_counts() {
+  at::internal::lazy_init_num_threads();
+  (void)at::get_num_threads();
+}
+
 // BLAS on the calling thread alone while this lives, when `active` (MKL's thread-local count; another BLAS:
-// nothing to do, an OpenMP BLAS's calls from a parallel region's thread run on that thread). First the
-// thread's own init of torch's count, which at::parallel_for does on a thread's first call from this library
-// (the flag is this library's copy of an inline function's): it sets MKL's local count to torch's, and
-// inside the block that would undo the one set here for the rest of a thread's first block.
+// nothing to do, an OpenMP BLAS's calls from a parallel region's thread run on that thread). The thread's
+// counts are set up first (set_up_thread_counts): at::parallel_for does it on a thread's first call from
+// this library, and inside a block that would undo the count set here for the rest of the block.
 class OneBlasThread {
  public:
   explicit OneBlasThread(bool active = true)
@@ -47,8 +54,7 @@ class OneBlasThread {
 
  private:
   static int one_thread() {
-    at::internal::lazy_init_num_threads();  // this library's copy of the flag
-    (void)at::get_num_threads();            // libtorch's (a thread's first call sets up its count)
+    set_up_thread_counts();
     return MKL_Set_Num_Threads_Local(1);
   }
 

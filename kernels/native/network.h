@@ -190,12 +190,8 @@ class Network {
       return block_forward_loss(x, ldx, y, 0, rows, block_scratch_[0]);
     }
     std::array<double, kMaxBlocks> losses{};
-    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
-      OneBlasThread one;
-      for (int64_t b = first; b < last; ++b) {
-        const int64_t r0 = block_start(b, n, rows), r1 = block_start(b + 1, n, rows);
-        losses[size_t(b)] = block_forward_loss(x + r0 * ldx, ldx, y, r0, r1 - r0, block_scratch_[size_t(b)]);
-      }
+    for_blocks(n, rows, [&](int64_t b, int64_t r0, int64_t r1) {
+      losses[size_t(b)] = block_forward_loss(x + r0 * ldx, ldx, y, r0, r1 - r0, block_scratch_[size_t(b)]);
     });
     double total = 0;
     for (int64_t b = 0; b < n; ++b) total += losses[size_t(b)];
@@ -213,12 +209,8 @@ class Network {
       block_backward(x, ldx, 0, rows, scale, 0, update);
       return;
     }
-    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
-      OneBlasThread one;
-      for (int64_t b = first; b < last; ++b) {
-        const int64_t r0 = block_start(b, n, rows), r1 = block_start(b + 1, n, rows);
-        block_backward(x + r0 * ldx, ldx, r0, r1 - r0, scale, b, false);
-      }
+    for_blocks(n, rows, [&](int64_t b, int64_t r0, int64_t r1) {
+      block_backward(x + r0 * ldx, ldx, r0, r1 - r0, scale, b, false);
     });
     for (int64_t i = 0; i < layers(); ++i) add_parts<T>(i, n, update);
   }
@@ -241,12 +233,8 @@ class Network {
       OneBlasThread one(small(rows));
       block_outputs(x, ldx, 0, rows, acts, z);
     } else {
-      at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
-        OneBlasThread one;
-        for (int64_t b = first; b < last; ++b) {
-          const int64_t r0 = block_start(b, n, rows), r1 = block_start(b + 1, n, rows);
-          block_outputs(x + r0 * ldx, ldx, r0, r1 - r0, acts, z);
-        }
+      for_blocks(n, rows, [&](int64_t b, int64_t r0, int64_t r1) {
+        block_outputs(x + r0 * ldx, ldx, r0, r1 - r0, acts, z);
       });
     }
     return z.data_ptr<T>();
@@ -272,6 +260,16 @@ class Network {
 
   // Block b of n over `rows` rows starts at this row.
   static int64_t block_start(int64_t b, int64_t n, int64_t rows) { return b * rows / n; }
+
+  // fn(b, first row, end row) for each of the n blocks of `rows` rows, side by side on torch's threads, each
+  // thread's BLAS held to that thread.
+  template <typename F>
+  static void for_blocks(int64_t n, int64_t rows, const F& fn) {
+    at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
+      OneBlasThread one;
+      for (int64_t b = first; b < last; ++b) fn(b, block_start(b, n, rows), block_start(b + 1, n, rows));
+    });
+  }
 
   // forward_loss on rows [r0, r0 + rows) of the batch: x points at row r0, the buffers' rows from r0 on.
   template <typename T>

@@ -390,8 +390,7 @@ class FoldFit {
 struct CountOfOne {
   int after;
   explicit CountOfOne(int after) : after(after) {
-    at::internal::lazy_init_num_threads();  // this thread set up now, not later from a count another changed
-    (void)at::get_num_threads();
+    set_up_thread_counts();  // now, not later from a count another thread changed meanwhile
     at::set_num_threads(1);
   }
   ~CountOfOne() { at::set_num_threads(after); }
