@@ -13,10 +13,15 @@ if not HAS_CUDA:
 import pytest  # noqa: E402
 import tempfile  # noqa: E402
 
-# The native runner's cache: a folder of this session's own, so that a build a developer made (manualnn
-# build-native) is not what the tests test. The native_build fixture builds the current sources into it
-# once per session (every xdist worker shares that build), before any test runs: backend="auto" takes the
-# native runner on the CPU, and no test should pay for, or print, a first compile.
+# The native runner's cache: a folder of this session's own, so that no test reads or writes the user's. The
+# native_build fixture puts the current sources' build into it once per session (every xdist worker shares
+# it), before any test runs: backend="auto" takes the native runner on the CPU, and no test should pay for, or
+# print, a first compile. Where the user's own cache (MANUALNN_TEST_BUILT_CACHE: where `manualnn train` or
+# `manualnn build-native` put it) already holds a build of these very sources, it is copied rather than compiled
+# again: a build's folder is named by a hash of the sources, flags, torch, Python and CPU (native_build.build_key).
+from manualnn.backends import native_build as _native  # noqa: E402
+
+os.environ.setdefault("MANUALNN_TEST_BUILT_CACHE", _native.cache_root())   # (xdist workers inherit the controller's)
 os.environ["MANUALNN_NATIVE_CACHE"] = tempfile.mkdtemp(prefix="manualnn-native-empty-")
 
 

@@ -439,7 +439,8 @@ def test_divergence_is_caught_and_rewound(built):
 def test_first_build_says_so(native_build):
     cache, log, seconds = native_build
     if not log:
-        pytest.skip("built before this session (MANUALNN_TEST_NATIVE_CACHE): no first build to check")
+        pytest.skip("built before this session (copied from the user's cache, or MANUALNN_TEST_NATIVE_CACHE): no "
+                    "first build to check (test_native_build_faults checks what a tiny build says)")
     print(f"first build: {seconds:.1f} s; its message: {log.strip()!r}")
     assert re.search(r"compiling the native CPU runner \(once, about 30 s; 'manualnn build-native' does it ahead of "
                      r"time\) into .*\n.*built the native runner in \d+\.\d s", log)
