@@ -125,9 +125,10 @@ WITHOUT_NATIVE = {"test_kernels.py", "test_two_launch.py", "test_reference.py",
                   "test_checks.py", "test_emulate.py", "test_gpu_compile.py", "test_gpu_startup.py",
                   "test_functional.py", "test_data.py", "test_datafiles.py", "test_optim.py", "test_torch_backend.py"}
 # The files that take longest here (--durations on a 2-core machine: 15 to 45 s each, most of it waiting on the
-# processes their tests start), whatever their number of tests.
+# processes their tests start; test_native_build_faults 6 s in 5 tests, which left it to run alone at the end),
+# whatever their number of tests.
 LONGEST = {"test_distributed.py", "test_estimators.py", "test_readme.py", "test_cli_data.py", "test_stops.py",
-           "test_faults.py", "test_two_launch.py"}
+           "test_faults.py", "test_two_launch.py", "test_native_build_faults.py"}
 
 
 @pytest.fixture(autouse=True)
