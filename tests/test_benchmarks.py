@@ -175,3 +175,18 @@ def test_native_step_benchmark_times_one_thread_and_all(native_build, monkeypatc
     out = capsys.readouterr().out
     assert re.fullmatch(r"native step, 130 x 5 -> 7 -> 3 \(ce\): 1 thread [0-9.]+ us(, \d+ threads [0-9.]+ us)?\n",
                         out), out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(native.missing_tools()), reason="needs a C++ compiler")
+def test_busy_share_benchmark_times_every_mode_idle_and_busy(capsys):
+    """python -m benchmarks.busy_share at a few steps: a row for each way of sharing the step, every mode's
+    program ran (a time for it idle and busy)."""
+    import re
+
+    from benchmarks import busy_share
+    busy_share.main(["--steps", "20", "--rounds", "1"])
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert len(rows) == len(busy_share.MODES), rows
+    for mode, (row, name) in enumerate(zip(rows, busy_share.MODES)):
+        assert re.fullmatch(rf"\| {mode}: {re.escape(name)} \| \d+ \| \d+ \(\d+-\d+\) \| [0-9.]+ \| [0-9.]+ \|", row), row
