@@ -105,7 +105,8 @@ def native_build(tmp_path_factory):
     MANUALNN_NATIVE_CACHE (monkeypatch, or a subprocess's env). With pytest-xdist the workers share
     one build: the first builds under a lock, the others load it (and read what the build said). A
     developer re-running the tests can set MANUALNN_TEST_NATIVE_CACHE to a folder of their own, kept
-    between sessions, to build only after a source change."""
+    between sessions, to build only after a source change. A build of the same sources in the user's cache
+    is copied, not compiled again (helpers.copy_built); MANUALNN_TEST_BUILT_CACHE= (empty) compiles anyway."""
     from helpers import build_once
     from manualnn.backends import native_build as native
     cache = os.environ.get("MANUALNN_TEST_NATIVE_CACHE")
