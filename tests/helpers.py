@@ -83,7 +83,7 @@ def copy_built(source, cache):
     import shutil
 
     from manualnn.backends import native_build as native
-    if not source or os.path.abspath(source) == os.path.abspath(cache) or not native.is_built(cache=source):
+    if not source or os.path.realpath(source) == os.path.realpath(cache) or not native.is_built(cache=source):
         return False
     _, built, library, stamp = native._paths(cache=source)
     folder = native._paths(cache=cache)[1]
@@ -93,9 +93,11 @@ def copy_built(source, cache):
         for path in (library, stamp):
             shutil.copy2(path, work)
         os.rename(work, folder)
-    except OSError:
+    except BaseException as e:   # a failed copy (or Ctrl-C) leaves nothing behind
         shutil.rmtree(work, ignore_errors=True)
-        return False
+        if isinstance(e, OSError):
+            return False
+        raise
     return True
 
 

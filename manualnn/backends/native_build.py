@@ -173,6 +173,7 @@ def _build(name, folder, src, verbose, log):
         started = time.perf_counter()
         try:
             try:
+                # (whatever shapes the library must be in build_key: a build is found by that key alone)
                 module = cpp_load(name, cpu_sources(src), extra_cflags=list(EXTRA_CFLAGS + OPENMP),
                                   extra_ldflags=list(OPENMP), build_directory=work, verbose=verbose)
             except (RuntimeError, OSError, ImportError) as e:
