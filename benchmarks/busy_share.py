@@ -18,8 +18,8 @@ import tempfile
 
 from benchmarks.cpu import busy
 
-MODES = ["one thread", "two, fixed halves (a barrier)", "two, blocks claimed", "two, claimed, helper yields",
-         "two, claimed, helper sleeps (futex)"]
+MODES = ["one thread", "two, fixed halves (a barrier, as OpenMP's loop)", "two, each takes the next untaken block",
+         "the same, the helper yields its core between steps", "the same, the helper sleeps (a futex) between steps"]
 
 
 def build(folder):
@@ -28,16 +28,27 @@ def build(folder):
         sys.exit(f"python -m benchmarks.busy_share: needs a C++ compiler ({cxx!r} is not on PATH; set CXX)")
     source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "busy_share.cpp")
     binary = os.path.join(folder, "busy_share")
-    subprocess.run([cxx, "-std=c++20", "-O3", "-march=native", "-pthread", source, "-o", binary], check=True)
+    made = subprocess.run([cxx, "-std=c++20", "-O3", "-march=native", "-pthread", source, "-o", binary],
+                          capture_output=True, text=True)
+    if made.returncode:
+        sys.exit(f"python -m benchmarks.busy_share: {cxx} could not compile {source} (it needs C++20: "
+                 f"std::atomic::wait):\n{made.stderr.strip()}")
     return binary
+
+
+def at_least_one(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.busy_share", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2000, help="steps per round (default 2000)")
-    p.add_argument("--rounds", type=int, default=5, help="rounds per mode and load (default 5)")
-    p.add_argument("--busy", type=int, default=1, help="busy processes beside the second half (default 1)")
+    p.add_argument("--steps", type=at_least_one, default=2000, help="steps per round (default 2000)")
+    p.add_argument("--rounds", type=at_least_one, default=5, help="rounds per mode and load (default 5)")
+    p.add_argument("--busy", type=at_least_one, default=1, help="busy processes beside the second half (default 1)")
     args = p.parse_args(argv)
     times = {}
     with tempfile.TemporaryDirectory() as folder:
