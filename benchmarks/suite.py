@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "manualnn", "realdata")
-TUNED, HELD_OUT = "tuned", "held-out"
+TUNED, HELD_OUT, FRESH = "tuned", "held-out", "fresh"
 
 
 def _bundled(loader, **kwargs):
@@ -131,6 +131,26 @@ def _specs():
              "make_friedman3(1000, noise=0.1): an arctangent of the features", HELD_OUT),
         Spec("sparse_uncorrelated", r, _generated("make_sparse_uncorrelated", n_samples=500),
              "make_sparse_uncorrelated(500): 10 features, 4 of them in a linear target", HELD_OUT),
+        # fresh: written down before any run, to confirm a change of the rule for 150 to 1,000 rows (classes)
+        Spec("blobs", c, _generated("make_blobs", n_samples=500, n_features=6, centers=4, cluster_std=3.0),
+             "make_blobs(500, 6 features, 4 overlapping centers)", FRESH),
+        Spec("moons_noisy", c, _generated("make_moons", n_samples=300, noise=0.35),
+             "make_moons(300, noise=0.35): 2 features, 2 classes", FRESH),
+        Spec("circles_small", c, _generated("make_circles", n_samples=400, noise=0.15, factor=0.6),
+             "make_circles(400, noise=0.15, factor=0.6)", FRESH),
+        Spec("classification4", c, _generated("make_classification", n_samples=600, n_features=15, n_informative=6,
+                                              n_redundant=3, n_classes=4, flip_y=0.05),
+             "make_classification(600, 15 features, 6 informative, 4 classes, 5% labels flipped)", FRESH),
+        Spec("classification_flip", c, _generated("make_classification", n_samples=800, n_features=8, n_informative=3,
+                                                  flip_y=0.1, class_sep=0.8),
+             "make_classification(800, 8 features, 3 informative, 10% labels flipped, class_sep 0.8): 2 classes",
+             FRESH),
+        Spec("quantiles_small", c, _generated("make_gaussian_quantiles", n_samples=400, n_features=3, n_classes=2),
+             "make_gaussian_quantiles(400, 3 features, 2 classes): a ball and the shell around it", FRESH),
+        Spec("hastie_small", c, _generated("make_hastie_10_2", labels01=True, n_samples=700),
+             "make_hastie_10_2(700): 10 features, 2 classes", FRESH),
+        Spec("modechoice", c, _statsmodels("modechoice", "choice", drop=("individual",)),
+             "statsmodels: 840 x 7, travel mode chosen or not (75/25) by costs, times, income", FRESH),
     ]
     return {s.name: s for s in specs}
 
@@ -147,7 +167,7 @@ def specs(names=None):
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"--datasets: unknown {', '.join(unknown)}; expected names from {', '.join(table)}, "
-                         f"'{TUNED}', '{HELD_OUT}' or 'all'")
+                         f"'{TUNED}', '{HELD_OUT}', '{FRESH}' or 'all'")
     return {n: table[n] for n in names}
 
 
@@ -167,11 +187,11 @@ def parse_seeds(text, what="--seeds"):
 
 
 def parse_datasets(text):
-    """'all', 'tuned', 'held-out', or comma-separated names (parts may be mixed in)."""
+    """'all', 'tuned', 'held-out', 'fresh', or comma-separated names (parts may be mixed in)."""
     table = _specs()
     names = []
     for n in [n.strip() for n in (text or "all").split(",") if n.strip()]:
-        if n in ("all", TUNED, HELD_OUT):
+        if n in ("all", TUNED, HELD_OUT, FRESH):
             names += [s.name for s in table.values() if n == "all" or s.part == n]
         else:
             names.append(n)
