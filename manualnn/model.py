@@ -168,9 +168,9 @@ class MLP(nn.Module):
         train --data`` (manualnn.spec.DATA_DEFAULTS), not train()'s seed step: Adam, lr 3e-3, the mean
         over batches of 200 rows, cross-entropy for labels and the sum of squares for values; with
         ``val_data=(x_val, y_val)`` a patience of 100 optimizer steps' worth of epochs (at least 5), without
-        it L2 of 10 (classes) or 30 (values) / rows (manualnn.spec.data_settings); below 50 rows
-        (spec.CV_ROWS) of C / rows for the C that cross-validation prefers (manualnn.training.selection, its
-        record in ``model.l2_search``).
+        it L2 of 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows
+        (manualnn.spec.data_settings); below 50 rows (spec.CV_ROWS) of C / rows for the C that
+        cross-validation prefers (manualnn.training.selection, its record in ``model.l2_search``).
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in

@@ -35,9 +35,12 @@ DATA_DEFAULTS = {"lr": 3e-3, "optimizer": "adam", "reduction": "mean", "batch_si
 # data_settings()' rule: hold out VAL_SPLIT of the rows only where that makes at least VAL_ROWS_MIN rows (a
 # smaller validation set is too noisy to stop on, and the rows are worth more to training), and stop after
 # PATIENCE_STEPS optimizer steps' worth of epochs without a better validation loss (at least PATIENCE_EPOCHS);
-# without a validation split, L2 of WEIGHT_DECAY_ROWS[task] / training rows (it fades as the data grows).
+# without a validation split, L2 of WEIGHT_DECAY_ROWS[task] / training rows (it fades as the data grows), and for
+# classes above L2_FADE_ROWS training rows that times L2_FADE_ROWS / rows (1500 / rows², fading faster: the
+# tuned sets of 750 rows did better with less, the 112-row ones needed 10 / rows; see default_weight_decay).
 VAL_SPLIT, VAL_ROWS_MIN, PATIENCE_STEPS, PATIENCE_EPOCHS = 0.2, 200, 100, 5
 WEIGHT_DECAY_ROWS = {"classify": 10.0, "regress": 30.0}
+L2_FADE_ROWS = {"classify": 150, "regress": None}
 # Below CV_ROWS training rows (and with no L2 given) the L2 is C / rows for the C of CV_STRENGTHS that
 # CV_FOLDS-fold cross-validation prefers (manualnn/training/selection.py): one C does not suit every set
 # of a few dozen rows, and fits of so few rows are quick.
@@ -74,10 +77,18 @@ def data_settings(rows, task, *, batch_size=None, val_split=None, weight_decay=N
     train_rows = max(rows - round(rows * val_split), 1)
     if weight_decay is None:   # without a validation split to stop on, L2 is what holds overfitting back
         weight_decay = SKLEARN_ALPHA / min(batch, train_rows) if sklearn else \
-            0.0 if val_split else WEIGHT_DECAY_ROWS[task] / train_rows
+            0.0 if val_split else default_weight_decay(train_rows, task)
     if patience is None and val_split and not sklearn:
         patience = patience_for(train_rows, batch)
     return {"val_split": val_split, "weight_decay": weight_decay, "patience": patience}
+
+
+def default_weight_decay(train_rows, task):
+    """The L2 of a run without a validation split: WEIGHT_DECAY_ROWS[task] / rows, and for classes above
+    L2_FADE_ROWS[task] rows that times L2_FADE_ROWS / rows (10 / rows up to 150 rows, 1500 / rows² above)."""
+    rows = max(int(train_rows), 1)
+    fade = L2_FADE_ROWS[task]
+    return WEIGHT_DECAY_ROWS[task] / rows * (min(1.0, fade / rows) if fade else 1.0)
 
 
 def patience_for(train_rows, batch_size):

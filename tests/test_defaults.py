@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from manualnn.spec import (DATA_DEFAULTS, PATIENCE_EPOCHS, PATIENCE_STEPS, SKLEARN_ALPHA, VAL_ROWS_MIN, VAL_SPLIT,
+from manualnn.spec import (DATA_DEFAULTS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, SKLEARN_ALPHA, VAL_ROWS_MIN, VAL_SPLIT,
                            WEIGHT_DECAY_ROWS, data_settings)
 
 from test_cli import run
@@ -17,6 +17,16 @@ def test_small_sets_train_on_every_row_with_l2_that_fades_with_rows():
     s = data_settings(331, "regress")
     assert s["val_split"] == 0.0 and s["weight_decay"] == pytest.approx(WEIGHT_DECAY_ROWS["regress"] / 331)
     assert data_settings(20, "classify")["weight_decay"] > data_settings(200, "classify")["weight_decay"]
+
+
+@pytest.mark.parametrize("rows", [150, 151, 225, 750, 990])
+def test_the_l2_of_classes_fades_faster_above_150_rows(rows):
+    """10 / rows up to L2_FADE_ROWS (150) rows, 1500 / rows² above (one curve: equal at 150); values keep
+    30 / rows at every size."""
+    assert L2_FADE_ROWS["classify"] == 150
+    expected = 10 / rows if rows <= 150 else 1500 / rows ** 2
+    assert data_settings(rows, "classify")["weight_decay"] == pytest.approx(expected, rel=1e-12)
+    assert data_settings(rows, "regress")["weight_decay"] == pytest.approx(30 / rows, rel=1e-12)
 
 
 def test_a_validation_split_only_where_it_makes_enough_rows():

@@ -6,7 +6,7 @@ from .. import __version__
 from ..checks import BACKENDS
 from ..distributed import DEFAULT_TIMEOUT
 from ..spec import DATA_DEFAULTS as STEP_DEFAULTS
-from ..spec import CV_FOLDS, CV_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT, WEIGHT_DECAY_ROWS
+from ..spec import CV_FOLDS, CV_ROWS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT, WEIGHT_DECAY_ROWS
 from ..spec import SKLEARN_DEFAULTS as SKLEARN_STEP_DEFAULTS
 from ..spec import DTYPES as DTYPE_NAMES
 from ..spec import GRAD_MODES, INITS, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS, TASKS
@@ -155,7 +155,8 @@ def build_parser():
     s.add_argument("--eps", type=number(0, low_open=True), help="Adam's epsilon (default 1e-8)")
     s.add_argument("--weight-decay", type=number(0), metavar="L2",
                    help=f"L2 on the weights, not the biases (seed: 0; data: 0 with a validation split, else "
-                        f"{WEIGHT_DECAY_ROWS['classify']:g} / training rows for classes, "
+                        f"{WEIGHT_DECAY_ROWS['classify']:g} / training rows for classes (above {L2_FADE_ROWS['classify']} "
+                        f"rows {WEIGHT_DECAY_ROWS['classify'] * L2_FADE_ROWS['classify']:g} / rows²), "
                         f"{WEIGHT_DECAY_ROWS['regress']:g} / training rows for values; from {CV_FOLDS} to {CV_ROWS - 1} rows "
                         f"chosen by {CV_FOLDS}-fold cross-validation)")
     s.add_argument("--grad", choices=GRAD_MODES,
