@@ -6,8 +6,9 @@ float64, no scaling) and ``y`` (int64 class labels 0..K-1, or float64 regression
 is ``train_test_split(test_size=0.25, random_state=K)``, stratified for classification; a generated
 set is drawn anew per split with ``random_state=K``. Every split is trained with seeds 0-9.
 
-The sets are in two parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
-were chosen on, and ``held-out``, sets that were not run while tuning and only confirm the choice.
+The sets are in three parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
+were chosen on; ``held-out``, sets that were not run while tuning and only confirm the choice; and
+``fresh``, sets written down before any run to confirm a later change once the held-out sets had been seen.
 The data sets come from scikit-learn (bundled and generated), statsmodels and palmerpenguins (all
 bundled in the packages: nothing is downloaded; ``pip install statsmodels palmerpenguins``).
 
