@@ -7,10 +7,10 @@ features (and a regression's targets) standardized inside, Adam at lr 3e-3 over 
 mean loss (cross-entropy for classes), and what follows from the rows (manualnn.spec.data_settings):
 from 1,000 rows up early stopping on 20% of them (100 steps' patience, at least 5 epochs, the best epoch
 kept), below that every row trained on with L2 of 10 (classes; 1500 / rows² above 150 rows) or 30
-(values) / rows, and below 50 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection). With the same
-``random_state`` as ``--seed`` they split, initialize and shuffle as the command line does, so they train
-the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import manualnn`` and the
-rest of manualnn do not.
+(values) / rows, and below 50 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection).
+With the same ``random_state`` as ``--seed`` they split, initialize and shuffle as the command line
+does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import
+manualnn`` and the rest of manualnn do not.
 """
 import numbers
 
@@ -177,8 +177,8 @@ class MLPClassifier(ClassifierMixin, _ManualnnMLP):
     ``beta_1``, ``beta_2``, ``epsilon`` (Adam); ``weight_decay`` (L2 on the weights, as torch.optim
     adds it: scikit-learn's ``alpha`` is scaled differently, so it has another name; None: 0 with early
     stopping, else 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows, below 50 rows C / rows
-    for the C of 3, 10, 30, 100 that 3-fold cross-validation prefers); ``early_stopping`` ("auto": from 1,000 rows up, as
-    the command line; True: ``validation_fraction`` 0.2 of the rows held out, stop after
+    for the C of 3, 10, 30, 100 that 3-fold cross-validation prefers); ``early_stopping`` ("auto": from
+    1,000 rows up, as the command line; True: ``validation_fraction`` 0.2 of the rows held out, stop after
     ``n_iter_no_change`` epochs without a lower validation loss (None: 100 optimizer steps' worth, at least
     5) and keep the best epoch); ``shuffle``; ``standardize`` (features
     standardized with the training rows' statistics, inside the model); ``random_state`` (an int is

@@ -6,7 +6,8 @@ from .. import __version__
 from ..checks import BACKENDS
 from ..distributed import DEFAULT_TIMEOUT
 from ..spec import DATA_DEFAULTS as STEP_DEFAULTS
-from ..spec import CV_FOLDS, CV_ROWS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT, WEIGHT_DECAY_ROWS
+from ..spec import (CV_FOLDS, CV_ROWS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT,
+                    WEIGHT_DECAY_ROWS)
 from ..spec import SKLEARN_DEFAULTS as SKLEARN_STEP_DEFAULTS
 from ..spec import DTYPES as DTYPE_NAMES
 from ..spec import GRAD_MODES, INITS, LOSSES, OPTIMIZERS, PRECISIONS, REDUCTIONS, TASKS
