@@ -42,7 +42,7 @@ inline void set_up_thread_counts() {
 class OneBlasThread {
  public:
   explicit OneBlasThread(bool active = true)
-      : active_(active && MKL_Set_Num_Threads_Local != nullptr), saved_(active_ ? one_thread() : 0) {}
+      : active_(active && holds()), saved_(active_ ? one_thread() : 0) {}
   ~OneBlasThread() {
     if (active_) MKL_Set_Num_Threads_Local(saved_);
   }

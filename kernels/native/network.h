@@ -184,17 +184,12 @@ class Network {
   // output error in error_ and returns the batch's loss, summed over its rows (block by block, see blocks()).
   template <typename T>
   double forward_loss(const T* x, int64_t ldx, Rows<T> y, int64_t rows) {
-    const int64_t n = blocks(rows);
-    if (n == 1) {
-      OneBlasThread one(small(rows));
-      return block_forward_loss(x, ldx, y, 0, rows, block_scratch_[0]);
-    }
     std::array<double, kMaxBlocks> losses{};
-    for_blocks(n, rows, [&](int64_t b, int64_t r0, int64_t r1) {
+    for_blocks(rows, [&](int64_t b, int64_t r0, int64_t r1) {
       losses[size_t(b)] = block_forward_loss(x + r0 * ldx, ldx, y, r0, r1 - r0, block_scratch_[size_t(b)]);
     });
     double total = 0;
-    for (int64_t b = 0; b < n; ++b) total += losses[size_t(b)];
+    for (int64_t b = 0, n = blocks(rows); b < n; ++b) total += losses[size_t(b)];
     return total;
   }
 
@@ -203,16 +198,15 @@ class Network {
   template <typename T>
   void backward(const T* x, int64_t ldx, int64_t rows, double scale, bool update) {
     if (update && !s_.fold) begin_update();
+    // one block: each layer's update as soon as its gradient is made (its w was read for grad_h first);
+    // more: the update with the blocks' gradients added, after them
     const int64_t n = blocks(rows);
-    if (n == 1) {  // each layer's update as soon as its gradient is made (its w was read for grad_h first)
-      OneBlasThread one(small(rows));
-      block_backward(x, ldx, 0, rows, scale, 0, update);
-      return;
-    }
-    for_blocks(n, rows, [&](int64_t b, int64_t r0, int64_t r1) {
-      block_backward(x + r0 * ldx, ldx, r0, r1 - r0, scale, b, false);
+    for_blocks(rows, [&](int64_t b, int64_t r0, int64_t r1) {
+      block_backward(x + r0 * ldx, ldx, r0, r1 - r0, scale, b, update && n == 1);
     });
-    for (int64_t i = 0; i < layers(); ++i) add_parts<T>(i, n, update);
+    if (n > 1) {
+      for (int64_t i = 0; i < layers(); ++i) add_parts<T>(i, n, update);
+    }
   }
 
   // The optimizer's update from grads_ (after backward(update=false) and, say, an all-reduce).
@@ -228,15 +222,7 @@ class Network {
   // epoch with BLAS's own threads, 166-171 in blocks.)
   template <typename T>
   const T* outputs(const T* x, int64_t ldx, int64_t rows, Tensors& acts, at::Tensor& z) {
-    const int64_t n = blocks(rows);
-    if (n == 1) {
-      OneBlasThread one(small(rows));
-      block_outputs(x, ldx, 0, rows, acts, z);
-    } else {
-      for_blocks(n, rows, [&](int64_t b, int64_t r0, int64_t r1) {
-        block_outputs(x + r0 * ldx, ldx, r0, r1 - r0, acts, z);
-      });
-    }
+    for_blocks(rows, [&](int64_t, int64_t r0, int64_t r1) { block_outputs(x + r0 * ldx, ldx, r0, r1 - r0, acts, z); });
     return z.data_ptr<T>();
   }
 
@@ -261,10 +247,17 @@ class Network {
   // Block b of n over `rows` rows starts at this row.
   static int64_t block_start(int64_t b, int64_t n, int64_t rows) { return b * rows / n; }
 
-  // fn(b, first row, end row) for each of the n blocks of `rows` rows, side by side on torch's threads, each
-  // thread's BLAS held to that thread.
+  // fn(b, first row, end row) for each block of a pass over `rows` rows (blocks()): one block on the calling
+  // thread, its BLAS held to it where small(); more side by side on torch's threads, each thread's BLAS held
+  // to that thread.
   template <typename F>
-  static void for_blocks(int64_t n, int64_t rows, const F& fn) {
+  void for_blocks(int64_t rows, const F& fn) const {
+    const int64_t n = blocks(rows);
+    if (n == 1) {
+      OneBlasThread one(small(rows));
+      fn(0, 0, rows);
+      return;
+    }
     at::parallel_for(0, n, 1, [&](int64_t first, int64_t last) {
       OneBlasThread one;
       for (int64_t b = first; b < last; ++b) fn(b, block_start(b, n, rows), block_start(b + 1, n, rows));
