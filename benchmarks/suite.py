@@ -6,9 +6,10 @@ float64, no scaling) and ``y`` (int64 class labels 0..K-1, or float64 regression
 is ``train_test_split(test_size=0.25, random_state=K)``, stratified for classification; a generated
 set is drawn anew per split with ``random_state=K``. Every split is trained with seeds 0-9.
 
-The sets are in three parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
-were chosen on; ``held-out``, sets that were not run while tuning and only confirm the choice; and
-``fresh``, sets written down before any run to confirm a later change once the held-out sets had been seen.
+The sets are in four parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
+were chosen on; ``held-out``, sets that were not run while tuning and only confirm the choice; ``fresh``,
+sets written down before any run to confirm a later change once the held-out sets had been seen; and
+``fresh-2``, written down likewise once ``fresh`` had been seen, to confirm even batches.
 The data sets come from scikit-learn (bundled and generated), statsmodels and palmerpenguins (all
 bundled in the packages: nothing is downloaded; ``pip install statsmodels palmerpenguins``).
 
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "manualnn", "realdata")
-TUNED, HELD_OUT, FRESH = "tuned", "held-out", "fresh"
+TUNED, HELD_OUT, FRESH, FRESH2 = "tuned", "held-out", "fresh", "fresh-2"
+PARTS = (TUNED, HELD_OUT, FRESH, FRESH2)
 
 
 def _bundled(loader, **kwargs):
@@ -152,6 +154,32 @@ def _specs():
              "make_hastie_10_2(700): 10 features, 2 classes", FRESH),
         Spec("modechoice", c, _statsmodels("modechoice", "choice", drop=("individual",)),
              "statsmodels: 840 x 7, travel mode chosen or not (75/25) by costs, times, income", FRESH),
+        # fresh-2: written down before any run, to confirm even batches (training/batches.py)
+        Spec("fair", c, _statsmodels("fair", lambda f: (f["affairs"] > 0).astype(float), drop=("affairs",)),
+             "statsmodels: 6366 x 8 survey answers, whether the woman had an affair (32% did)", FRESH2),
+        Spec("classification5", c, _generated("make_classification", n_samples=400, n_features=12, n_informative=6,
+                                              n_classes=5, n_clusters_per_class=1),
+             "make_classification(400, 12 features, 6 informative, 5 classes, 1 cluster each)", FRESH2),
+        Spec("moons_mid", c, _generated("make_moons", n_samples=600, noise=0.25), "make_moons(600, noise=0.25)",
+             FRESH2),
+        Spec("blobs3", c, _generated("make_blobs", n_samples=250, n_features=5, centers=3, cluster_std=2.5),
+             "make_blobs(250, 5 features, 3 overlapping centers)", FRESH2),
+        Spec("hastie_mid", c, _generated("make_hastie_10_2", labels01=True, n_samples=600),
+             "make_hastie_10_2(600): 10 features, 2 classes", FRESH2),
+        Spec("statecrime", r, _statsmodels("statecrime", "violent"),
+             "statsmodels: 51 x 6, violent crime per US state: 38 rows to train", FRESH2),
+        Spec("ccard", r, _statsmodels("ccard", "AVGEXP"), "statsmodels: 72 x 4, credit card spending", FRESH2),
+        Spec("copper", r, _statsmodels("copper", "WORLDCONSUMPTION"),
+             "statsmodels: 25 x 5, world copper consumption: 18 rows to train", FRESH2),
+        Spec("scotland", r, _statsmodels("scotland", "YES"),
+             "statsmodels: 32 x 7, the 1997 devolution vote's yes share by council", FRESH2),
+        Spec("macrodata", r, _statsmodels("macrodata", "realgdp", drop=("year", "quarter")),
+             "statsmodels: 203 x 11, US real GDP by the other quarterly series", FRESH2),
+        Spec("friedman1_small", r, _generated("make_friedman1", n_samples=300, noise=1.0),
+             "make_friedman1(300, noise=1.0): 10 features, 5 informative", FRESH2),
+        Spec("regression_small", r, _generated("make_regression", n_samples=200, n_features=8, n_informative=4,
+                                               noise=20.0),
+             "make_regression(200, 8 features, 4 informative, noise 20): a linear target", FRESH2),
     ]
     return {s.name: s for s in specs}
 
@@ -168,7 +196,7 @@ def specs(names=None):
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"--datasets: unknown {', '.join(unknown)}; expected names from {', '.join(table)}, "
-                         f"'{TUNED}', '{HELD_OUT}', '{FRESH}' or 'all'")
+                         f"{', '.join(repr(p) for p in PARTS)} or 'all'")
     return {n: table[n] for n in names}
 
 
@@ -188,11 +216,11 @@ def parse_seeds(text, what="--seeds"):
 
 
 def parse_datasets(text):
-    """'all', 'tuned', 'held-out', 'fresh', or comma-separated names (parts may be mixed in)."""
+    """'all', a part ('tuned', 'held-out', 'fresh', 'fresh-2'), or comma-separated names (parts may be mixed in)."""
     table = _specs()
     names = []
     for n in [n.strip() for n in (text or "all").split(",") if n.strip()]:
-        if n in ("all", TUNED, HELD_OUT, FRESH):
+        if n in ("all",) + PARTS:
             names += [s.name for s in table.values() if n == "all" or s.part == n]
         else:
             names.append(n)

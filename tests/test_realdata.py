@@ -86,11 +86,10 @@ def test_splits_train_every_seed_and_the_parts_are_named(paths):
     assert a.shape == b.shape == (112, 4) and not np.array_equal(a, b)   # two splits of the same rows
     same = [suite.load_train(e)[0] for e in entries if e.dataset == "iris" and e.split == 0]
     assert np.array_equal(*same)   # a split's seeds share its files
-    tuned, held = set(suite.parse_datasets(suite.TUNED)), set(suite.parse_datasets(suite.HELD_OUT))
-    fresh = set(suite.parse_datasets(suite.FRESH))
-    assert not tuned & held and not tuned & fresh and not held & fresh and fresh
-    assert tuned | held | fresh == set(suite.parse_datasets("all"))
-    assert set(suite.FIRST_TEN) <= tuned
+    parts = [set(suite.parse_datasets(part)) for part in suite.PARTS]
+    assert all(parts) and sum(map(len, parts)) == len(set().union(*parts))   # none empty, none shared
+    assert set().union(*parts) == set(suite.parse_datasets("all"))
+    assert set(suite.FIRST_TEN) <= parts[0]
 
 
 def test_the_bound_is_against_the_better_of_the_mlp_and_the_linear_model():
