@@ -58,8 +58,7 @@ def train_autograd(config, problem):
     losses, best, started = [], None, time.perf_counter()
     for epoch in range(config["epochs"]):
         order, total = batch_order(n, epoch, shuffle=config["shuffle"], seed=config["seed"]), 0.0
-        for start in range(0, n, batch):
-            rows = order[start:start + batch]
+        for rows in torch.tensor_split(order, -(-n // batch)):   # manualnn's even batches
             loss = loss_of(model(x[rows]), y[rows])
             opt.zero_grad(set_to_none=True)
             (loss / len(rows) if mean else loss).backward()

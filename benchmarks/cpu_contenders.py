@@ -29,6 +29,7 @@ class Workload:
         self.b0 = [torch.zeros(w.shape[1]) for w in self.w0]
         self.rows = self.x.shape[0]
         self.steps_per_epoch = -(-self.rows // batch)
+        self.step_rows = -(-self.rows // self.steps_per_epoch)   # the largest of manualnn's even batches
 
     def order(self, epoch):
         return batch_order(self.rows, epoch, seed=SEED)
@@ -58,8 +59,7 @@ def autograd_contender(work, threads=None):
             for _ in range(epochs):
                 order = work.order(state["epoch"])
                 total = torch.zeros(())
-                for start in range(0, work.rows, work.batch):
-                    rows = order[start:start + work.batch]
+                for rows in torch.tensor_split(order, work.steps_per_epoch):   # manualnn's even batches
                     loss = loss_fn(model(work.x[rows]), work.labels[rows])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
@@ -75,14 +75,17 @@ def autograd_contender(work, threads=None):
 
 
 def jax_contender(work):
-    """``jax.jit`` of one epoch, ``lax.scan`` over its full batches then the smaller last one, with the same
-    hand-written backward and Adam (torch.optim.Adam's update), float32. Raises ImportError without jax."""
+    """``jax.jit`` of one epoch, ``lax.scan`` over its batches (manualnn's even batches: one scan over those a
+    row larger, one over the rest), with the same hand-written backward and Adam (torch.optim.Adam's update),
+    float32. Raises ImportError without jax."""
     import jax
     import jax.numpy as jnp
 
     b1, b2 = BETAS
     x, y = jnp.asarray(work.x.numpy()), jnp.asarray(work.targets.numpy())
-    full, last = divmod(work.rows, work.batch)
+    count = work.steps_per_epoch
+    base, extra = divmod(work.rows, count)   # the first `extra` batches take base + 1 rows
+    split = extra * (base + 1)
 
     def step(carry, idx):
         params, m, v, t = carry
@@ -105,11 +108,11 @@ def jax_contender(work):
 
     @jax.jit
     def epoch(carry, order):
-        carry, losses = jax.lax.scan(step, carry, order[:full * work.batch].reshape(full, work.batch))
-        total = losses.sum()
-        if last:
-            carry, loss = step(carry, order[full * work.batch:])
-            total = total + loss
+        total = 0.0
+        for part, rows in ((order[:split], base + 1), (order[split:], base)):
+            if part.shape[0]:
+                carry, losses = jax.lax.scan(step, carry, part.reshape(-1, rows))
+                total = total + losses.sum()
         return carry, total / work.rows
 
     params = (jnp.asarray(work.w0[0].numpy()), jnp.zeros(work.hidden), jnp.asarray(work.w0[1].numpy()),
@@ -135,7 +138,7 @@ def gemm_floor(threads):
     """The bare GEMMs of one step (forward, output, input gradient, both weight gradients) into buffers
     made once, as torch.mm calls, on ``threads`` threads: what no implementation of the step can beat."""
     def make(work):
-        b, h = work.batch, work.hidden
+        b, h = work.step_rows, work.hidden
         gen = torch.Generator().manual_seed(1)
         r = lambda *shape: torch.randn(*shape, generator=gen)  # noqa: E731
         x, w1, a1, w2, g, gh = r(b, 65), r(65, h), r(b, h + 1), r(h + 1, 10), r(b, 10), r(b, h)

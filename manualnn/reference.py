@@ -6,6 +6,7 @@ All take x [batch, features], y [batch, out] and weights [w1, w2, ...] in the se
 float64 on the CPU and judge every backend against them; ``reference_run`` is itself checked
 against torch.autograd and torch.optim (tests/test_reference.py).
 """
+import itertools
 from typing import List, NamedTuple, Optional
 
 import torch
@@ -86,7 +87,8 @@ def reference_run(x, y, weights, biases=None, *, epochs=20, spec=None, batch_siz
 
     ``spec`` (or its fields as keywords: ``lr=``, ``loss=``, ``optimizer=``, ...) is a StepSpec;
     ``biases``: one [out] tensor per layer, or None for a network without biases. Every epoch walks
-    the rows in batches of ``batch_size`` (default all) in ``order(epoch)`` (default row order); each
+    the rows in ``order(epoch)`` (default row order) in the fewest batches of at most ``batch_size`` rows
+    (default all), their sizes as even as the rows allow (225 rows by 200: 113 then 112); each
     batch is one step: forward, loss, backward, update. The epoch's loss is the sum of its batches'
     losses (each before its own update), divided by the rows for reduction "mean". y holds targets
     [N, out] (for "ce" one-hot rows or probabilities).
@@ -101,8 +103,10 @@ def reference_run(x, y, weights, biases=None, *, epochs=20, spec=None, batch_siz
     for epoch in range(epochs):
         rows = order(epoch) if order is not None else torch.arange(n)
         total = 0.0
-        for start in range(0, n, batch_size):
-            idx = rows[start:start + batch_size]
+        count = -(-n // batch_size)   # the fewest batches of at most batch_size rows, sizes differing by one at most
+        sizes = [n // count + (i < n % count) for i in range(count)]
+        for start, size in zip(itertools.accumulate([0] + sizes), sizes):
+            idx = rows[start:start + size]
             total += _step(x[idx], y[idx], ws, bs, spec, state)
         losses.append(total / n if spec.reduction == "mean" else total)
     return ReferenceRun(losses, ws, bs)

@@ -12,13 +12,12 @@ import manualnn
 import manualnn.distributed
 
 CASES = {
-    # name: (data shape, train() settings) -- full and mini-batches, a last batch of one row (rank 1 has none),
+    # name: (data shape, train() settings) -- full and mini-batches, batches of one row (rank 1 has none),
     # both gradient modes, and the --data defaults' step (biases, cross-entropy, mean, Adam)
     "seed-tutorial": (dict(batch=100, features=50, hidden=(20,), out=4), dict(lr=1e-4, grad="tutorial")),
     "shuffled-relu": (dict(batch=64, features=50, hidden=(20,), out=4), dict(lr=1e-4, batch_size=30)),
     "odd-shards": (dict(batch=99, features=50, hidden=(20, 7), out=4), dict(lr=1e-4)),
-    "last-batch-of-one": (dict(batch=64, features=12, hidden=(9,), out=3), dict(lr=1e-3, batch_size=21,
-                                                                               shuffle=False)),
+    "batches-of-one": (dict(batch=7, features=12, hidden=(9,), out=3), dict(lr=1e-3, batch_size=1, shuffle=False)),
     "adam-ce-mean-bias": (dict(batch=64, features=12, hidden=(9,), out=3),
                           dict(lr=1e-2, batch_size=16, bias=True, loss="ce", reduction="mean", optimizer="adam",
                                weight_decay=1e-3)),

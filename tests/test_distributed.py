@@ -179,7 +179,7 @@ def test_two_ranks_on_the_triton_kernels_equal_one_process(tmp_path):
     import torch
 
     import distributed_cases
-    names = ["last-batch-of-one", "adam-ce-mean-bias"]   # the interpreter is slow: a rank without rows, and Adam
+    names = ["batches-of-one", "adam-ce-mean-bias"]   # the interpreter is slow: a rank without rows, and Adam
     got = launch_cases(tmp_path, "triton", names)
     for name in names:
         want = distributed_cases.run(name, False, "torch")

@@ -1,5 +1,5 @@
 """Mini-batches: every backend against the plain mini-batch loop (float64 judge), shuffled and in
-order, with an uneven last batch; one batch is exactly the full-batch step; validation and labels."""
+order, with batches of uneven sizes; one batch is exactly the full-batch step; validation and labels."""
 import pytest
 import torch
 
@@ -25,7 +25,7 @@ def refs(x, y, w0, *, epochs, lr, grad, batch_size, order):
     ("triton", "relu", True), ("triton", "tutorial", False),   # the interpreter is slow: two of its four
 ], ids=lambda v: {True: "shuffled", False: "in-order"}.get(v, v) if isinstance(v, bool) else v)
 def test_minibatch_equals_the_plain_loop(backend, grad, shuffle):
-    # 37 rows in batches of 8: four full batches and an uneven last one of 5; two hidden layers
+    # 37 rows in batches of at most 8: 8, 8, 7, 7, 7 (as even as the rows allow); two hidden layers
     x, y, w0 = seed_data(11, batch=37, features=20, hidden=(17, 9), out=3, init="kaiming")
     epochs, lr, bs = 6, 2e-3, 8
     order = (lambda e: batch_order(37, e, seed=5)) if shuffle else None
@@ -39,6 +39,17 @@ def test_minibatch_equals_the_plain_loop(backend, grad, shuffle):
     wrong = refs(x, y, w0, epochs=epochs, lr=lr, grad=grad, batch_size=bs,
                  order=None if shuffle else (lambda e: batch_order(37, e, seed=5)))
     assert not judge(result.losses, result.weights, x, y, w0, epochs=epochs, lr=lr, grad=grad, refs=wrong).ok
+
+
+@pytest.mark.parametrize("n,batch_size,expected", [
+    (225, 200, [113, 112]), (37, 8, [8, 8, 7, 7, 7]), (400, 200, [200, 200]), (5, 1, [1] * 5), (7, 100, [7]),
+    (1438, 200, [180] * 6 + [179] * 2)])
+def test_an_epoch_takes_the_fewest_batches_as_even_as_the_rows_allow(n, batch_size, expected):
+    from manualnn.training.batches import batch_sizes, batches
+    assert batch_sizes(n, batch_size) == expected
+    assert [hi - lo for lo, hi, _ in batches(n, batch_size)] == expected
+    # torch.tensor_split's sizes, as the tests' autograd loops take them
+    assert [len(t) for t in torch.tensor_split(torch.arange(n), len(expected))] == expected
 
 
 def test_batch_of_one_row():

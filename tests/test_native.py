@@ -76,7 +76,7 @@ CASES = list(itertools.product(("relu", "tutorial"), ("sse", "ce"), ("sum", "mea
                          ids=["-".join([g, lo, r, o, "bias" if b else "nobias", ba]) for g, lo, r, o, b, ba in CASES])
 def test_native_matches_the_reference(built, grad, loss, reduction, optimizer, bias, batches):
     """float32 judged against the float64 reference; float64 equal to it to 1e-12. Full batch: chunks of
-    epochs through run_epochs (every=2); mini-batches: shuffled, of 8 rows, the last of 5."""
+    epochs through run_epochs (every=2); mini-batches: shuffled, of at most 8 rows (8, 8, 7, 7, 7)."""
     lr, wd = learning_rate(reduction, optimizer), 0.05
     full = batches == "full"
     epochs = 3 if full else 2

@@ -91,8 +91,7 @@ def autograd_general(x, y, weights, biases, *, epochs, batch_size, order, spec, 
     n = x.shape[0]
     for epoch in range(epochs):
         rows, total = order(epoch), 0.0
-        for start in range(0, n, batch_size):
-            idx = rows[start:start + batch_size]
+        for idx in torch.tensor_split(rows, -(-n // batch_size)):   # even batches, the first ones a row larger
             opt.zero_grad()
             z = model(x[idx])
             if spec.loss == "sse":

@@ -137,7 +137,8 @@ class Epochs {
                 y.size(0));
     TORCH_CHECK(batch_size > 0, "batch_size: expected a positive integer, got ", batch_size);
     const int64_t n = x.size(0);
-    batches_ = (n + batch_ - 1) / batch_;
+    batches_ = (n + batch_ - 1) / batch_;  // the fewest batches of at most batch_ rows, as even as rows allow
+    batch_ = (n + batches_ - 1) / batches_;  // (training/batches.py's batch_sizes): the largest of them
     if (batches_ > 1) {
       gathered_ = make_rows(batch_, net_.inputs(), false, x.options());
       order_ = at::arange(n, at::kLong);
@@ -232,7 +233,8 @@ class Epochs {
       thread_count.set(threads);
       flush.cover(threads);
       const auto started = std::chrono::steady_clock::now();
-      const int64_t first = b * batch_, rows = std::min(batch_, n - first);
+      const int64_t base = n / batches_, extra = n % batches_;  // the first `extra` batches take a row more
+      const int64_t first = b * base + std::min(b, extra), rows = base + (b < extra ? 1 : 0);
       const T* x = x_all + first * ldx;
       int64_t ld = ldx;
       if (index) {  // this batch's rows, gathered

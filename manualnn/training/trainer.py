@@ -53,8 +53,9 @@ class Trainer:
     - ``bias=True`` gives every layer a bias (zeros, or ``biases=[b1, ..., bL]`` to start from).
     - ``backend``: "auto" (the native runner on the CPU where it is built or can be, Triton on CUDA when
       available, else torch), "torch", "triton" or "native".
-    - ``batch_size``: rows per step (default: all, the seed's full-batch step); the last batch of an
-      epoch may be smaller. ``shuffle`` draws each epoch's order from ``(shuffle_seed, epoch)``;
+    - ``batch_size``: the most rows a step takes (default: all, the seed's full-batch step). An epoch
+      takes the fewest batches of at most that many rows, as even as the rows allow (225 rows by 200:
+      113 then 112; training/batches.py). ``shuffle`` draws each epoch's order from ``(shuffle_seed, epoch)``;
       ``shuffle=False`` takes the rows in order. A single batch is never shuffled.
     - ``val_data=(x_val, y_val)``: scored after every epoch (loss; accuracy for classes; RMSE and R^2
       for values, RMSE times ``target_scale`` when given). ``patience=N``: stop when the validation
