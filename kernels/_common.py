@@ -147,8 +147,8 @@ def fixed_config(M, N, K, kind="matmul", precision="ieee"):
 
 def batch_bucket(rows):
     """The autotuner's key for a batch dimension: the least of 64, 256, 1024, ... that holds it. A
-    mini-batch run's last, smaller batch then mostly reuses its full batches' tuning (and batch sizes
-    that close choose the same tile anyway)."""
+    mini-batch run's batches, a row apart at most, share their tuning (and batch sizes that close
+    choose the same tile anyway)."""
     bucket = 64
     while bucket < rows:
         bucket *= 4

@@ -22,6 +22,7 @@ def refs(x, y, w0, *, epochs, lr, grad, batch_size, order):
 
 @pytest.mark.parametrize("backend,grad,shuffle", [
     ("torch", "relu", True), ("torch", "tutorial", True), ("torch", "relu", False), ("torch", "tutorial", False),
+    ("native", "relu", True), ("native", "tutorial", False),   # the native runner's own batch plan
     ("triton", "relu", True), ("triton", "tutorial", False),   # the interpreter is slow: two of its four
 ], ids=lambda v: {True: "shuffled", False: "in-order"}.get(v, v) if isinstance(v, bool) else v)
 def test_minibatch_equals_the_plain_loop(backend, grad, shuffle):

@@ -520,7 +520,7 @@ def test_the_thread_rule_checks_the_blocks_the_runner_scores(built, monkeypatch)
 @pytest.mark.parametrize("backend,adapts", [("native", True), ("torch", False)])
 def test_a_step_in_blocks_adapts_where_blas_sums_by_the_thread_count(built, monkeypatch, backend, adapts):
     """Where this machine's BLAS gave other sums on two threads for a 200-row batch's products, the torch
-    backend keeps one count, the native runner, whose blocks and small last batch keep BLAS on one thread,
+    backend keeps one count, the native runner, whose blocks keep BLAS on one thread,
     may still choose; network.h's rule at its edges: blocks from 128 rows, a small pass up to 2^22 rows x
     parameters, neither for SGD folded into its GEMM nor over 2^20 parameters."""
     from manualnn.training import threads
@@ -543,7 +543,7 @@ def test_a_step_in_blocks_adapts_where_blas_sums_by_the_thread_count(built, monk
     monkeypatch.setattr(threads.torch, "get_num_threads", lambda: 2)
     monkeypatch.setattr(threads.torch, "addmm", lambda c, a, b, **kw: real_addmm(c, a, b, **kw)
                         + (count[0] - 1) * (a.shape[0] == 200 or b.shape[1] == 200) * 1e-3)
-    x, y, weights = seed_data(5, batch=437, features=6, hidden=(64,), out=3)
+    x, y, weights = seed_data(5, batch=600, features=6, hidden=(64,), out=3)   # three batches of 200
     trainer = manualnn.Trainer(x, y, weights, lr=1e-3, bias=True, optimizer="adam", batch_size=200, backend=backend)
     assert threads.thread_rule(trainer) == (2, adapts)
 

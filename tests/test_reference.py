@@ -109,7 +109,7 @@ def autograd_general(x, y, weights, biases, *, epochs, batch_size, order, spec, 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_reference_run_equals_autograd_and_torch_optim(loss, reduction, optimizer):
-    # float64, biases, weight decay on the weights only, mini-batches in a shuffled order with an uneven last one
+    # float64, biases, weight decay on the weights only, mini-batches in a shuffled order, of two sizes a row apart
     x, y, weights = seed_data(4, batch=23, features=11, hidden=(9, 6), out=3, init="kaiming", dtype=torch.float64)
     y = torch.nn.functional.one_hot(y.argmax(1), 3).double() if loss == "ce" else y
     biases = [torch.randn(w.shape[1], dtype=torch.float64) * 0.1 for w in weights]

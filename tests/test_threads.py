@@ -194,6 +194,16 @@ def test_same_results_looks_at_every_product_and_remembers(monkeypatch):
     assert th.same_results(products, dots, 2) and len(calls) == 2   # the earlier answer, remembered
 
 
+def test_the_thread_rule_checks_the_batch_sizes_the_epoch_takes(monkeypatch):
+    # 437 rows by 200 are batches of 146, 146 and 145 rows: those are the products whose sums must not depend
+    # on the thread count (not 200 and 37, which this run never steps)
+    x, y, w = seed_data(4, batch=437, features=6, hidden=(9,), out=3)
+    seen, real = [], th.step_products
+    monkeypatch.setattr(th, "step_products", lambda sizes, rows, *rest: seen.append(rows) or real(sizes, rows, *rest))
+    th.thread_rule(manualnn.Trainer(x, y, w, lr=1e-3, batch_size=200, backend="torch", threads=1))
+    assert seen == [[145, 146]]
+
+
 def digits_like():
     x, y, w = seed_data(4, batch=300, features=64, hidden=(96,), out=10, init="kaiming")
     return x, y.argmax(1), w

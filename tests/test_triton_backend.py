@@ -137,7 +137,7 @@ def test_a_mean_divides_by_the_rows_over_every_rank(path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_a_batch_of_no_rows(optimizer):
-    # a rank's empty share of a small last batch: zero loss and gradients without a kernel launch, and
+    # a rank's empty share of a batch smaller than the ranks: zero loss and gradients without a kernel launch, and
     # step() applies the same update as the torch backend's (weight decay and Adam still move p)
     x, y, weights = seed_data(62, batch=5, features=7, hidden=(9,), out=3, device=DEVICE)
     spec = StepSpec(lr=1e-2, optimizer=optimizer, weight_decay=0.1)

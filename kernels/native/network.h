@@ -166,7 +166,7 @@ class Network {
     return n;
   }
 
-  // A step too small for blocks whose products BLAS runs on the calling thread (a small last batch: its
+  // A step too small for blocks whose products BLAS runs on the calling thread (a batch of a few dozen rows: its
   // products split over two threads took 45 us where one takes 24, a 27 x 20 -> 512 -> 1 step); its rows
   // are where block 0's are, on this thread.
   bool small(int64_t rows) const { return blockable(param_count_, s_.fold) && rows * param_count_ <= kSmallWork; }

@@ -111,6 +111,15 @@ class Step {
   double scale_ = 1;
 };
 
+// The rows of the largest of an epoch's batches: the fewest batches of at most batch_size rows, as even as
+// the rows allow (manualnn/training/batches.py's batch_sizes; 225 rows by 200: 113 and 112). batch_size < 1
+// is refused in Epochs' body.
+inline int64_t even_batch(int64_t n, int64_t batch_size) {
+  if (n < 1 || batch_size < 1) return std::max<int64_t>(std::min(batch_size, n), 1);
+  const int64_t count = (n + std::min(batch_size, n) - 1) / std::min(batch_size, n);
+  return (n + count - 1) / count;
+}
+
 // Whole epochs over the training rows: each epoch's order (a seeded permutation, or the rows in order),
 // its batches gathered and stepped, the epoch's loss, the validation rows' figures and early stopping.
 class Epochs {
@@ -126,8 +135,8 @@ class Epochs {
         net_(params, {}, momentum_buffers, exp_avgs, exp_avg_sqs, step_count, powers,
              make_settings(bias, fold, decayed_rows, grad, loss, reduction, optimizer, lr, weight_decay, momentum,
                            beta1, beta2, eps),
-             std::min<int64_t>(batch_size, x.size(0))),
-        batch_(std::min<int64_t>(batch_size, x.size(0))), shuffle_(shuffle), val_x_(val_x), val_y_(val_y),
+             even_batch(x.size(0), batch_size)),
+        batch_(even_batch(x.size(0), batch_size)), shuffle_(shuffle), val_x_(val_x), val_y_(val_y),
         val_labels_(val_labels), patience_(patience), best_(best), state_(state), snapshot_(snapshot),
         threads_(most_threads, adapt_threads) {
     const at::ScalarType dtype = net_.dtype();
@@ -137,8 +146,7 @@ class Epochs {
                 y.size(0));
     TORCH_CHECK(batch_size > 0, "batch_size: expected a positive integer, got ", batch_size);
     const int64_t n = x.size(0);
-    batches_ = (n + batch_ - 1) / batch_;  // the fewest batches of at most batch_ rows, as even as rows allow
-    batch_ = (n + batches_ - 1) / batches_;  // (training/batches.py's batch_sizes): the largest of them
+    batches_ = (n + batch_ - 1) / batch_;  // batch_ is the largest even batch: the count is batch_size's
     if (batches_ > 1) {
       gathered_ = make_rows(batch_, net_.inputs(), false, x.options());
       order_ = at::arange(n, at::kLong);
@@ -227,13 +235,13 @@ class Epochs {
       index = order_.data_ptr<int64_t>();
     }
     const Settings& s = net_.settings();
+    const int64_t base = n / batches_, extra = n % batches_;  // the first `extra` batches take a row more
     double total = 0;
     for (int64_t b = 0; b < batches_; ++b) {
       const int threads = threads_.next();
       thread_count.set(threads);
       flush.cover(threads);
       const auto started = std::chrono::steady_clock::now();
-      const int64_t base = n / batches_, extra = n % batches_;  // the first `extra` batches take a row more
       const int64_t first = b * base + std::min(b, extra), rows = base + (b < extra ? 1 : 0);
       const T* x = x_all + first * ldx;
       int64_t ld = ldx;
@@ -249,7 +257,7 @@ class Epochs {
       net_.backward<T>(x, ld, rows, s.scale(double(rows)), /*update=*/true);
       last_step_end_ = std::chrono::steady_clock::now();
       const double seconds = std::chrono::duration<double>(last_step_end_ - started).count();
-      threads_.record(threads, seconds, /*comparable=*/rows == batch_);
+      threads_.record(threads, seconds, /*comparable=*/true);  // even batches: a row apart at most
     }
     return total;
   }

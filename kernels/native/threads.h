@@ -47,7 +47,7 @@ class ThreadChooser {
     if (idle > kPause) last_ = 0;
   }
 
-  // A step's thread count and its time in seconds; comparable: a step of the full batch size.
+  // A step's thread count and its time in seconds; comparable: a step whose time compares with the others'.
   void record(int n, double seconds, bool comparable) {
     const bool settling = n != last_;  // the first step, or the first after a change of count or a pause
     last_ = n;

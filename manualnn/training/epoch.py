@@ -74,7 +74,7 @@ class EpochRunner:
             self.steps = [(lo, hi, make(x[lo:hi], y[lo:hi], rows))]
         else:
             # this rank's rows of each batch are gathered into buffers made once; a batch with fewer rows
-            # (the last one, or a smaller shard) uses their first rows, with its own step (same params)
+            # (a row fewer, or a smaller shard) uses their first rows, with its own step (same params)
             largest = max(hi - lo for lo, hi, _ in plan)
             # with x's row stride when x's rows are padded ([x, 1], a view of a padded buffer: gathered rows
             # stay aligned); a column-major x gathers into contiguous rows
@@ -121,7 +121,7 @@ class EpochRunner:
 
     def run(self, order, out):
         """One epoch over the rows in ``order`` (None: the full batch, in place); its row into ``out``."""
-        policy, full = self.threads, max(self.step_rows)
+        policy = self.threads
         for b, (lo, hi, step) in enumerate(self.steps):
             if policy is not None:
                 n = policy.next()
@@ -137,7 +137,7 @@ class EpochRunner:
                 step.step(self.batch_losses[b])
             if policy is not None:
                 self.step_ended = time.perf_counter()
-                policy.record(n, self.step_ended - started, self.step_rows[b] == full)
+                policy.record(n, self.step_ended - started, True)   # even batches: every step's time compares
         if policy is not None and policy.best != torch.get_num_threads():
             torch.set_num_threads(policy.best)
         if not self.full:

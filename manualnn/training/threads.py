@@ -25,8 +25,8 @@ What a step pays for other than its count is kept out of the comparison, because
   and the probe's extra time, inflated by it, kept the run away from it for a hundred steps.
   With both, the benchmark's default path ran one thread for half its steps, 15% slower than two threads
   fixed (benchmarks/cpu.py, H=512, B=200); tests/test_threads.py models both.
-- All threads must be MARGIN faster than one to be chosen: their costs outside the timed steps (a smaller
-  last batch, the validation pass) are not in those times, and a near tie flipped back and forth (star98's
+- All threads must be MARGIN faster than one to be chosen: their costs outside the timed steps (the
+  validation pass; before batches were even, a smaller last batch) are not in those times, and a near tie flipped back and forth (star98's
   200-row steps took 133 µs on two threads and 134 on one; its 27-row last batch 45 against 31). Once
   chosen they are kept while they are MARGIN - HOLD faster: noise around one line flipped the count at
   many probes, each change costing its untimed step.
@@ -34,8 +34,8 @@ What a step pays for other than its count is kept out of the comparison, because
 The same rule is written twice, as the project writes its kernels: here for the torch backend's
 steps, and in C++ for the native runner (kernels/native/threads.h, ``ThreadChooser``), which decides
 inside its epoch loop; tests/test_threads.py feeds both the same step times and requires the same
-choices. Only steps of the full batch size are compared (a smaller last batch is quicker for another
-reason), and neither is the run's first step (it pays for first touches).
+choices. Every step of the epoch's batches is compared (they are even: their rows differ by one at most),
+but not the run's first step (it pays for first touches).
 
 A choice of threads must never change a result: the same run gives the same numbers, whatever the load.
 BLAS splits some products over their inner dimension when it has several threads (the seed's 100 x 1000
@@ -49,6 +49,8 @@ import contextlib
 import math
 
 import torch
+
+from .batches import batch_sizes
 
 SAMPLES = 3          # comparable steps of each count before the first choice
 WINDOW = 16          # the steps each count's mean is taken over (the latest)
@@ -226,7 +228,7 @@ def thread_rule(trainer):
         return most, False
     sizes = [trainer.x.shape[1]] + [w.shape[1] for w in trainer.params.weights]
     n, b = trainer.rows, trainer.batch_size
-    batch_rows = [b] + ([n % b] if n % b else [])
+    batch_rows = sorted(set(batch_sizes(n, b)))   # the epoch's batches: one size, or two a row apart
     if trainer.scorer:   # the validation pass: all its rows at once, or the native runner's blocks of them
         v = trainer.scorer.rows
         blocks = [min(v, SCORE_BLOCK)] + ([v % SCORE_BLOCK] if v > SCORE_BLOCK and v % SCORE_BLOCK else [])

@@ -1,6 +1,6 @@
 """The training loop: a step-wise Trainer and ``train()``, which runs one to the end.
 
-One epoch walks the training rows in batches of ``batch_size`` (shuffled by a seeded generator,
+One epoch walks the training rows in even batches of at most ``batch_size`` (shuffled by a seeded generator,
 or in row order); each batch is one step: forward, loss, backward and the optimizer's update. The
 epoch's loss is the sum of its batches' losses, each taken before its own update (divided by the
 rows for reduction "mean"), so with one batch (the default) an epoch is exactly the seed's step.
