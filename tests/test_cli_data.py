@@ -98,6 +98,26 @@ def test_csv_classification_run_and_shuffled_resume(capsys, tmp_path):
     assert first + rest == whole
 
 
+def test_resuming_a_checkpoint_from_before_even_batches_says_what_changes(capsys, tmp_path):
+    data = tmp_path / "blobs.csv"
+    blobs_csv(data)   # 90 rows, 72 to train: by 10, older versions took 7 batches of 10 and one of 2; now 8 of 9
+    ck = tmp_path / "ck.pt"
+    args = ["--hidden", "16", "--batch-size", "10", "--lr", "1e-2", "--seed", "4", "--val-split", "0.2", "--device", "cpu"]
+    code, _, err = run(capsys, "train", "--data", str(data), *args, "--epochs", "3", "--save", str(ck))
+    assert code == 0, err
+    state = torch.load(ck, weights_only=True)
+    assert state["config"]["batches"] == "even"
+    code, _, err = run(capsys, "train", "--resume", str(ck), "--epochs", "4", "--device", "cpu")
+    assert code == 0 and "before batches were even" not in err, err
+    del state["config"]["batches"]   # as a checkpoint of an older version holds it
+    older = tmp_path / "older.pt"
+    torch.save(state, older)
+    code, _, err = run(capsys, "train", "--resume", str(older), "--epochs", "4", "--device", "cpu")
+    assert code == 0, err
+    assert "written before batches were even: its epochs took 7 batches of 10 rows and one of 2; from epoch 3 on " \
+           "they take 8 of 9 rows" in " ".join(err.split())
+
+
 def test_npz_regression_has_no_accuracy(capsys, tmp_path):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(50, 3, generator=g)

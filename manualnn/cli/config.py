@@ -104,6 +104,9 @@ def run_config(args):
     config["precision"] = args.precision or config.get("precision", "ieee")
     if config.get("seed") is None:
         config["seed"] = args.seed if args.seed is not None else secrets.randbits(63)
+    # batches as even as the rows allow (training/batches.py): a checkpoint without this key is older, and
+    # resume() says so where its batches were not (the run goes on with even ones, and says so from then on)
+    config["batches"] = "even"
     return config, checkpoint
 
 

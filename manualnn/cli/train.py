@@ -21,6 +21,7 @@ from ..data import DataError
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
 from ..problem import build_problem
 from ..training import NonFiniteLossError, Trainer
+from ..training.batches import batch_sizes
 from ..training.selection import choose_weight_decay
 from ..training.selection import note as selection_note
 from .config import STEP_KEYS, UsageError, resolve_device, run_config
@@ -194,7 +195,7 @@ def prepare_run(args, device=None, rank=0):
         raise UsageError(as_option(str(e))) from None
     config["checksum"] = problem.checksum
     if checkpoint is not None:
-        resume(trainer, checkpoint, config, args, problem)
+        resume(trainer, checkpoint, config, args, problem, rank)
     if trainer.stopped_early:
         raise UsageError(f"--resume: the checkpoint's run stopped early at epoch {trainer.epoch - 1} (its validation "
                          f"loss had not improved for {trainer.patience} epochs) and holds the weights of epoch "
@@ -210,7 +211,7 @@ def prepare_run(args, device=None, rank=0):
     return PreparedRun(config, checkpoint, trainer, rows, search)
 
 
-def resume(trainer, checkpoint, config, args, problem):
+def resume(trainer, checkpoint, config, args, problem, rank=0):
     recorded = checkpoint.config.get("checksum")
     same = recorded == problem.checksum
     if isinstance(recorded, list):   # 0.1 checkpoints: two sums
@@ -232,6 +233,13 @@ def resume(trainer, checkpoint, config, args, problem):
         trainer.load_state_dict(state)
     except ValueError as e:
         raise UsageError(f"--resume: {e}") from None
+    sizes = batch_sizes(trainer.rows, trainer.batch_size)
+    if "batches" not in checkpoint.config and trainer.rows % trainer.batch_size and len(sizes) > 1 and rank == 0:
+        span = str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[-1]}-{sizes[0]}"
+        say(f"--resume: checkpoint {args.resume!r} was written before batches were even: its epochs took "
+            f"{len(sizes) - 1} batches of {trainer.batch_size} rows and one of {trainer.rows % trainer.batch_size}; "
+            f"from epoch {trainer.epoch} on they take {len(sizes)} of {span} rows (the weights and "
+            f"the optimizer's state go on exactly; the steps after them are not those the older version takes)")
 
 
 def train_loop(args, run, rank=0):
