@@ -243,7 +243,8 @@ def sklearn_only(args):
 def build_parser(command):
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.realdata{'' if command == 'report' else ' ' + command}",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default="all", help="comma-separated names, tuned, held-out, fresh, fresh-2, or all (default)")
+    p.add_argument("--datasets", default="all",
+                   help="comma-separated names, tuned, held-out, fresh, fresh-2, or all (default)")
     p.add_argument("--seeds", default="0-9", help="e.g. 0-9 (default), 0,3,5 or 0-2,7")
     p.add_argument("--splits", default="0-2", help="train/test splits (their random_state) per data set, e.g. "
                                                    "0-2 (default); 'seed': one split per seed, the old protocol")

@@ -173,7 +173,8 @@ class MLPClassifier(ClassifierMixin, _ManualnnMLP):
 
     Parameters (scikit-learn's MLPClassifier's names where the meaning is the same):
     ``hidden_layer_sizes`` (512,); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
-    the same: at most that many a step, the epoch's batches as even as the rows allow); ``max_iter`` 200 epochs; ``solver`` "adam", "sgd" or "momentum" (with ``momentum``);
+    the same: at most that many a step, the epoch's batches as even as the rows allow); ``max_iter``
+    200 epochs; ``solver`` "adam", "sgd" or "momentum" (with ``momentum``);
     ``beta_1``, ``beta_2``, ``epsilon`` (Adam); ``weight_decay`` (L2 on the weights, as torch.optim
     adds it: scikit-learn's ``alpha`` is scaled differently, so it has another name; None: 0 with early
     stopping, else 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows, below 50 rows C / rows

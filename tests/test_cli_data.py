@@ -102,7 +102,8 @@ def test_resuming_a_checkpoint_from_before_even_batches_says_what_changes(capsys
     data = tmp_path / "blobs.csv"
     blobs_csv(data)   # 90 rows, 72 to train: by 10, older versions took 7 batches of 10 and one of 2; now 8 of 9
     ck = tmp_path / "ck.pt"
-    args = ["--hidden", "16", "--batch-size", "10", "--lr", "1e-2", "--seed", "4", "--val-split", "0.2", "--device", "cpu"]
+    args = ["--hidden", "16", "--batch-size", "10", "--lr", "1e-2", "--seed", "4", "--val-split", "0.2",
+            "--device", "cpu"]
     code, _, err = run(capsys, "train", "--data", str(data), *args, "--epochs", "3", "--save", str(ck))
     assert code == 0, err
     state = torch.load(ck, weights_only=True)

@@ -68,7 +68,7 @@ def drive(policy, model, steps, change=(0.0, 0.0), pause_every=0):
         seconds = model(n, k) * (3 if paused else 1)
         if chosen and n != chosen[-1]:
             seconds += change[0] if n > 1 else change[1]
-        policy.record(n, seconds, k % 9 != 8)   # every ninth step is a smaller last batch: not compared
+        policy.record(n, seconds, k % 9 != 8)   # every ninth step not compared (as a smaller last batch was)
         chosen.append(n)
         total += seconds
     return chosen, total

@@ -167,8 +167,8 @@ def build_parser():
     r.add_argument("--epochs", type=positive_int, help=f"total epochs; with --resume, the total to reach (seed: 20; "
                                                        f"data: {STEP_DEFAULTS['epochs']})")
     r.add_argument("--batch-size", type=positive_int, metavar="B",
-                   help=f"the most rows per step: an epoch is ceil(N/B) steps of equal size, give or take a row (seed: all "
-                        f"rows, one step; data: "
+                   help=f"the most rows per step: an epoch is ceil(N/B) steps of equal size, give or take a row "
+                        f"(seed: all rows, one step; data: "
                         f"{STEP_DEFAULTS['batch_size']})")
     r.add_argument("--no-shuffle", action="store_true",
                    help="take the batches in row order (default: each epoch's order drawn from --seed)")

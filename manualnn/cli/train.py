@@ -234,10 +234,11 @@ def resume(trainer, checkpoint, config, args, problem, rank=0):
     except ValueError as e:
         raise UsageError(f"--resume: {e}") from None
     sizes = batch_sizes(trainer.rows, trainer.batch_size)
-    if "batches" not in checkpoint.config and trainer.rows % trainer.batch_size and len(sizes) > 1 and rank == 0:
+    if "batches" not in checkpoint.config and trainer.rows % trainer.batch_size and rank == 0:
         span = str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[-1]}-{sizes[0]}"
+        full = f"{len(sizes) - 1} batch{'es' if len(sizes) > 2 else ''} of {trainer.batch_size} rows"
         say(f"--resume: checkpoint {args.resume!r} was written before batches were even: its epochs took "
-            f"{len(sizes) - 1} batches of {trainer.batch_size} rows and one of {trainer.rows % trainer.batch_size}; "
+            f"{full} and one of {trainer.rows % trainer.batch_size}; "
             f"from epoch {trainer.epoch} on they take {len(sizes)} of {span} rows (the weights and "
             f"the optimizer's state go on exactly; the steps after them are not those the older version takes)")
 

@@ -26,8 +26,9 @@ What a step pays for other than its count is kept out of the comparison, because
   With both, the benchmark's default path ran one thread for half its steps, 15% slower than two threads
   fixed (benchmarks/cpu.py, H=512, B=200); tests/test_threads.py models both.
 - All threads must be MARGIN faster than one to be chosen: their costs outside the timed steps (the
-  validation pass; before batches were even, a smaller last batch) are not in those times, and a near tie flipped back and forth (star98's
-  200-row steps took 133 µs on two threads and 134 on one; its 27-row last batch 45 against 31). Once
+  validation pass; before batches were even, a smaller last batch) are not in those times, and a near
+  tie flipped back and forth (star98's 200-row steps took 133 µs on two threads and 134 on one; its
+  27-row last batch 45 against 31). Once
   chosen they are kept while they are MARGIN - HOLD faster: noise around one line flipped the count at
   many probes, each change costing its untimed step.
 
