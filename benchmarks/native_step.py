@@ -5,7 +5,7 @@
 
 The step is ``--data``'s: biases, Adam (lr 3e-3), the mean of the loss, on random rows (a fixed batch, as
 the data-parallel step takes it). The counts are timed in turn, ``--rounds`` times ``--steps`` steps each,
-and the fastest round of each is printed: the machine's pauses only ever add time. A batch of 128 rows or
+and the fastest round of each is printed: the machine's pauses only ever add time. A batch of 96 rows or
 more is stepped in blocks of rows (docs/internals.md, "Blocks of rows").
 """
 import argparse

@@ -13,7 +13,7 @@
 // The scale goes into the output error, not into the GEMMs' alpha: BLAS applies an alpha that is not a
 // power of two in one place with one thread and in another with several (other rounding), and a run's
 // numbers must not depend on its threads (manualnn/training/threads.py). The GEMMs are the ones torch's
-// matmul calls (blas.h), so a step's numbers are the torch backend's; a batch of 128 rows or more is
+// matmul calls (blas.h), so a step's numbers are the torch backend's; a batch of 96 rows or more is
 // stepped in blocks of rows (network.h's blocks()), whose losses and gradients are summed over the blocks,
 // so its numbers are the torch backend's to those sums' rounding.
 //
