@@ -12,6 +12,7 @@ from torch import nn
 import manualnn
 from manualnn.data import init_weights, load_data, split
 from manualnn.training import batch_order, cpu_threads
+from manualnn.training.batches import batch_sizes
 
 LR, BETAS, EPS, SEED = 3e-3, (0.9, 0.999), 1e-8, 0
 STEP = dict(loss="ce", reduction="mean", optimizer="adam", betas=BETAS, eps=EPS)
@@ -28,8 +29,8 @@ class Workload:
         self.w0 = init_weights([64, hidden, 10], "kaiming", generator=torch.Generator().manual_seed(SEED))
         self.b0 = [torch.zeros(w.shape[1]) for w in self.w0]
         self.rows = self.x.shape[0]
-        self.steps_per_epoch = -(-self.rows // batch)
-        self.step_rows = -(-self.rows // self.steps_per_epoch)   # the largest of manualnn's even batches
+        sizes = batch_sizes(self.rows, batch)   # manualnn's even batches
+        self.steps_per_epoch, self.step_rows = len(sizes), sizes[0]   # (the first batches are the largest)
 
     def order(self, epoch):
         return batch_order(self.rows, epoch, seed=SEED)

@@ -103,7 +103,9 @@ def reference_run(x, y, weights, biases=None, *, epochs=20, spec=None, batch_siz
     for epoch in range(epochs):
         rows = order(epoch) if order is not None else torch.arange(n)
         total = 0.0
-        count = -(-n // batch_size)   # the fewest batches of at most batch_size rows, sizes differing by one at most
+        # the fewest batches of at most batch_size rows, sizes a row apart at most: written here again, not taken
+        # from training/batches.py, so that the judge does not share the code it judges
+        count = -(-n // batch_size)
         sizes = [n // count + (i < n % count) for i in range(count)]
         for start, size in zip(itertools.accumulate([0] + sizes), sizes):
             idx = rows[start:start + size]

@@ -233,8 +233,8 @@ def resume(trainer, checkpoint, config, args, problem, rank=0):
         trainer.load_state_dict(state)
     except ValueError as e:
         raise UsageError(f"--resume: {e}") from None
-    sizes = batch_sizes(trainer.rows, trainer.batch_size)
     if "batches" not in checkpoint.config and trainer.rows % trainer.batch_size and rank == 0:
+        sizes = batch_sizes(trainer.rows, trainer.batch_size)
         span = str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[-1]}-{sizes[0]}"
         full = f"{len(sizes) - 1} batch{'es' if len(sizes) > 2 else ''} of {trainer.batch_size} rows"
         say(f"--resume: checkpoint {args.resume!r} was written before batches were even: its epochs took "
