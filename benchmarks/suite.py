@@ -9,7 +9,9 @@ set is drawn anew per split with ``random_state=K``. Every split is trained with
 The sets are in four parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
 were chosen on; ``held-out``, sets that were not run while tuning and only confirm the choice; ``fresh``,
 sets written down before any run to confirm a later change once the held-out sets had been seen; and
-``fresh-2``, written down likewise once ``fresh`` had been seen, to confirm even batches.
+``fresh-2``, written down likewise once ``fresh`` had been seen, to confirm even batches; and ``fresh-3``,
+small sets written down before any run once ``fresh-2`` had been seen, to confirm the small-set search's
+choice between the hidden layers and none (manualnn/training/selection.py).
 The data sets come from scikit-learn (bundled and generated), statsmodels and palmerpenguins (all
 bundled in the packages: nothing is downloaded; ``pip install statsmodels palmerpenguins``).
 
@@ -23,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "manualnn", "realdata")
-TUNED, HELD_OUT, FRESH, FRESH2 = "tuned", "held-out", "fresh", "fresh-2"
-PARTS = (TUNED, HELD_OUT, FRESH, FRESH2)
+TUNED, HELD_OUT, FRESH, FRESH2, FRESH3 = "tuned", "held-out", "fresh", "fresh-2", "fresh-3"
+PARTS = (TUNED, HELD_OUT, FRESH, FRESH2, FRESH3)
 
 
 def _bundled(loader, **kwargs):
@@ -180,6 +182,34 @@ def _specs():
         Spec("regression_small", r, _generated("make_regression", n_samples=200, n_features=8, n_informative=4,
                                                noise=20.0),
              "make_regression(200, 8 features, 4 informative, noise 20): a linear target", FRESH2),
+        # fresh-3: written down before any run, to confirm the search's choice of no hidden layer (selection.py)
+        Spec("committee", r, _statsmodels("committee", "BILLS104"),
+             "statsmodels: 20 x 6, bills before each House committee by its size and staff: 15 rows to train", FRESH3),
+        Spec("cpunish", r, _statsmodels("cpunish", "EXECUTIONS"),
+             "statsmodels: 17 x 7, executions by US state and its income, poverty, ...: 12 rows to train", FRESH3),
+        Spec("danish", r, _statsmodels("danish_data", "lrm"),
+             "statsmodels: 55 x 5, Danish log real money by income, prices and interest rates", FRESH3),
+        Spec("elnino", r, _statsmodels("elnino", "DEC", drop=("YEAR",)),
+             "statsmodels: 61 x 13, December's sea temperature by the year's other months", FRESH3),
+        Spec("heart", r, _statsmodels("heart", "survival"),
+             "statsmodels: 69 x 3, heart transplant survival days by age and censoring", FRESH3),
+        Spec("interest", r, _statsmodels("interest_inflation", "R", drop=("year", "quarter")),
+             "statsmodels: 107 x 4, the German interest rate by inflation", FRESH3),
+        Spec("strikes", r, _statsmodels("strikes", "duration"),
+             "statsmodels: 62 x 2, strike duration by industrial production", FRESH3),
+        Spec("classification_tiny", c, _generated("make_classification", n_samples=120, n_features=6,
+                                                  n_informative=3, n_redundant=1),
+             "make_classification(120, 6 features, 3 informative, 2 classes)", FRESH3),
+        Spec("moons_tiny", c, _generated("make_moons", n_samples=100, noise=0.3), "make_moons(100, noise=0.3)",
+             FRESH3),
+        Spec("circles_tiny", c, _generated("make_circles", n_samples=150, noise=0.1, factor=0.5),
+             "make_circles(150, noise=0.1, factor=0.5)", FRESH3),
+        Spec("blobs4", c, _generated("make_blobs", n_samples=150, n_features=4, centers=4, cluster_std=2.0),
+             "make_blobs(150, 4 features, 4 overlapping centers)", FRESH3),
+        Spec("regression_tiny", r, _generated("make_regression", n_samples=80, n_features=5, noise=10.0),
+             "make_regression(80, 5 features, noise 10): a linear target", FRESH3),
+        Spec("friedman1_tiny", r, _generated("make_friedman1", n_samples=120, noise=1.0),
+             "make_friedman1(120, noise=1.0): 10 features, 5 informative, a curved target", FRESH3),
     ]
     return {s.name: s for s in specs}
 
@@ -216,7 +246,7 @@ def parse_seeds(text, what="--seeds"):
 
 
 def parse_datasets(text):
-    """'all', a part ('tuned', 'held-out', 'fresh', 'fresh-2'), or comma-separated names (parts may be mixed in)."""
+    """'all', a part ('tuned', 'held-out', 'fresh', 'fresh-2', 'fresh-3'), or comma-separated names (parts may be mixed in)."""
     table = _specs()
     names = []
     for n in [n.strip() for n in (text or "all").split(",") if n.strip()]:
