@@ -7,7 +7,8 @@ features (and a regression's targets) standardized inside, Adam at lr 3e-3 over 
 mean loss (cross-entropy for classes), and what follows from the rows (manualnn.spec.data_settings):
 from 1,000 rows up early stopping on 20% of them (100 steps' patience, at least 5 epochs, the best epoch
 kept), below that every row trained on with L2 of 10 (classes; 1500 / rows² above 150 rows) or 30
-(values) / rows, and below 50 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection).
+(values) / rows, and up to 200 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection),
+which with the default ``hidden_layer_sizes="auto"`` also weighs a network with no hidden layer.
 With the same ``random_state`` as ``--seed`` they split, initialize and shuffle as the command line
 does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import
 manualnn`` and the rest of manualnn do not.
@@ -35,7 +36,7 @@ from .spec import BACKENDS, DATA_DEFAULTS, DTYPES, OPTIMIZERS, check_choice, che
 class _ManualnnMLP(BaseEstimator):
     """What the classifier and the regressor share: the parameters, their checks and the training."""
 
-    def __init__(self, hidden_layer_sizes=tuple(DATA_DEFAULTS["hidden"]), *, learning_rate_init=DATA_DEFAULTS["lr"],
+    def __init__(self, hidden_layer_sizes="auto", *, learning_rate_init=DATA_DEFAULTS["lr"],
                  batch_size=DATA_DEFAULTS["batch_size"], max_iter=DATA_DEFAULTS["epochs"],
                  solver=DATA_DEFAULTS["optimizer"], momentum=0.9, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
                  weight_decay=None, early_stopping="auto", validation_fraction=0.2,
@@ -65,6 +66,8 @@ class _ManualnnMLP(BaseEstimator):
 
     def _hidden(self):
         sizes = self.hidden_layer_sizes
+        if isinstance(sizes, str) and sizes == "auto":
+            return list(DATA_DEFAULTS["hidden"])
         sizes = [sizes] if not hasattr(sizes, "__iter__") or isinstance(sizes, str) else list(sizes)
         if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
             raise ValueError(f"hidden_layer_sizes: expected positive integers (one width per hidden layer), got "
@@ -112,8 +115,15 @@ class _ManualnnMLP(BaseEstimator):
         """Fit ``model_`` on validated X and y (labels, or values [N] / [N, outputs]); set the fitted attributes."""
         options, hidden, seed = self._step_options(), self._hidden(), self._seed()
         rows = X.shape[0]
-        keep = self.warm_start and hasattr(self, "model_") and self.model_.sizes == [X.shape[1], *hidden, outputs]
+        auto = isinstance(self.hidden_layer_sizes, str) and self.hidden_layer_sizes == "auto"
+        sizes = self.model_.sizes if hasattr(self, "model_") else None
+        keep = self.warm_start and sizes is not None and (
+            sizes == [X.shape[1], *hidden, outputs] or (auto and sizes == [X.shape[1], outputs]))
         model = self.model_ if keep else MLP([X.shape[1], *hidden, outputs], seed=seed, dtype=DTYPES[self.dtype])
+        # "auto": manualnn train --data's choice, where it searches, between these hidden layers and none; only
+        # at the default rate and length (a linear model trains at its own, spec.LINEAR)
+        linear_candidate = auto and self.learning_rate_init == DATA_DEFAULTS["lr"] and \
+            self.max_iter == DATA_DEFAULTS["epochs"]
         model.to(self._device())
         # the command line's split: the same rows for the same seed (split shuffles the row numbers)
         val = None
@@ -130,7 +140,7 @@ class _ManualnnMLP(BaseEstimator):
         if self.verbose:
             options["callback"] = _print_epochs
         result = model.fit(X, y, epochs=self.max_iter, standardize=self.standardize, classes=classes, val_data=val,
-                           shuffle_seed=seed, **options)
+                           shuffle_seed=seed, linear_candidate=linear_candidate, **options)
         self.model_ = model.cpu()   # a fitted estimator pickles and predicts anywhere
         self.n_iter_ = len(result.losses)
         self.loss_curve_ = list(result.losses)
@@ -143,7 +153,7 @@ class _ManualnnMLP(BaseEstimator):
         self.best_loss_ = None if val is not None else min(self.loss_curve_)
         self.coefs_ = [w.detach().numpy().copy() for w in model.weights]
         self.intercepts_ = [b.detach().numpy().copy() for b in model.biases]
-        self.n_layers_, self.n_outputs_ = len(hidden) + 2, outputs
+        self.n_layers_, self.n_outputs_ = len(model.sizes), outputs   # (input, hidden and output layers)
         return self
 
     def _outputs(self, X):
@@ -172,12 +182,13 @@ class MLPClassifier(ClassifierMixin, _ManualnnMLP):
     """A ReLU network classifier trained by manualnn, with ``manualnn train --data``'s defaults.
 
     Parameters (scikit-learn's MLPClassifier's names where the meaning is the same):
-    ``hidden_layer_sizes`` (512,); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
+    ``hidden_layer_sizes`` ("auto": 512 units, or none where the L2 search below finds a linear model
+    better, at the default ``learning_rate_init`` and ``max_iter``); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
     the same: at most that many a step, the epoch's batches as even as the rows allow); ``max_iter``
     200 epochs; ``solver`` "adam", "sgd" or "momentum" (with ``momentum``);
     ``beta_1``, ``beta_2``, ``epsilon`` (Adam); ``weight_decay`` (L2 on the weights, as torch.optim
     adds it: scikit-learn's ``alpha`` is scaled differently, so it has another name; None: 0 with early
-    stopping, else 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows, below 50 rows C / rows
+    stopping, else 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows, up to 200 rows C / rows
     for the C of 3, 10, 30, 100 that 3-fold cross-validation prefers); ``early_stopping`` ("auto": from
     1,000 rows up, as the command line; True: ``validation_fraction`` 0.2 of the rows held out, stop after
     ``n_iter_no_change`` epochs without a lower validation loss (None: 100 optimizer steps' worth, at least

@@ -13,10 +13,10 @@ from torch import nn
 
 from . import preprocessing as prep
 from .data import init_weights
-from .spec import DATA_DEFAULTS, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
+from .spec import DATA_DEFAULTS, LINEAR, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
 from .training import evaluate as evaluate_weights
 from .training import train
-from .training.selection import choose_weight_decay, searches
+from .training.selection import choose_network, choose_weight_decay, searches
 
 
 class MLP(nn.Module):
@@ -160,7 +160,8 @@ class MLP(nn.Module):
         return evaluate_weights(self, self.inputs(x), self.targets(y), **options)
 
     # -- training -------------------------------------------------------------------------------
-    def fit(self, x, y, *, epochs=DATA_DEFAULTS["epochs"], standardize=True, classes=None, val_data=None, **options):
+    def fit(self, x, y, *, epochs=DATA_DEFAULTS["epochs"], standardize=True, classes=None, val_data=None,
+            linear_candidate=False, **options):
         """Train this model's parameters in place; returns the TrainResult (losses per epoch).
 
         Takes train()'s keywords (the step's ``lr``, ``loss``, ``optimizer``, ..., ``batch_size``,
@@ -169,8 +170,14 @@ class MLP(nn.Module):
         over batches of 200 rows, cross-entropy for labels and the sum of squares for values; with
         ``val_data=(x_val, y_val)`` a patience of 100 optimizer steps' worth of epochs (at least 5), without
         it L2 of 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows
-        (manualnn.spec.data_settings); below 50 rows (spec.CV_ROWS) of C / rows for the C that
+        (manualnn.spec.data_settings); up to 200 rows (spec.CV_ROWS) of C / rows for the C that
         cross-validation prefers (manualnn.training.selection, its record in ``model.l2_search``).
+
+        - ``linear_candidate``: where that cross-validation runs, let it also weigh a network with no hidden
+          layer (a linear model) and, where that one's validation loss is lower, turn this untrained model
+          into it (``sizes`` becomes [in, out]), trained at spec.LINEAR's lr and epochs in place of
+          ``lr`` and ``epochs``: what ``manualnn train --data`` and the estimators do when the hidden
+          layers, lr and epochs are left to the defaults.
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
@@ -208,10 +215,22 @@ class MLP(nn.Module):
             options.pop("weight_decay", None)                           # back, chosen by cross-validation on few rows
             if searches(x.shape[0], 0.0, None, patience=options.get("patience")):
                 step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
-                options["weight_decay"], self.l2_search = choose_weight_decay(
-                    x, y_fit, [w.detach() for w in weights], seed=options.get("shuffle_seed", 0),
-                    biases=None if biases is None else [b.detach() for b in biases], classes=task == "classify",
-                    **step)
+                search = dict(seed=options.get("shuffle_seed", 0), classes=task == "classify",
+                              biases=None if biases is None else [b.detach() for b in biases])
+                weights = [w.detach() for w in weights]
+                if linear_candidate and self.epoch == 0 and len(self.sizes) > 2:
+                    linear = init_weights([self.sizes[0], self.sizes[-1]], self.init, dtype=weights[0].dtype,
+                                          generator=torch.Generator().manual_seed(int(search["seed"])))
+                    linear = [w.to(weights[0].device) for w in linear]
+                    linear_biases = None if biases is None else [search["biases"][-1].new_zeros(self.sizes[-1])]
+                    chosen, options["weight_decay"], self.l2_search = choose_network(
+                        x, y_fit, weights, linear, linear_biases=linear_biases, **search, **step)
+                    if chosen:
+                        self._become_linear(linear, linear_biases)
+                        weights, biases = self._layers()
+                        options["lr"], epochs = LINEAR["lr"], LINEAR["epochs"]
+                else:
+                    options["weight_decay"], self.l2_search = choose_weight_decay(x, y_fit, weights, **search, **step)
             else:
                 options["weight_decay"] = data_settings(x.shape[0], task, val_split=0.0)["weight_decay"]
         with torch.no_grad():
@@ -223,6 +242,13 @@ class MLP(nn.Module):
             values.extend(getattr(result, name))
         self.checkpoint_optimizer = None   # a loaded checkpoint's optimizer state no longer matches
         return result
+
+    def _become_linear(self, weights, biases):
+        """This untrained model as a network with no hidden layer, starting from ``weights``/``biases``."""
+        self.sizes = [self.sizes[0], self.sizes[-1]]
+        self.weights = nn.ParameterList(nn.Parameter(w.clone()) for w in weights)
+        if self.biases is not None:
+            self.biases = nn.ParameterList(nn.Parameter(b.clone()) for b in biases)
 
     def _fit_task(self, y, loss, classes):
         if self.task == "classify" or classes is not None or loss == "ce":

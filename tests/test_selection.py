@@ -9,7 +9,7 @@ import torch
 
 import manualnn
 from manualnn.data import init_weights
-from manualnn.spec import CV_FOLDS, CV_ROWS, CV_STRENGTHS
+from manualnn.spec import CV_EPOCHS, CV_FOLDS, CV_ROWS, CV_STRENGTHS, LINEAR
 from manualnn.training import selection
 from test_cli import run
 
@@ -29,8 +29,8 @@ def test_folds_deal_every_row_once_and_each_class_evenly():
 
 
 def test_it_searches_only_on_few_rows_with_no_l2_given():
-    assert selection.searches(CV_ROWS - 1, 0.0, None)
-    assert not selection.searches(CV_ROWS, 0.0, None)
+    assert selection.searches(CV_ROWS, 0.0, None) and selection.searches(CV_FOLDS, 0.0, None)
+    assert not selection.searches(CV_ROWS + 1, 0.0, None)
     assert not selection.searches(CV_FOLDS - 1, 0.0, None)      # fewer rows than folds
     assert not selection.searches(20, 0.0, 0.01)                 # --weight-decay given
     assert not selection.searches(20, 0.2, None)                 # a validation split
@@ -107,7 +107,7 @@ def test_fit_searches_on_few_rows_and_not_on_more():
     assert model.l2_search is not None and model.l2_search["chosen"] in CV_STRENGTHS
     assert seen == [0, 5, 10, 15]   # the run's epochs only: the search's fits call no callback
     more = manualnn.MLP([4, 32, 1], seed=0)
-    x, y = _values(CV_ROWS, 3.0)
+    x, y = _values(CV_ROWS + 1, 3.0)
     more.fit(x, y, epochs=20, backend="torch")
     assert more.l2_search is None
     given = manualnn.MLP([4, 32, 1], seed=0)
@@ -121,9 +121,9 @@ def _grid(x, y, weights, biases, step, native, threads=None):
                torch.arange(k, x.shape[0], CV_FOLDS)) for k in range(CV_FOLDS)]
     options = dict(step, backend="native", threads=threads)
     if native:
-        return selection._native_grid(x, y, weights, biases, splits, options)
+        return selection._native_grid(x, y, weights, biases, splits, CV_STRENGTHS, CV_EPOCHS, options)
     options["threads"] = 1
-    return [[selection._fit_loss(x, y, weights, biases, c, rows, held, options) for rows, held in splits]
+    return [[selection._fit_loss(x, y, weights, biases, c, CV_EPOCHS, rows, held, options) for rows, held in splits]
             for c in CV_STRENGTHS]
 
 
@@ -212,3 +212,76 @@ def test_the_native_search_fits_are_train_calls_to_the_bit_after_any_thread_coun
     out = subprocess.run([sys.executable, "-c", EXACT_FITS], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["same"] * 3, out.stdout
+
+
+def _linear_start(features, out, seed=0):
+    return init_weights([features, out], "kaiming", generator=torch.Generator().manual_seed(seed)), [torch.zeros(out)]
+
+
+def test_the_search_takes_no_hidden_layer_for_a_noisy_line_and_hidden_layers_for_xor():
+    """choose_network: the same folds fit both networks; the lower validation loss wins, with its C."""
+    x, y = _values(30, 0.5)
+    weights = init_weights([4, 64, 1], "kaiming", generator=torch.Generator().manual_seed(0))
+    biases = [torch.zeros(64), torch.zeros(1)]
+    linear, linear_biases = _linear_start(4, 1)
+    chosen, decay, record = selection.choose_network(x, y, weights, linear, biases=biases, linear_biases=linear_biases,
+                                                     seed=0, loss="sse", **STEP)
+    line = record["linear"]
+    assert chosen and record["network"] == "linear" and decay == pytest.approx(line["chosen"] / 30)
+    assert line["strengths"] == list(LINEAR["strengths"]) and min(line["losses"]) < min(record["losses"])
+    assert "no hidden layer" in selection.note(record, 30)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(150, 2, generator=gen)
+    labels = ((x[:, 0] * x[:, 1]) > 0).long()   # xor: no line separates it
+    weights = init_weights([2, 64, 2], "kaiming", generator=torch.Generator().manual_seed(0))
+    linear, linear_biases = _linear_start(2, 2)
+    chosen, decay, record = selection.choose_network(x, labels, weights, linear, biases=[torch.zeros(64), torch.zeros(2)],
+                                                     linear_biases=linear_biases, seed=0, classes=True, loss="ce", **STEP)
+    assert not chosen and record["network"] == "hidden" and decay == pytest.approx(record["chosen"] / 150)
+    assert min(record["losses"]) < 0.5 * min(record["linear"]["losses"])
+    assert "the hidden layers with L2" in selection.note(record, 150)
+
+
+def test_the_command_line_trains_the_linear_choice_saves_predicts_and_resumes_it(tmp_path, capsys):
+    x, y = _values(30, 0.5)
+    data = tmp_path / "line.npz"
+    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    model, out = tmp_path / "line.pt", tmp_path / "line.json"
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--save", str(model), "--json", str(out))
+    assert code == 0 and "no hidden layer (a linear model" in err and "--hidden and --weight-decay set them" in err
+    config = json.loads(out.read_text())["config"]
+    assert config["hidden"] == [] and config["lr"] == LINEAR["lr"] and config["epochs"] == LINEAR["epochs"]
+    assert manualnn.load(str(model)).sizes == [4, 1]
+    code, printed, err = run(capsys, "predict", "--model", str(model), "--data", str(data))
+    assert code == 0 and float(printed.split("R2:")[1].split()[0]) > 0.7, printed + err
+    code, printed, err = run(capsys, "train", "--resume", str(model), "--epochs", str(LINEAR["epochs"] + 5))
+    assert code == 0 and printed.splitlines()[0].startswith(f"Epoch:{LINEAR['epochs']},"), err
+    # the network named, or a rate or a length given: the hidden layers stay, the L2 is still searched
+    for option in (["--hidden", "512"], ["--epochs", "30"], ["--lr", "0.003"]):
+        code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out), *option)
+        assert code == 0 and "--weight-decay sets it" in err and "no hidden layer" not in err
+        assert json.loads(out.read_text())["config"]["hidden"] == [512]
+
+
+def test_mlp_fit_and_the_estimator_make_the_command_lines_choice(tmp_path, capsys):
+    from manualnn import MLPRegressor
+    x, y = _values(30, 0.5)
+    data = tmp_path / "line.npz"
+    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    out = tmp_path / "line.json"
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "3", "--json", str(out))
+    assert code == 0, err
+    cli = json.loads(out.read_text())
+    model = manualnn.MLP([4, 512, 1], seed=3)
+    result = model.fit(x, y.ravel(), shuffle_seed=3, linear_candidate=True)
+    assert model.sizes == [4, 1] and model.l2_search["network"] == "linear" and len(result.losses) == LINEAR["epochs"]
+    assert result.losses == pytest.approx(cli["losses"], rel=1e-6)
+    estimator = MLPRegressor(random_state=3).fit(x.numpy(), y.numpy().ravel())
+    assert estimator.get_params()["hidden_layer_sizes"] == "auto" and estimator.model_.sizes == [4, 1]
+    assert len(estimator.coefs_) == 1 and estimator.n_layers_ == 2 and estimator.n_iter_ == LINEAR["epochs"]
+    assert estimator.loss_curve_ == pytest.approx(cli["losses"], rel=1e-6)
+    named = MLPRegressor(hidden_layer_sizes=(512,), random_state=3).fit(x.numpy(), y.numpy().ravel())
+    assert named.model_.sizes == [4, 512, 1] and named.model_.l2_search["chosen"] in CV_STRENGTHS
+    plain = manualnn.MLP([4, 512, 1], seed=3)
+    plain.fit(x, y.ravel(), shuffle_seed=3)   # without linear_candidate, fit keeps the network it was given
+    assert plain.sizes == [4, 512, 1] and "linear" not in plain.l2_search

@@ -128,7 +128,8 @@ def _floats(v, length=None):
 
 
 CHECKS = {   # key: (what it must be, test)
-    "hidden": ("a list of positive integers", lambda v: isinstance(v, list) and bool(v) and all(_is_int(x, 1) for x in v)),
+    "hidden": ("a list of positive integers (empty: no hidden layer)",
+               lambda v: isinstance(v, list) and all(_is_int(x, 1) for x in v)),
     "lr": ("a positive number", lambda v: _is_num(v) and v > 0),
     "batches": ("'even' (the only batching there is: training/batches.py)", lambda v: v == "even"),
     "grad": (f"one of {GRAD_MODES}", lambda v: v in GRAD_MODES),

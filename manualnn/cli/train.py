@@ -17,12 +17,13 @@ import torch
 
 from .. import __version__, distributed
 from ..backends import BackendUnavailableError
-from ..data import DataError
+from ..data import DataError, init_weights
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
 from ..problem import build_problem
+from ..spec import LINEAR
 from ..training import NonFiniteLossError, Trainer
 from ..training.batches import batch_sizes
-from ..training.selection import choose_weight_decay
+from ..training.selection import choose_network, choose_weight_decay
 from ..training.selection import note as selection_note
 from .config import STEP_KEYS, UsageError, resolve_device, run_config
 from .limits import check_float32_steps, check_memory
@@ -182,9 +183,18 @@ def prepare_run(args, device=None, rank=0):
     try:
         if problem.search_l2:   # few rows and no --weight-decay: the L2 chosen by cross-validation
             step.pop("weight_decay")
-            step["weight_decay"], search = choose_weight_decay(
-                problem.x, problem.y, problem.weights, seed=config["seed"], classes=config["task_used"] == "classify",
-                **common, **step)
+            found = dict(seed=config["seed"], classes=config["task_used"] == "classify", **common, **step)
+            if args.hidden is None and args.lr is None and args.epochs is None:   # and the hidden layers or none
+                linear = init_weights([problem.x.shape[1], problem.weights[-1].shape[1]], config["init"],
+                                      generator=torch.Generator().manual_seed(config["seed"]))
+                linear = [w.to(problem.x.device, problem.x.dtype) for w in linear]
+                chosen, step["weight_decay"], search = choose_network(problem.x, problem.y, problem.weights, linear,
+                                                                      **found)
+                if chosen:   # (a checkpoint keeps the network, its lr and epochs: a resumed run does not search)
+                    problem.weights, config["hidden"] = linear, []
+                    step["lr"], config["lr"], config["epochs"] = LINEAR["lr"], LINEAR["lr"], LINEAR["epochs"]
+            else:
+                step["weight_decay"], search = choose_weight_decay(problem.x, problem.y, problem.weights, **found)
             config["weight_decay"] = step["weight_decay"]   # (a checkpoint keeps it: a resumed run does not search)
             if rank == 0:
                 print(f"manualnn train: {selection_note(search, problem.x.shape[0])}", file=sys.stderr)

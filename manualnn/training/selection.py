@@ -1,9 +1,9 @@
-"""The L2 of a small data set, chosen by cross-validation.
+"""The L2 of a small data set, and whether it wants hidden layers at all, chosen by cross-validation.
 
 Below spec.VAL_ROWS_MIN validation rows a run trains on every row and L2 holds overfitting back
 (spec.data_settings). Its strength C / rows with one C for every data set was the best single rule of
 the sweeps, but at a few dozen rows the sets want different strengths: a nearly exact law (longley) wants
-less, noisy labels (spector) or values (stackloss) want more. So below spec.CV_ROWS training rows the
+less, noisy labels (spector) or values (stackloss) want more. So up to spec.CV_ROWS training rows the
 strength is chosen on the data: the rows are dealt into spec.CV_FOLDS folds (a stratified deal for
 classes), each C of spec.CV_STRENGTHS trains on all folds but one with L2 C / (those rows) and is scored
 by its validation loss on the one left out, and the C with the lowest loss over every fold (ties: the
@@ -12,8 +12,12 @@ for CV_EPOCHS epochs, whatever the run's length: so the choice does not depend o
 resumed to more epochs trains as one run to that many would. It costs CV_FOLDS x len(CV_STRENGTHS) fits
 of two thirds of the rows: 12 fits. On the native runner they are one call that runs them side by side on
 the run's threads, each fit on one (the same numbers as a train() call per fit, which the other backends
-make): 0.005 to 0.015 s on the real-data suite's sets of 12 to 24 training rows, idle on 2 cores (README,
-"How the defaults were chosen").
+make) (README, "How the defaults were chosen", for what it costs).
+
+choose_network: where the hidden layers are the defaults', the same folds also fit a network with no hidden
+layer (a linear model) for each C of spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR),
+and the run takes whichever of the two networks had the lower validation loss, with its C. On small noisy
+sets (a few dozen rows of a nearly linear law) the linear model is the better one, and the folds see it.
 """
 import math
 import time
@@ -21,17 +25,17 @@ import warnings
 
 import torch
 
-from ..spec import CV_EPOCHS, CV_FOLDS, CV_ROWS, CV_STRENGTHS
+from ..spec import CV_EPOCHS, CV_FOLDS, CV_ROWS, CV_STRENGTHS, LINEAR
 from .metrics import evaluate
 from .trainer import NonFiniteLossError, Trainer, train
 
 
 def searches(rows, val_split, weight_decay, sklearn=False, patience=None):
-    """True when a run's L2 is to be chosen by cross-validation: not given, no validation split, and at
-    least CV_FOLDS but fewer than CV_ROWS training rows (never with scikit-learn's defaults, nor with a
-    patience, which without a validation split the run refuses)."""
+    """True when a run's L2 is to be chosen by cross-validation: not given, no validation split, and from
+    CV_FOLDS to CV_ROWS training rows (never with scikit-learn's defaults, nor with a patience, which
+    without a validation split the run refuses)."""
     return weight_decay is None and not val_split and not sklearn and patience is None and \
-        CV_FOLDS <= int(rows) < CV_ROWS
+        CV_FOLDS <= int(rows) <= CV_ROWS
 
 
 def folds(n, k, seed, labels=None):
@@ -47,11 +51,36 @@ def folds(n, k, seed, labels=None):
     return [order[i::k] for i in range(k)]
 
 
-def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, **options):
-    """(weight decay, record) for training ``weights`` on (``x``, ``y``): the CV_STRENGTHS C, as C / rows,
-    whose fits had the lowest validation loss (summed over the rows left out) over CV_FOLDS folds. ``y``:
-    class labels [N] (``classes``) or targets [N, out] as the run trains on them; ``options``: the run's
-    train() keywords (its step, batch size, backend, ...), without weight_decay, epochs or callbacks.
+def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_biases=None, classes=False,
+                   **options):
+    """(linear, weight decay, record): whether the run is to train ``linear_weights`` (a network with no
+    hidden layer, [in, out]) in place of ``weights``, and its L2, by the lower of the two networks' best
+    validation losses over the same folds (ties: the hidden layers). The network's fits are
+    choose_weight_decay's; the linear one's train LINEAR["epochs"] epochs at LINEAR["lr"] for each C of
+    LINEAR["strengths"]. ``record``: the network's choose_weight_decay record, plus "linear" (the linear
+    network's) and "network" ("linear" or "hidden": the one chosen)."""
+    started = time.perf_counter()
+    decay, record = choose_weight_decay(x, y, weights, seed=seed, biases=biases, classes=classes, **options)
+    linear_options = dict(options, lr=LINEAR["lr"])
+    linear_decay, linear_record = choose_weight_decay(
+        x, y, linear_weights, seed=seed, biases=linear_biases, classes=classes, strengths=LINEAR["strengths"],
+        epochs=LINEAR["epochs"], **linear_options)
+    linear = _best(linear_record) < _best(record)
+    record = dict(record, linear=linear_record, network="linear" if linear else "hidden",
+                  seconds=time.perf_counter() - started)
+    return linear, linear_decay if linear else decay, record
+
+
+def _best(record):
+    return min((loss for loss in record["losses"] if loss is not None), default=math.inf)
+
+
+def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, strengths=CV_STRENGTHS, epochs=CV_EPOCHS,
+                        **options):
+    """(weight decay, record) for training ``weights`` on (``x``, ``y``): the C of ``strengths``, as C / rows,
+    whose fits (``epochs`` each) had the lowest validation loss (summed over the rows left out) over CV_FOLDS
+    folds. ``y``: class labels [N] (``classes``) or targets [N, out] as the run trains on them; ``options``:
+    the run's train() keywords (its step, batch size, backend, ...), without weight_decay, epochs or callbacks.
     ``record``: {"strengths", "folds", "losses" (the mean validation loss per row of each C; None where a fit
     diverged), "chosen", "seconds"}."""
     started, n = time.perf_counter(), x.shape[0]
@@ -60,15 +89,15 @@ def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, **op
         keep = torch.ones(n, dtype=torch.bool)
         keep[held] = False
         splits.append((torch.nonzero(keep).flatten().to(x.device), held.to(x.device)))
-    grid = _native_grid(x, y, weights, biases, splits, options)
+    grid = _native_grid(x, y, weights, biases, splits, strengths, epochs, options)
     if grid is None:   # each fit a train() call; steps of a few rows gain nothing from more threads
         options["threads"] = options.get("threads") or 1
-        grid = [[_fit_loss(x, y, weights, biases, strength, rows, held, options) for rows, held in splits]
-                for strength in CV_STRENGTHS]
+        grid = [[_fit_loss(x, y, weights, biases, strength, epochs, rows, held, options) for rows, held in splits]
+                for strength in strengths]
     totals = [sum(row) for row in grid]
     losses = [total / n if math.isfinite(total) else math.inf for total in totals]
-    chosen = CV_STRENGTHS[min(range(len(losses)), key=lambda i: (losses[i], i))]
-    record = {"strengths": list(CV_STRENGTHS), "folds": CV_FOLDS,   # (JSON has no infinity: None)
+    chosen = strengths[min(range(len(losses)), key=lambda i: (losses[i], i))]
+    record = {"strengths": list(strengths), "folds": CV_FOLDS,   # (JSON has no infinity: None)
               "losses": [loss if math.isfinite(loss) else None for loss in losses], "chosen": chosen,
               "seconds": time.perf_counter() - started}
     return chosen / n, record
@@ -76,19 +105,32 @@ def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, **op
 
 def note(record, rows):
     """One line for stderr: what the search chose and why."""
-    losses = ", ".join(f"{c:g}: {'diverged' if loss is None else f'{loss:.4g}'}"
-                       for c, loss in zip(record["strengths"], record["losses"]))
-    return (f"L2 {record['chosen']:g}/{rows} chosen by {record['folds']}-fold cross-validation over C/{rows} for C "
-            f"in {', '.join(f'{c:g}' for c in record['strengths'])} (fewer than {CV_ROWS} training rows; validation "
-            f"loss {losses}; {record['seconds']:.2f} s); --weight-decay sets it")
+    def losses(r):
+        return ", ".join(f"{c:g}: {'diverged' if loss is None else f'{loss:.4g}'}"
+                         for c, loss in zip(r["strengths"], r["losses"]))
+
+    def grid(r):
+        return ", ".join(f"{c:g}" for c in r["strengths"])
+
+    where = f"{record['folds']}-fold cross-validation ({CV_ROWS} training rows or fewer"
+    if "linear" not in record:
+        return (f"L2 {record['chosen']:g}/{rows} chosen by {where}; validation loss over C/{rows} for C in "
+                f"{grid(record)}: {losses(record)}; {record['seconds']:.2f} s); --weight-decay sets it")
+    linear = record["linear"]
+    what = (f"no hidden layer (a linear model, trained {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g}) with L2 "
+            f"{linear['chosen']:g}/{rows}" if record["network"] == "linear" else
+            f"the hidden layers with L2 {record['chosen']:g}/{rows}")
+    return (f"{what} chosen by {where}; validation loss over C/{rows}: hidden layers, C in {grid(record)}: "
+            f"{losses(record)}; no hidden layer, C in {grid(linear)}: {losses(linear)}; {record['seconds']:.2f} s); "
+            f"--hidden and --weight-decay set them")
 
 
-def _fit_loss(x, y, weights, biases, strength, rows, held, options):
+def _fit_loss(x, y, weights, biases, strength, epochs, rows, held, options):
     """One fit's loss summed over the rows left out (inf where its training diverged)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)   # a fold's dead network: a bad strength
-            fit = train(x[rows], y[rows], weights, biases=biases, epochs=CV_EPOCHS,
+            fit = train(x[rows], y[rows], weights, biases=biases, epochs=epochs,
                         weight_decay=strength / len(rows), **options)
         # scored once, at the end: the loss summed over the rows left out
         return evaluate(fit, x[held], y[held], loss=options.get("loss"), reduction="sum").loss
@@ -96,7 +138,7 @@ def _fit_loss(x, y, weights, biases, strength, rows, held, options):
         return math.inf
 
 
-def _native_grid(x, y, weights, biases, splits, options):
+def _native_grid(x, y, weights, biases, splits, strengths, epochs, options):
     """Every fit's loss [strength][fold] from one call of the native runner (the fits side by side on the
     run's threads, each fit on one: the numbers of train(..., threads=1), on any thread; the held-out loss
     summed in double, where evaluate sums in float32: the same to about 1e-7), or None where the fits are not its
@@ -108,9 +150,9 @@ def _native_grid(x, y, weights, biases, splits, options):
     if not isinstance(x, torch.Tensor) or resolve(options.get("backend", "auto"), x.device, x.dtype) != "native":
         return None
     from ..backends.native_backend import fold_losses
-    setup = dict(options, threads=1, weight_decay=CV_STRENGTHS[0] / x.shape[0])   # (L2 > 0: the step as fits take it)
+    setup = dict(options, threads=1, weight_decay=strengths[0] / x.shape[0])   # (L2 > 0: the step as fits take it)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         trainer = Trainer(x, y, weights, biases=biases, **setup)   # the inputs checked and laid out as train()'s
-    return fold_losses(trainer.runner.x, trainer.y, trainer.params, trainer.spec, splits, CV_STRENGTHS,
-                       epochs=CV_EPOCHS, threads=options.get("threads") or torch.get_num_threads())
+    return fold_losses(trainer.runner.x, trainer.y, trainer.params, trainer.spec, splits, strengths,
+                       epochs=epochs, threads=options.get("threads") or torch.get_num_threads())
