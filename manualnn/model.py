@@ -13,10 +13,10 @@ from torch import nn
 
 from . import preprocessing as prep
 from .data import init_weights
-from .spec import DATA_DEFAULTS, LINEAR, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
+from .spec import CV_STRENGTHS, DATA_DEFAULTS, LINEAR, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
 from .training import evaluate as evaluate_weights
 from .training import train
-from .training.selection import choose_network, choose_weight_decay, searches
+from .training.selection import choose_network, choose_weight_decay, searches, weighs_linear
 
 
 class MLP(nn.Module):
@@ -170,14 +170,15 @@ class MLP(nn.Module):
         over batches of 200 rows, cross-entropy for labels and the sum of squares for values; with
         ``val_data=(x_val, y_val)`` a patience of 100 optimizer steps' worth of epochs (at least 5), without
         it L2 of 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows
-        (manualnn.spec.data_settings); up to 200 rows (spec.CV_ROWS) of C / rows for the C that
+        (manualnn.spec.data_settings); below 50 rows (spec.CV_ROWS) of C / rows for the C that
         cross-validation prefers (manualnn.training.selection, its record in ``model.l2_search``).
 
-        - ``linear_candidate``: where that cross-validation runs, let it also weigh a network with no hidden
-          layer (a linear model) and, where that one's validation loss is lower, turn this untrained model
-          into it (``sizes`` becomes [in, out]), trained at spec.LINEAR's lr and epochs in place of
-          ``lr`` and ``epochs``: what ``manualnn train --data`` and the estimators do when the hidden
-          layers, lr and epochs are left to the defaults.
+        - ``linear_candidate``: up to 200 training rows (spec.LINEAR["rows"]) without a validation set or a
+          given L2, let the same folds also weigh a network with no hidden layer (a linear model) and,
+          where that one's validation loss is lower, turn this untrained model into it (``sizes``
+          becomes [in, out]), trained at spec.LINEAR's lr and epochs in place of ``lr`` and ``epochs``:
+          what ``manualnn train --data`` and the estimators do when the hidden layers, lr and epochs
+          are left to the defaults.
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
@@ -213,26 +214,34 @@ class MLP(nn.Module):
         self.l2_search = None
         if val_data is None and options.get("weight_decay") is None:   # nothing to stop on: L2 holds overfitting
             options.pop("weight_decay", None)                           # back, chosen by cross-validation on few rows
-            if searches(x.shape[0], 0.0, None, patience=options.get("patience")):
+            rows, patience = x.shape[0], options.get("patience")
+            grid = searches(rows, 0.0, None, patience=patience)
+            rule = data_settings(rows, task, val_split=0.0)["weight_decay"]
+            linear_ok = linear_candidate and self.epoch == 0 and len(self.sizes) > 2 and \
+                weighs_linear(rows, 0.0, None, patience=patience)
+            if grid or linear_ok:
                 step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
                 search = dict(seed=options.get("shuffle_seed", 0), classes=task == "classify",
                               biases=None if biases is None else [b.detach() for b in biases])
                 weights = [w.detach() for w in weights]
-                if linear_candidate and self.epoch == 0 and len(self.sizes) > 2:
+                if linear_ok:
                     linear = init_weights([self.sizes[0], self.sizes[-1]], self.init, dtype=weights[0].dtype,
                                           generator=torch.Generator().manual_seed(int(search["seed"])))
                     linear = [w.to(weights[0].device) for w in linear]
                     linear_biases = None if biases is None else [search["biases"][-1].new_zeros(self.sizes[-1])]
                     chosen, options["weight_decay"], self.l2_search = choose_network(
-                        x, y_fit, weights, linear, linear_biases=linear_biases, **search, **step)
+                        x, y_fit, weights, linear, linear_biases=linear_biases,
+                        strengths=CV_STRENGTHS if grid else (rule * rows,), **search, **step)
                     if chosen:
                         self._become_linear(linear, linear_biases)
                         weights, biases = self._layers()
                         options["lr"], epochs = LINEAR["lr"], LINEAR["epochs"]
+                    elif not grid:
+                        options["weight_decay"] = rule   # the rule's own number (not rule * rows / rows)
                 else:
                     options["weight_decay"], self.l2_search = choose_weight_decay(x, y_fit, weights, **search, **step)
             else:
-                options["weight_decay"] = data_settings(x.shape[0], task, val_split=0.0)["weight_decay"]
+                options["weight_decay"] = rule
         with torch.no_grad():
             result = train(x, y_fit, [w.detach() for w in weights], epochs=epochs, inplace=True, val_data=val_data,
                            biases=None if biases is None else [b.detach() for b in biases], **options)

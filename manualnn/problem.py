@@ -12,7 +12,7 @@ from .data import data_checksum, init_weights, load_data, seed_data, split
 # standardizing lives beside the model, which applies it again at predict time (names kept importable here)
 from .preprocessing import apply_features, fit_standardizer, standardize, unstandardize_targets  # noqa: F401
 from .spec import DTYPES, data_settings  # noqa: F401  (DTYPES: importable from here, as before)
-from .training.selection import searches
+from .training.selection import searches, weighs_linear
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Problem:
     checksum: str
     note: Optional[str] = None       # what the data loader decided, and why (for stderr)
     search_l2: bool = False          # the L2 is to be chosen by cross-validation (training.selection)
+    weighs_linear: bool = False      # the folds may weigh no hidden layer too (selection.weighs_linear)
 
 
 def footprint(sizes, rows, batch_rows, *, element=4, optimizer="sgd", data_columns=0):
@@ -93,7 +94,8 @@ def build_problem(config, device, check=None):
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
-    search_l2 = searches(x_train.shape[0], config["val_split"], given_l2, config.get("sklearn_defaults", False),
-                         config["patience"])
+    search = (x_train.shape[0], config["val_split"], given_l2, config.get("sklearn_defaults", False), config["patience"])
+    search_l2, linear = searches(*search), weighs_linear(*search)
     return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
-                   note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]), search_l2=search_l2)
+                   note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]), search_l2=search_l2,
+                   weighs_linear=linear)

@@ -41,16 +41,18 @@ DATA_DEFAULTS = {"lr": 3e-3, "optimizer": "adam", "reduction": "mean", "batch_si
 VAL_SPLIT, VAL_ROWS_MIN, PATIENCE_STEPS, PATIENCE_EPOCHS = 0.2, 200, 100, 5
 WEIGHT_DECAY_ROWS = {"classify": 10.0, "regress": 30.0}
 L2_FADE_ROWS = {"classify": 150, "regress": None}
-# Up to CV_ROWS training rows (one batch of the default 200; with no L2 given) the L2 is C / rows for the C of
-# CV_STRENGTHS that CV_FOLDS-fold cross-validation prefers (manualnn/training/selection.py): one C does not
-# suit every small set, and full-batch fits of so few rows are quick.
-CV_ROWS, CV_FOLDS, CV_STRENGTHS = 200, 3, (3.0, 10.0, 30.0, 100.0)
+# Below CV_ROWS training rows (and with no L2 given) the L2 is C / rows for the C of CV_STRENGTHS that
+# CV_FOLDS-fold cross-validation prefers (manualnn/training/selection.py): one C does not suit every set
+# of a few dozen rows, and fits of so few rows are quick.
+CV_ROWS, CV_FOLDS, CV_STRENGTHS = 50, 3, (3.0, 10.0, 30.0, 100.0)
 CV_EPOCHS = DATA_DEFAULTS["epochs"]   # each search fit's epochs, whatever the run's (see selection.py)
-# Where the hidden layers are left to the defaults, the same cross-validation also weighs a network with no
-# hidden layer (a linear model: logistic or ridge regression) with L2 C / rows for C in its STRENGTHS, trained
-# LINEAR["epochs"] full-batch epochs at LINEAR["lr"] (the rate and length it needs to converge on standardized
-# features), and the lower validation loss wins: on small noisy sets a linear model is often the better one.
-LINEAR = {"lr": 0.1, "epochs": 500, "strengths": (0.1, 1.0, 3.0, 10.0, 30.0)}
+# Up to LINEAR["rows"] training rows (one batch of the default 200; no L2 given), where the hidden layers, lr and
+# epochs are left to the defaults, the same folds also weigh a network with no hidden layer (a linear model:
+# logistic or ridge regression) with L2 C / rows for C in LINEAR["strengths"], trained LINEAR["epochs"]
+# full-batch epochs at LINEAR["lr"] (the rate and length it needs to converge on standardized features)
+# against the hidden layers (at their searched L2 below CV_ROWS rows, the rule's above), and the lower
+# validation loss wins: on small noisy sets a linear model is often the better one.
+LINEAR = {"rows": 200, "lr": 0.1, "epochs": 500, "strengths": (0.1, 1.0, 3.0, 10.0, 30.0)}
 # scikit-learn's MLPClassifier/MLPRegressor defaults (--sklearn-defaults): 100 hidden units, Adam lr 1e-3,
 # batches of min(200, N), alpha 1e-4 (its L2 on the mean loss is alpha / batch rows), 200 epochs, every row
 # trained on. Not reproduced: its stop when the training loss gains less than 1e-4 for 10 epochs, its
@@ -65,7 +67,7 @@ def data_settings(rows, task, *, batch_size=None, val_split=None, weight_decay=N
 
     ``task``: "classify" or "regress"; ``batch_size``: the rows per step (default DATA_DEFAULTS'). Returns
     {"val_split", "weight_decay", "patience"}: patience in epochs, None without a validation split. With
-    ``sklearn=True``, scikit-learn's MLP defaults (SKLEARN_DEFAULTS) instead of manualnn's. Up to CV_ROWS
+    ``sklearn=True``, scikit-learn's MLP defaults (SKLEARN_DEFAULTS) instead of manualnn's. Below CV_ROWS
     training rows the weight decay returned is the rule's, which training.selection replaces with the
     cross-validated choice where it searches.
     """

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from manualnn.spec import (CV_ROWS, DATA_DEFAULTS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, SKLEARN_ALPHA,
-                           VAL_ROWS_MIN, VAL_SPLIT, WEIGHT_DECAY_ROWS, data_settings, default_weight_decay)
+from manualnn.spec import (DATA_DEFAULTS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, SKLEARN_ALPHA, VAL_ROWS_MIN, VAL_SPLIT,
+                           WEIGHT_DECAY_ROWS, data_settings)
 
 from test_cli import run
 
@@ -75,14 +75,13 @@ def config_of(path):
 
 def test_the_cli_resolves_the_rule_and_records_it(capsys, tmp_path):
     data, js = tmp_path / "b.npz", tmp_path / "r.json"
-    rows = CV_ROWS + 40   # above the rows that choose their L2 by cross-validation
-    blobs(data, rows)
+    blobs(data)
     code, out, err = run(capsys, "train", "--data", str(data), "--epochs", "3", "--seed", "0", "--json", str(js),
                          "--device", "cpu")
     assert code == 0, err
     config = config_of(js)
     assert config["val_split"] == 0.0 and config["patience"] is None
-    assert config["weight_decay"] == pytest.approx(default_weight_decay(rows, "classify"))
+    assert config["weight_decay"] == pytest.approx(WEIGHT_DECAY_ROWS["classify"] / 90)
     assert "Val loss" not in out   # every row trained on: nothing to validate
     code, out, err = run(capsys, "train", "--data", str(data), "--epochs", "3", "--seed", "0", "--patience", "4",
                          "--json", str(js), "--device", "cpu")
@@ -144,9 +143,8 @@ def test_the_iris_split_of_issue_21_scores_like_logistic_regression(capsys, tmp_
 def test_mlp_fit_follows_the_same_rule():
     import manualnn
     g = torch.Generator().manual_seed(1)
-    rows = CV_ROWS + 40   # above the rows that choose their L2 by cross-validation
-    labels = torch.randint(0, 3, (rows,), generator=g)
-    x = torch.randn(3, 5, generator=g)[labels] * 2 + torch.randn(rows, 5, generator=g)
+    labels = torch.randint(0, 3, (60,), generator=g)
+    x = torch.randn(3, 5, generator=g)[labels] * 2 + torch.randn(60, 5, generator=g)
     from manualnn.preprocessing import fit_standardizer, standardize
     model = manualnn.MLP([5, 16, 3], seed=3)
     result = model.fit(x, labels, epochs=20, backend="torch")
@@ -154,5 +152,5 @@ def test_mlp_fit_follows_the_same_rule():
     x = standardize(x, *fit_standardizer(x))   # fit standardizes the features first
     same = manualnn.train(x, labels, [w.detach() for w in again.weights], biases=[b.detach() for b in again.biases],
                           epochs=20, lr=3e-3, optimizer="adam", reduction="mean", loss="ce", batch_size=200,
-                          weight_decay=default_weight_decay(rows, "classify"), backend="torch")
+                          weight_decay=WEIGHT_DECAY_ROWS["classify"] / 60, backend="torch")
     assert result.losses == same.losses

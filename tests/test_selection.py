@@ -29,13 +29,20 @@ def test_folds_deal_every_row_once_and_each_class_evenly():
 
 
 def test_it_searches_only_on_few_rows_with_no_l2_given():
-    assert selection.searches(CV_ROWS, 0.0, None) and selection.searches(CV_FOLDS, 0.0, None)
-    assert not selection.searches(CV_ROWS + 1, 0.0, None)
+    assert selection.searches(CV_ROWS - 1, 0.0, None) and selection.searches(CV_FOLDS, 0.0, None)
+    assert not selection.searches(CV_ROWS, 0.0, None)
     assert not selection.searches(CV_FOLDS - 1, 0.0, None)      # fewer rows than folds
     assert not selection.searches(20, 0.0, 0.01)                 # --weight-decay given
     assert not selection.searches(20, 0.2, None)                 # a validation split
     assert not selection.searches(20, 0.0, None, sklearn=True)   # --sklearn-defaults
     assert not selection.searches(20, 0.0, None, patience=5)     # refused without a split anyway
+    # the folds weigh no hidden layer too up to one batch of rows, under the same conditions
+    assert selection.weighs_linear(LINEAR["rows"], 0.0, None) and selection.weighs_linear(CV_FOLDS, 0.0, None)
+    assert not selection.weighs_linear(LINEAR["rows"] + 1, 0.0, None)
+    assert not selection.weighs_linear(CV_FOLDS - 1, 0.0, None)
+    assert not any(selection.weighs_linear(20, *case) for case in ((0.0, 0.01), (0.2, None)))
+    assert not selection.weighs_linear(20, 0.0, None, sklearn=True)
+    assert not selection.weighs_linear(20, 0.0, None, patience=5)
 
 
 def _values(rows, noise, seed=0):
@@ -107,7 +114,7 @@ def test_fit_searches_on_few_rows_and_not_on_more():
     assert model.l2_search is not None and model.l2_search["chosen"] in CV_STRENGTHS
     assert seen == [0, 5, 10, 15]   # the run's epochs only: the search's fits call no callback
     more = manualnn.MLP([4, 32, 1], seed=0)
-    x, y = _values(CV_ROWS + 1, 3.0)
+    x, y = _values(CV_ROWS, 3.0)
     more.fit(x, y, epochs=20, backend="torch")
     assert more.l2_search is None
     given = manualnn.MLP([4, 32, 1], seed=0)
@@ -285,3 +292,23 @@ def test_mlp_fit_and_the_estimator_make_the_command_lines_choice(tmp_path, capsy
     plain = manualnn.MLP([4, 512, 1], seed=3)
     plain.fit(x, y.ravel(), shuffle_seed=3)   # without linear_candidate, fit keeps the network it was given
     assert plain.sizes == [4, 512, 1] and "linear" not in plain.l2_search
+
+
+def test_from_50_rows_the_hidden_layers_keep_the_rules_l2_and_where_they_win_train_as_before(tmp_path, capsys):
+    """From CV_ROWS rows on, the folds weigh the hidden layers at the rule's L2 alone (3 fits, not 12) against
+    no hidden layer; where the hidden layers win, the run is the one it was without the search, to the bit."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(90, 2, generator=gen)
+    labels = ((x[:, 0] * x[:, 1]) > 0).long()   # xor: the hidden layers win
+    data, out = tmp_path / "xor.npz", tmp_path / "xor.json"
+    np.savez(data, x=x.numpy(), y=labels.numpy())
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out))
+    assert code == 0 and "the hidden layers with L2" in err, err
+    searched = json.loads(out.read_text())
+    rule = manualnn.spec.default_weight_decay(90, "classify")
+    assert searched["l2_search"]["network"] == "hidden" and searched["l2_search"]["strengths"] == [pytest.approx(rule * 90)]
+    assert searched["config"]["weight_decay"] == rule and searched["config"]["hidden"] == [512]
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out),
+                       "--weight-decay", repr(rule))   # the same run, no search
+    plain = json.loads(out.read_text())
+    assert code == 0 and "cross-validation" not in err and plain["losses"] == searched["losses"]

@@ -20,7 +20,7 @@ from ..backends import BackendUnavailableError
 from ..data import DataError, init_weights
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
 from ..problem import build_problem
-from ..spec import LINEAR
+from ..spec import CV_STRENGTHS, LINEAR
 from ..training import NonFiniteLossError, Trainer
 from ..training.batches import batch_sizes
 from ..training.selection import choose_network, choose_weight_decay
@@ -181,18 +181,24 @@ def prepare_run(args, device=None, rank=0):
                   threads=args.threads, graph=False if args.no_graph else None)
     search = None
     try:
-        if problem.search_l2:   # few rows and no --weight-decay: the L2 chosen by cross-validation
-            step.pop("weight_decay")
+        # the network and its L2 chosen by cross-validation: the hidden layers or none where they are left to the
+        # defaults (up to 200 rows), the L2 where it is not given (below 50 rows)
+        linear_ok = problem.weighs_linear and args.hidden is None and args.lr is None and args.epochs is None
+        if problem.search_l2 or linear_ok:
+            rule = step.pop("weight_decay")
             found = dict(seed=config["seed"], classes=config["task_used"] == "classify", **common, **step)
-            if args.hidden is None and args.lr is None and args.epochs is None:   # and the hidden layers or none
+            if linear_ok:
                 linear = init_weights([problem.x.shape[1], problem.weights[-1].shape[1]], config["init"],
                                       generator=torch.Generator().manual_seed(config["seed"]))
                 linear = [w.to(problem.x.device, problem.x.dtype) for w in linear]
-                chosen, step["weight_decay"], search = choose_network(problem.x, problem.y, problem.weights, linear,
-                                                                      **found)
+                chosen, step["weight_decay"], search = choose_network(
+                    problem.x, problem.y, problem.weights, linear,
+                    strengths=CV_STRENGTHS if problem.search_l2 else (rule * problem.x.shape[0],), **found)
                 if chosen:   # (a checkpoint keeps the network, its lr and epochs: a resumed run does not search)
                     problem.weights, config["hidden"] = linear, []
                     step["lr"], config["lr"], config["epochs"] = LINEAR["lr"], LINEAR["lr"], LINEAR["epochs"]
+                elif not problem.search_l2:
+                    step["weight_decay"] = rule   # the rule's own number (not rule * rows / rows)
             else:
                 step["weight_decay"], search = choose_weight_decay(problem.x, problem.y, problem.weights, **found)
             config["weight_decay"] = step["weight_decay"]   # (a checkpoint keeps it: a resumed run does not search)

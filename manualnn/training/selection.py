@@ -3,7 +3,7 @@
 Below spec.VAL_ROWS_MIN validation rows a run trains on every row and L2 holds overfitting back
 (spec.data_settings). Its strength C / rows with one C for every data set was the best single rule of
 the sweeps, but at a few dozen rows the sets want different strengths: a nearly exact law (longley) wants
-less, noisy labels (spector) or values (stackloss) want more. So up to spec.CV_ROWS training rows the
+less, noisy labels (spector) or values (stackloss) want more. So below spec.CV_ROWS training rows the
 strength is chosen on the data: the rows are dealt into spec.CV_FOLDS folds (a stratified deal for
 classes), each C of spec.CV_STRENGTHS trains on all folds but one with L2 C / (those rows) and is scored
 by its validation loss on the one left out, and the C with the lowest loss over every fold (ties: the
@@ -14,10 +14,13 @@ of two thirds of the rows: 12 fits. On the native runner they are one call that 
 the run's threads, each fit on one (the same numbers as a train() call per fit, which the other backends
 make) (README, "How the defaults were chosen", for what it costs).
 
-choose_network: where the hidden layers are the defaults', the same folds also fit a network with no hidden
-layer (a linear model) for each C of spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR),
-and the run takes whichever of the two networks had the lower validation loss, with its C. On small noisy
-sets (a few dozen rows of a nearly linear law) the linear model is the better one, and the folds see it.
+choose_network: up to spec.LINEAR["rows"] training rows (one batch), where the hidden layers, lr and epochs
+are the defaults, the same folds also fit a network with no hidden layer (a linear model) for each C of
+spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR), and the run takes whichever of the two
+networks had the lower validation loss, with its C. From CV_ROWS rows on the hidden layers' L2 is not
+searched (the rule's C alone: 3 fits, not 12, as fits of more rows cost more); the linear fits are cheap
+at any of these sizes. On small noisy sets (a few dozen rows of a nearly linear law) the linear model is
+the better one, and the folds see it.
 """
 import math
 import time
@@ -31,11 +34,20 @@ from .trainer import NonFiniteLossError, Trainer, train
 
 
 def searches(rows, val_split, weight_decay, sklearn=False, patience=None):
-    """True when a run's L2 is to be chosen by cross-validation: not given, no validation split, and from
-    CV_FOLDS to CV_ROWS training rows (never with scikit-learn's defaults, nor with a patience, which
-    without a validation split the run refuses)."""
-    return weight_decay is None and not val_split and not sklearn and patience is None and \
-        CV_FOLDS <= int(rows) <= CV_ROWS
+    """True when a run's L2 is to be chosen by cross-validation: not given, no validation split, and at
+    least CV_FOLDS but fewer than CV_ROWS training rows (never with scikit-learn's defaults, nor with a
+    patience, which without a validation split the run refuses)."""
+    return _no_l2_given(val_split, weight_decay, sklearn, patience) and CV_FOLDS <= int(rows) < CV_ROWS
+
+
+def weighs_linear(rows, val_split, weight_decay, sklearn=False, patience=None):
+    """True when the folds may also weigh a network with no hidden layer (choose_network), where the caller
+    leaves the hidden layers, lr and epochs to the defaults: searches()' conditions, up to LINEAR["rows"]."""
+    return _no_l2_given(val_split, weight_decay, sklearn, patience) and CV_FOLDS <= int(rows) <= LINEAR["rows"]
+
+
+def _no_l2_given(val_split, weight_decay, sklearn, patience):
+    return weight_decay is None and not val_split and not sklearn and patience is None
 
 
 def folds(n, k, seed, labels=None):
@@ -52,15 +64,17 @@ def folds(n, k, seed, labels=None):
 
 
 def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_biases=None, classes=False,
-                   **options):
+                   strengths=CV_STRENGTHS, **options):
     """(linear, weight decay, record): whether the run is to train ``linear_weights`` (a network with no
     hidden layer, [in, out]) in place of ``weights``, and its L2, by the lower of the two networks' best
     validation losses over the same folds (ties: the hidden layers). The network's fits are
-    choose_weight_decay's; the linear one's train LINEAR["epochs"] epochs at LINEAR["lr"] for each C of
+    choose_weight_decay's over ``strengths`` (from CV_ROWS rows on, the rule's C alone: its L2 is not
+    searched there); the linear one's train LINEAR["epochs"] epochs at LINEAR["lr"] for each C of
     LINEAR["strengths"]. ``record``: the network's choose_weight_decay record, plus "linear" (the linear
     network's) and "network" ("linear" or "hidden": the one chosen)."""
     started = time.perf_counter()
-    decay, record = choose_weight_decay(x, y, weights, seed=seed, biases=biases, classes=classes, **options)
+    decay, record = choose_weight_decay(x, y, weights, seed=seed, biases=biases, classes=classes,
+                                        strengths=strengths, **options)
     linear_options = dict(options, lr=LINEAR["lr"])
     linear_decay, linear_record = choose_weight_decay(
         x, y, linear_weights, seed=seed, biases=linear_biases, classes=classes, strengths=LINEAR["strengths"],
@@ -112,10 +126,11 @@ def note(record, rows):
     def grid(r):
         return ", ".join(f"{c:g}" for c in r["strengths"])
 
-    where = f"{record['folds']}-fold cross-validation ({CV_ROWS} training rows or fewer"
     if "linear" not in record:
+        where = f"{record['folds']}-fold cross-validation (fewer than {CV_ROWS} training rows"
         return (f"L2 {record['chosen']:g}/{rows} chosen by {where}; validation loss over C/{rows} for C in "
                 f"{grid(record)}: {losses(record)}; {record['seconds']:.2f} s); --weight-decay sets it")
+    where = f"{record['folds']}-fold cross-validation ({LINEAR['rows']} training rows or fewer"
     linear = record["linear"]
     what = (f"no hidden layer (a linear model, trained {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g}) with L2 "
             f"{linear['chosen']:g}/{rows}" if record["network"] == "linear" else
