@@ -312,3 +312,25 @@ def test_from_50_rows_the_hidden_layers_keep_the_rules_l2_and_where_they_win_tra
                        "--weight-decay", repr(rule))   # the same run, no search
     plain = json.loads(out.read_text())
     assert code == 0 and "cross-validation" not in err and plain["losses"] == searched["losses"]
+
+
+def test_for_classes_the_linear_network_must_be_lower_by_the_margin(monkeypatch):
+    """The class margin reaches the choice: the same folds and losses, the choice flips with the margin."""
+    gen = torch.Generator().manual_seed(2)
+    centers = torch.randn(3, 4, generator=gen) * 2
+    labels = torch.arange(60) % 3
+    x = centers[labels] + torch.randn(60, 4, generator=gen)   # three blobs: a line separates them
+    weights = init_weights([4, 32, 3], "kaiming", generator=torch.Generator().manual_seed(0))
+    biases = [torch.zeros(32), torch.zeros(3)]
+    linear, linear_biases = _linear_start(4, 3)
+
+    def choose(margin):
+        monkeypatch.setitem(LINEAR, "class_margin", margin)
+        return selection.choose_network(x, labels, weights, linear, biases=biases, linear_biases=linear_biases,
+                                        seed=0, classes=True, loss="ce", **STEP)
+
+    margin = LINEAR["class_margin"]
+    chosen, _, record = choose(margin)
+    ratio = min(record["linear"]["losses"]) / min(record["losses"])
+    assert choose(ratio * 1.01)[0] and not choose(ratio * 0.99)[0]
+    assert chosen == (ratio < margin)

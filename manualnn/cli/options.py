@@ -6,7 +6,7 @@ from .. import __version__
 from ..checks import BACKENDS
 from ..distributed import DEFAULT_TIMEOUT
 from ..spec import DATA_DEFAULTS as STEP_DEFAULTS
-from ..spec import (CV_FOLDS, CV_ROWS, L2_FADE_ROWS, PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT,
+from ..spec import (CV_FOLDS, CV_ROWS, L2_FADE_ROWS, LINEAR, PATIENCE_EPOCHS, PATIENCE_STEPS, VAL_ROWS_MIN, VAL_SPLIT,
                     WEIGHT_DECAY_ROWS)
 from ..spec import SKLEARN_DEFAULTS as SKLEARN_STEP_DEFAULTS
 from ..spec import DTYPES as DTYPE_NAMES
@@ -139,7 +139,10 @@ def build_parser():
     g.add_argument("--out", type=positive_int, help="seed problem only: outputs (default 10)")
     m = t.add_argument_group("network")
     m.add_argument("--hidden", type=positive_int, nargs="+", metavar="WIDTH",
-                   help=f"hidden layer widths, one per hidden layer (seed: 100; data: {' '.join(map(str, STEP_DEFAULTS['hidden']))})")
+                   help=f"hidden layer widths, one per hidden layer (seed: 100; data: {' '.join(map(str, STEP_DEFAULTS['hidden']))}, "
+                        f"or none up to {LINEAR['rows']} training rows where cross-validation prefers a linear model, "
+                        f"with --lr and --epochs not given either: it then trains {LINEAR['epochs']} epochs at lr "
+                        f"{LINEAR['lr']:g})")
     m.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases on every layer (seed: off; data: on)")
     m.add_argument("--init", choices=INITS,
                    help="randn: the seed's unscaled torch.randn; kaiming: He-normal, std sqrt(2/fan_in) "
