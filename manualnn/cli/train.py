@@ -378,7 +378,8 @@ def finish(args, run, rank, saver, outcome, seconds, start_epoch, code):
             code = code or 4
     if args.plot and not interrupted:
         from ..plot import write_training_plot
-        title = f"manualnn: {config['data'] or 'seed problem'}, {config['hidden']} hidden"
+        title = f"manualnn: {config['data'] or 'seed problem'}, " + \
+            (f"{config['hidden']} hidden" if config["hidden"] else "no hidden layer")
         try:
             write_training_plot(args.plot, trainer.history, loss=config["loss"], reduction=config["reduction"],
                                 train_rows=run.rows["train"], val_rows=run.rows["val"], title=title,
