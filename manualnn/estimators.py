@@ -8,7 +8,8 @@ mean loss (cross-entropy for classes), and what follows from the rows (manualnn.
 from 1,000 rows up early stopping on 20% of them (100 steps' patience, at least 5 epochs, the best epoch
 kept), below that every row trained on with L2 of 10 (classes; 1500 / rows² above 150 rows) or 30
 (values) / rows, and up to 200 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection),
-which with the default ``hidden_layer_sizes="auto"`` also weighs a network with no hidden layer.
+which for MLPRegressor with the default ``hidden_layer_sizes="auto"`` (up to 200 rows) also weighs a
+network with no hidden layer.
 With the same ``random_state`` as ``--seed`` they split, initialize and shuffle as the command line
 does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import
 manualnn`` and the rest of manualnn do not.
@@ -182,8 +183,8 @@ class MLPClassifier(ClassifierMixin, _ManualnnMLP):
     """A ReLU network classifier trained by manualnn, with ``manualnn train --data``'s defaults.
 
     Parameters (scikit-learn's MLPClassifier's names where the meaning is the same):
-    ``hidden_layer_sizes`` ("auto": 512 units, or none where the L2 search below finds a linear model
-    better, at the default ``learning_rate_init`` and ``max_iter``); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
+    ``hidden_layer_sizes`` ("auto": 512 units; for MLPRegressor, or none where the L2 search below finds
+    a linear model better, at the default ``learning_rate_init`` and ``max_iter``); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
     the same: at most that many a step, the epoch's batches as even as the rows allow); ``max_iter``
     200 epochs; ``solver`` "adam", "sgd" or "momentum" (with ``momentum``);
     ``beta_1``, ``beta_2``, ``epsilon`` (Adam); ``weight_decay`` (L2 on the weights, as torch.optim

@@ -173,12 +173,12 @@ class MLP(nn.Module):
         (manualnn.spec.data_settings); below 50 rows (spec.CV_ROWS) of C / rows for the C that
         cross-validation prefers (manualnn.training.selection, its record in ``model.l2_search``).
 
-        - ``linear_candidate``: up to 200 training rows (spec.LINEAR["rows"]) without a validation set or a
-          given L2, let the same folds also weigh a network with no hidden layer (a linear model) and,
-          where that one's validation loss is lower, turn this untrained model into it (``sizes``
-          becomes [in, out]), trained at spec.LINEAR's lr and epochs in place of ``lr`` and ``epochs``:
-          what ``manualnn train --data`` and the estimators do when the hidden layers, lr and epochs
-          are left to the defaults.
+        - ``linear_candidate``: for values (a regression) of up to 200 training rows (spec.LINEAR["rows"])
+          without a validation set or a given L2, let the same folds also weigh a network with no hidden
+          layer (ridge regression) and, where that one's validation loss is lower, turn this untrained
+          model into it (``sizes`` becomes [in, out]), trained at spec.LINEAR's lr and epochs in place of
+          ``lr`` and ``epochs``: what ``manualnn train --data`` and ``MLPRegressor`` do when the hidden
+          layers, lr and epochs are left to the defaults.
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
@@ -218,7 +218,7 @@ class MLP(nn.Module):
             grid = searches(rows, 0.0, None, patience=patience)
             rule = data_settings(rows, task, val_split=0.0)["weight_decay"]
             linear_ok = linear_candidate and self.epoch == 0 and len(self.sizes) > 2 and \
-                weighs_linear(rows, 0.0, None, patience=patience)
+                weighs_linear(rows, task, 0.0, None, patience=patience)
             if grid or linear_ok:
                 step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
                 search = dict(seed=options.get("shuffle_seed", 0), classes=task == "classify",

@@ -46,14 +46,14 @@ L2_FADE_ROWS = {"classify": 150, "regress": None}
 # of a few dozen rows, and fits of so few rows are quick.
 CV_ROWS, CV_FOLDS, CV_STRENGTHS = 50, 3, (3.0, 10.0, 30.0, 100.0)
 CV_EPOCHS = DATA_DEFAULTS["epochs"]   # each search fit's epochs, whatever the run's (see selection.py)
-# Up to LINEAR["rows"] training rows (one batch of the default 200; no L2 given), where the hidden layers, lr and
-# epochs are left to the defaults, the same folds also weigh a network with no hidden layer (a linear model:
-# logistic or ridge regression) with L2 C / rows for C in LINEAR["strengths"], trained LINEAR["epochs"]
-# full-batch epochs at LINEAR["lr"] (the rate and length it needs to converge on standardized features)
-# against the hidden layers (at their searched L2 below CV_ROWS rows, the rule's above), and the lower
-# validation loss wins (for classes, the linear model's must be lower by 5%: log losses that close are a tie
-# that accuracy often breaks the other way): on small noisy sets a linear model is often the better one.
-LINEAR = {"rows": 200, "lr": 0.1, "epochs": 500, "strengths": (0.1, 1.0, 3.0, 10.0, 30.0), "class_margin": 0.95}
+# A regression of up to LINEAR["rows"] training rows (one batch of the default 200; no L2 given), where the
+# hidden layers, lr and epochs are left to the defaults: the same folds also weigh a network with no hidden
+# layer (ridge regression) with L2 C / rows for C in LINEAR["strengths"], trained LINEAR["epochs"] full-batch
+# epochs at LINEAR["lr"] (the rate and length it needs to converge on standardized features) against the
+# hidden layers (at their searched L2 below CV_ROWS rows, the rule's above), and the lower validation loss
+# wins: on a few dozen noisy values a line is often the better model. Not for classes: there the evidence
+# was one set better and one worse, at 2-3x the time of every small set (README, "How the defaults were chosen").
+LINEAR = {"rows": 200, "lr": 0.1, "epochs": 500, "strengths": (0.1, 1.0, 3.0, 10.0, 30.0)}
 # scikit-learn's MLPClassifier/MLPRegressor defaults (--sklearn-defaults): 100 hidden units, Adam lr 1e-3,
 # batches of min(200, N), alpha 1e-4 (its L2 on the mean loss is alpha / batch rows), 200 epochs, every row
 # trained on. Not reproduced: its stop when the training loss gains less than 1e-4 for 10 epochs, its

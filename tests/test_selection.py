@@ -36,13 +36,15 @@ def test_it_searches_only_on_few_rows_with_no_l2_given():
     assert not selection.searches(20, 0.2, None)                 # a validation split
     assert not selection.searches(20, 0.0, None, sklearn=True)   # --sklearn-defaults
     assert not selection.searches(20, 0.0, None, patience=5)     # refused without a split anyway
-    # the folds weigh no hidden layer too up to one batch of rows, under the same conditions
-    assert selection.weighs_linear(LINEAR["rows"], 0.0, None) and selection.weighs_linear(CV_FOLDS, 0.0, None)
-    assert not selection.weighs_linear(LINEAR["rows"] + 1, 0.0, None)
-    assert not selection.weighs_linear(CV_FOLDS - 1, 0.0, None)
-    assert not any(selection.weighs_linear(20, *case) for case in ((0.0, 0.01), (0.2, None)))
-    assert not selection.weighs_linear(20, 0.0, None, sklearn=True)
-    assert not selection.weighs_linear(20, 0.0, None, patience=5)
+    # a regression's folds weigh no hidden layer too, up to one batch of rows, under the same conditions
+    assert selection.weighs_linear(LINEAR["rows"], "regress", 0.0, None)
+    assert selection.weighs_linear(CV_FOLDS, "regress", 0.0, None)
+    assert not selection.weighs_linear(20, "classify", 0.0, None)   # classes: not
+    assert not selection.weighs_linear(LINEAR["rows"] + 1, "regress", 0.0, None)
+    assert not selection.weighs_linear(CV_FOLDS - 1, "regress", 0.0, None)
+    assert not any(selection.weighs_linear(20, "regress", *case) for case in ((0.0, 0.01), (0.2, None)))
+    assert not selection.weighs_linear(20, "regress", 0.0, None, sklearn=True)
+    assert not selection.weighs_linear(20, "regress", 0.0, None, patience=5)
 
 
 def _values(rows, noise, seed=0):
@@ -292,45 +294,31 @@ def test_mlp_fit_and_the_estimator_make_the_command_lines_choice(tmp_path, capsy
     plain = manualnn.MLP([4, 512, 1], seed=3)
     plain.fit(x, y.ravel(), shuffle_seed=3)   # without linear_candidate, fit keeps the network it was given
     assert plain.sizes == [4, 512, 1] and "linear" not in plain.l2_search
+    from manualnn import MLPClassifier
+    classes = MLPClassifier(random_state=3).fit(x.numpy(), (y.numpy().ravel() > 0).astype(int))
+    assert classes.model_.sizes == [4, 512, 2] and "linear" not in classes.model_.l2_search   # values only
 
 
 def test_from_50_rows_the_hidden_layers_keep_the_rules_l2_and_where_they_win_train_as_before(tmp_path, capsys):
     """From CV_ROWS rows on, the folds weigh the hidden layers at the rule's L2 alone (3 fits, not 12) against
-    no hidden layer; where the hidden layers win, the run is the one it was without the search, to the bit."""
+    no hidden layer; where the hidden layers win, the run is the one it was without the search, to the bit.
+    Classes are not searched there at all."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(90, 2, generator=gen)
-    labels = ((x[:, 0] * x[:, 1]) > 0).long()   # xor: the hidden layers win
-    data, out = tmp_path / "xor.npz", tmp_path / "xor.json"
-    np.savez(data, x=x.numpy(), y=labels.numpy())
+    values = x[:, 0] * x[:, 1] + 0.1 * torch.randn(90, generator=gen)   # a saddle: no line fits it
+    data, out = tmp_path / "saddle.npz", tmp_path / "saddle.json"
+    np.savez(data, x=x.numpy(), y=values.numpy())
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out))
     assert code == 0 and "the hidden layers with L2" in err, err
     searched = json.loads(out.read_text())
-    rule = manualnn.spec.default_weight_decay(90, "classify")
+    rule = manualnn.spec.default_weight_decay(90, "regress")
     assert searched["l2_search"]["network"] == "hidden" and searched["l2_search"]["strengths"] == [pytest.approx(rule * 90)]
     assert searched["config"]["weight_decay"] == rule and searched["config"]["hidden"] == [512]
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out),
                        "--weight-decay", repr(rule))   # the same run, no search
     plain = json.loads(out.read_text())
     assert code == 0 and "cross-validation" not in err and plain["losses"] == searched["losses"]
-
-
-def test_for_classes_the_linear_network_must_be_lower_by_the_margin(monkeypatch):
-    """The class margin reaches the choice: the same folds and losses, the choice flips with the margin."""
-    gen = torch.Generator().manual_seed(2)
-    centers = torch.randn(3, 4, generator=gen) * 2
-    labels = torch.arange(60) % 3
-    x = centers[labels] + torch.randn(60, 4, generator=gen)   # three blobs: a line separates them
-    weights = init_weights([4, 32, 3], "kaiming", generator=torch.Generator().manual_seed(0))
-    biases = [torch.zeros(32), torch.zeros(3)]
-    linear, linear_biases = _linear_start(4, 3)
-
-    def choose(margin):
-        monkeypatch.setitem(LINEAR, "class_margin", margin)
-        return selection.choose_network(x, labels, weights, linear, biases=biases, linear_biases=linear_biases,
-                                        seed=0, classes=True, loss="ce", **STEP)
-
-    margin = LINEAR["class_margin"]
-    chosen, _, record = choose(margin)
-    ratio = min(record["linear"]["losses"]) / min(record["losses"])
-    assert choose(ratio * 1.01)[0] and not choose(ratio * 0.99)[0]
-    assert chosen == (ratio < margin)
+    labels = tmp_path / "labels.npz"
+    np.savez(labels, x=x.numpy(), y=(values > 0).long().numpy())
+    code, _, err = run(capsys, "train", "--data", str(labels), "--seed", "0", "--json", str(out))
+    assert code == 0 and "cross-validation" not in err and json.loads(out.read_text())["l2_search"] is None

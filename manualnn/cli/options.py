@@ -140,7 +140,7 @@ def build_parser():
     m = t.add_argument_group("network")
     m.add_argument("--hidden", type=positive_int, nargs="+", metavar="WIDTH",
                    help=f"hidden layer widths, one per hidden layer (seed: 100; data: {' '.join(map(str, STEP_DEFAULTS['hidden']))}, "
-                        f"or none up to {LINEAR['rows']} training rows where cross-validation prefers a linear model, "
+                        f"or none for values of up to {LINEAR['rows']} training rows where cross-validation prefers a line, "
                         f"with --lr and --epochs not given either: it then trains {LINEAR['epochs']} epochs at lr "
                         f"{LINEAR['lr']:g})")
     m.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases on every layer (seed: off; data: on)")

@@ -14,10 +14,10 @@ of two thirds of the rows: 12 fits. On the native runner they are one call that 
 the run's threads, each fit on one (the same numbers as a train() call per fit, which the other backends
 make) (README, "How the defaults were chosen", for what it costs).
 
-choose_network: up to spec.LINEAR["rows"] training rows (one batch), where the hidden layers, lr and epochs
-are the defaults, the same folds also fit a network with no hidden layer (a linear model) for each C of
-spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR), and the run takes whichever of the two
-networks had the lower validation loss (for classes, the linear one only where 5% lower), with its C.
+choose_network: for a regression of up to spec.LINEAR["rows"] training rows (one batch), where the hidden
+layers, lr and epochs are the defaults, the same folds also fit a network with no hidden layer (ridge
+regression) for each C of spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR), and the run
+takes whichever of the two networks had the lower validation loss, with its C.
 From CV_ROWS rows on the hidden layers' L2 is not searched (the rule's C alone: 3 fits, not 12, as fits
 of more rows cost more); the linear fits are cheap at any of these sizes. On small noisy sets (a few dozen rows of a nearly linear law) the linear model is
 the better one, and the folds see it.
@@ -40,10 +40,12 @@ def searches(rows, val_split, weight_decay, sklearn=False, patience=None):
     return _no_l2_given(val_split, weight_decay, sklearn, patience) and CV_FOLDS <= int(rows) < CV_ROWS
 
 
-def weighs_linear(rows, val_split, weight_decay, sklearn=False, patience=None):
+def weighs_linear(rows, task, val_split, weight_decay, sklearn=False, patience=None):
     """True when the folds may also weigh a network with no hidden layer (choose_network), where the caller
-    leaves the hidden layers, lr and epochs to the defaults: searches()' conditions, up to LINEAR["rows"]."""
-    return _no_l2_given(val_split, weight_decay, sklearn, patience) and CV_FOLDS <= int(rows) <= LINEAR["rows"]
+    leaves the hidden layers, lr and epochs to the defaults: a regression ("regress"), searches()'
+    conditions, up to LINEAR["rows"] training rows."""
+    return task == "regress" and _no_l2_given(val_split, weight_decay, sklearn, patience) and \
+        CV_FOLDS <= int(rows) <= LINEAR["rows"]
 
 
 def _no_l2_given(val_split, weight_decay, sklearn, patience):
@@ -67,9 +69,7 @@ def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_b
                    strengths=CV_STRENGTHS, **options):
     """(linear, weight decay, record): whether the run is to train ``linear_weights`` (a network with no
     hidden layer, [in, out]) in place of ``weights``, and its L2, by the lower of the two networks' best
-    validation losses over the same folds (ties: the hidden layers; for classes the linear network's must be
-    lower by LINEAR["class_margin"]: below it their log losses are a tie that accuracy often breaks the
-    other way, as on spector). The network's fits are
+    validation losses over the same folds (ties: the hidden layers). The network's fits are
     choose_weight_decay's over ``strengths`` (from CV_ROWS rows on, the rule's C alone: its L2 is not
     searched there); the linear one's train LINEAR["epochs"] epochs at LINEAR["lr"] for each C of
     LINEAR["strengths"]. ``record``: the network's choose_weight_decay record, plus "linear" (the linear
@@ -81,8 +81,7 @@ def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_b
     linear_decay, linear_record = choose_weight_decay(
         x, y, linear_weights, seed=seed, biases=linear_biases, classes=classes, strengths=LINEAR["strengths"],
         epochs=LINEAR["epochs"], **linear_options)
-    margin = LINEAR["class_margin"] if classes else 1.0   # classes: the hidden layers unless clearly worse
-    linear = _best(linear_record) < margin * _best(record)
+    linear = _best(linear_record) < _best(record)
     record = dict(record, linear=linear_record, network="linear" if linear else "hidden",
                   seconds=time.perf_counter() - started)
     return linear, linear_decay if linear else decay, record
