@@ -7,9 +7,9 @@ features (and a regression's targets) standardized inside, Adam at lr 3e-3 over 
 mean loss (cross-entropy for classes), and what follows from the rows (manualnn.spec.data_settings):
 from 1,000 rows up early stopping on 20% of them (100 steps' patience, at least 5 epochs, the best epoch
 kept), below that every row trained on with L2 of 10 (classes; 1500 / rows² above 150 rows) or 30
-(values) / rows, and up to 200 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection),
-which for MLPRegressor with the default ``hidden_layer_sizes="auto"`` (up to 200 rows) also weighs a
-network with no hidden layer.
+(values) / rows, and below 50 rows L2 chosen by 3-fold cross-validation (manualnn.training.selection);
+MLPRegressor with the default ``hidden_layer_sizes="auto"`` lets the same folds, up to 200 rows, also weigh
+a network with no hidden layer (ridge regression) and takes it where its validation loss is lower.
 With the same ``random_state`` as ``--seed`` they split, initialize and shuffle as the command line
 does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import
 manualnn`` and the rest of manualnn do not.
@@ -71,8 +71,8 @@ class _ManualnnMLP(BaseEstimator):
             return list(DATA_DEFAULTS["hidden"])
         sizes = [sizes] if not hasattr(sizes, "__iter__") or isinstance(sizes, str) else list(sizes)
         if any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1 for n in sizes):
-            raise ValueError(f"hidden_layer_sizes: expected positive integers (one width per hidden layer), got "
-                             f"{self.hidden_layer_sizes!r}")
+            raise ValueError(f"hidden_layer_sizes: expected 'auto' or positive integers (one width per hidden "
+                             f"layer), got {self.hidden_layer_sizes!r}")
         return [int(n) for n in sizes]
 
     def _step_options(self):
@@ -122,9 +122,10 @@ class _ManualnnMLP(BaseEstimator):
             sizes == [X.shape[1], *hidden, outputs] or (auto and sizes == [X.shape[1], outputs]))
         model = self.model_ if keep else MLP([X.shape[1], *hidden, outputs], seed=seed, dtype=DTYPES[self.dtype])
         # "auto": manualnn train --data's choice, where it searches, between these hidden layers and none; only
-        # at the default rate and length (a linear model trains at its own, spec.LINEAR)
+        # at the default step (a linear model trains at its own rate and length, spec.LINEAR)
         linear_candidate = auto and self.learning_rate_init == DATA_DEFAULTS["lr"] and \
-            self.max_iter == DATA_DEFAULTS["epochs"]
+            self.max_iter == DATA_DEFAULTS["epochs"] and self.solver == DATA_DEFAULTS["optimizer"] and \
+            self.batch_size in ("auto", DATA_DEFAULTS["batch_size"])
         model.to(self._device())
         # the command line's split: the same rows for the same seed (split shuffles the row numbers)
         val = None
@@ -183,13 +184,14 @@ class MLPClassifier(ClassifierMixin, _ManualnnMLP):
     """A ReLU network classifier trained by manualnn, with ``manualnn train --data``'s defaults.
 
     Parameters (scikit-learn's MLPClassifier's names where the meaning is the same):
-    ``hidden_layer_sizes`` ("auto": 512 units; for MLPRegressor, or none where the L2 search below finds
-    a linear model better, at the default ``learning_rate_init`` and ``max_iter``); ``learning_rate_init`` 3e-3; ``batch_size`` 200 rows (or "auto",
+    ``hidden_layer_sizes`` ("auto": 512 units, or for MLPRegressor none where the search below finds a
+    linear model better, at the default ``learning_rate_init`` and ``max_iter``); ``learning_rate_init``
+    3e-3; ``batch_size`` 200 rows (or "auto",
     the same: at most that many a step, the epoch's batches as even as the rows allow); ``max_iter``
     200 epochs; ``solver`` "adam", "sgd" or "momentum" (with ``momentum``);
     ``beta_1``, ``beta_2``, ``epsilon`` (Adam); ``weight_decay`` (L2 on the weights, as torch.optim
     adds it: scikit-learn's ``alpha`` is scaled differently, so it has another name; None: 0 with early
-    stopping, else 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows, up to 200 rows C / rows
+    stopping, else 10 (classes; 1500 / rows² above 150 rows) or 30 (values) / rows, below 50 rows C / rows
     for the C of 3, 10, 30, 100 that 3-fold cross-validation prefers); ``early_stopping`` ("auto": from
     1,000 rows up, as the command line; True: ``validation_fraction`` 0.2 of the rows held out, stop after
     ``n_iter_no_change`` epochs without a lower validation loss (None: 100 optimizer steps' worth, at least

@@ -13,10 +13,10 @@ from torch import nn
 
 from . import preprocessing as prep
 from .data import init_weights
-from .spec import CV_STRENGTHS, DATA_DEFAULTS, LINEAR, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
+from .spec import DATA_DEFAULTS, LINEAR, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
 from .training import evaluate as evaluate_weights
 from .training import train
-from .training.selection import choose_network, choose_weight_decay, searches, weighs_linear
+from .training.selection import choose_weight_decay, search, searches, weighs_linear
 
 
 class MLP(nn.Module):
@@ -173,12 +173,15 @@ class MLP(nn.Module):
         (manualnn.spec.data_settings); below 50 rows (spec.CV_ROWS) of C / rows for the C that
         cross-validation prefers (manualnn.training.selection, its record in ``model.l2_search``).
 
-        - ``linear_candidate``: for values (a regression) of up to 200 training rows (spec.LINEAR["rows"])
-          without a validation set or a given L2, let the same folds also weigh a network with no hidden
-          layer (ridge regression) and, where that one's validation loss is lower, turn this untrained
-          model into it (``sizes`` becomes [in, out]), trained at spec.LINEAR's lr and epochs in place of
-          ``lr`` and ``epochs``: what ``manualnn train --data`` and ``MLPRegressor`` do when the hidden
-          layers, lr and epochs are left to the defaults.
+        - ``linear_candidate``: the caller's word that the hidden layers and the step (lr, epochs, optimizer,
+          reduction, batch size) are the defaults', as ``MLPRegressor`` passes it: then for values (a
+          regression) of up to 200 training rows (spec.LINEAR["rows"]) in one batch, without a validation
+          set or a given L2, the same folds also weigh a network with no hidden layer (ridge regression)
+          and, where its validation loss is lower, this model, untrained (epoch 0), becomes it (``sizes``
+          [in, out], its weights drawn from ``shuffle_seed``), trained at spec.LINEAR's lr and epochs in
+          place of ``lr`` and ``epochs``, as ``manualnn train --data`` does. A model that became linear so
+          and is fit again with ``linear_candidate`` keeps that rate and length and searches its L2 again
+          over spec.LINEAR's strengths.
 
         - y: labels [N] (integer or text: a classifier) or float values [N] or [N, out] (a regressor).
           Labels 0..out-1 are the outputs' indices; other labels (1..K, text) name the outputs in
@@ -217,29 +220,28 @@ class MLP(nn.Module):
             rows, patience = x.shape[0], options.get("patience")
             grid = searches(rows, 0.0, None, patience=patience)
             rule = data_settings(rows, task, val_split=0.0)["weight_decay"]
-            linear_ok = linear_candidate and self.epoch == 0 and len(self.sizes) > 2 and \
-                weighs_linear(rows, task, 0.0, None, patience=patience)
-            if grid or linear_ok:
-                step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
-                search = dict(seed=options.get("shuffle_seed", 0), classes=task == "classify",
-                              biases=None if biases is None else [b.detach() for b in biases])
-                weights = [w.detach() for w in weights]
-                if linear_ok:
-                    linear = init_weights([self.sizes[0], self.sizes[-1]], self.init, dtype=weights[0].dtype,
-                                          generator=torch.Generator().manual_seed(int(search["seed"])))
-                    linear = [w.to(weights[0].device) for w in linear]
-                    linear_biases = None if biases is None else [search["biases"][-1].new_zeros(self.sizes[-1])]
-                    chosen, options["weight_decay"], self.l2_search = choose_network(
-                        x, y_fit, weights, linear, linear_biases=linear_biases,
-                        strengths=CV_STRENGTHS if grid else (rule * rows,), **search, **step)
-                    if chosen:
-                        self._become_linear(linear, linear_biases)
-                        weights, biases = self._layers()
-                        options["lr"], epochs = LINEAR["lr"], LINEAR["epochs"]
-                    elif not grid:
-                        options["weight_decay"] = rule   # the rule's own number (not rule * rows / rows)
-                else:
-                    options["weight_decay"], self.l2_search = choose_weight_decay(x, y_fit, weights, **search, **step)
+            linear_ok = linear_candidate and weighs_linear(rows, task, 0.0, None, patience=patience,
+                                                           batch_size=options.get("batch_size"))
+            step = {k: v for k, v in options.items() if k not in ("callback", "every")}   # the run's alone
+            found = dict(seed=options.get("shuffle_seed", 0), classes=task == "classify",
+                         biases=None if biases is None else [b.detach() for b in biases])
+            weights = [w.detach() for w in weights]
+            if linear_ok and len(self.sizes) == 2:   # the search's linear model, fit again: its own L2 search,
+                step["lr"] = options["lr"] = LINEAR["lr"]   # rate and length
+                epochs = LINEAR["epochs"]
+                options["weight_decay"], self.l2_search = choose_weight_decay(
+                    x, y_fit, weights, strengths=LINEAR["strengths"], epochs=epochs, **found, **step)
+            elif grid or (linear_ok and self.epoch == 0):
+                linear = None if not linear_ok or self.epoch else [   # drawn as __init__ draws (seed: the run's)
+                    w.to(weights[0].device) for w in init_weights(
+                        [self.sizes[0], self.sizes[-1]], self.init, dtype=weights[0].dtype,
+                        generator=torch.Generator().manual_seed(int(found["seed"])))]
+                chosen, options["weight_decay"], self.l2_search = search(
+                    x, y_fit, weights, grid=grid, rule=rule, linear_weights=linear, **found, **step)
+                if chosen:
+                    self._become_linear(linear, found["biases"])
+                    weights, biases = self._layers()
+                    options["lr"], epochs = LINEAR["lr"], LINEAR["epochs"]
             else:
                 options["weight_decay"] = rule
         with torch.no_grad():
@@ -253,11 +255,12 @@ class MLP(nn.Module):
         return result
 
     def _become_linear(self, weights, biases):
-        """This untrained model as a network with no hidden layer, starting from ``weights``/``biases``."""
+        """This untrained model as a network with no hidden layer, starting from ``weights`` and zero biases."""
+        device = self.weights[0].device
         self.sizes = [self.sizes[0], self.sizes[-1]]
-        self.weights = nn.ParameterList(nn.Parameter(w.clone()) for w in weights)
+        self.weights = nn.ParameterList(nn.Parameter(w.clone().to(device)) for w in weights)
         if self.biases is not None:
-            self.biases = nn.ParameterList(nn.Parameter(b.clone()) for b in biases)
+            self.biases = nn.ParameterList([nn.Parameter(biases[-1].new_zeros(self.sizes[-1]))])
 
     def _fit_task(self, y, loss, classes):
         if self.task == "classify" or classes is not None or loss == "ce":

@@ -94,8 +94,10 @@ def build_problem(config, device, check=None):
     # the split above used its own generator: the weights come from the seed alone
     weights = init_weights(sizes, config["init"], generator=torch.Generator().manual_seed(config["seed"]))
     to = lambda t: None if t is None else t.to(device, dtype if t.is_floating_point() else t.dtype)  # noqa: E731
-    search = (x_train.shape[0], config["val_split"], given_l2, config.get("sklearn_defaults", False), config["patience"])
-    search_l2, linear = searches(*search), weighs_linear(search[0], dataset.task, *search[1:])
+    rows, given = x_train.shape[0], (config["val_split"], given_l2, config.get("sklearn_defaults", False),
+                                     config["patience"])
+    search_l2 = searches(rows, *given)
+    linear = weighs_linear(rows, dataset.task, *given, batch_size=config["batch_size"])
     return Problem(to(x_train), to(y_train), [to(w) for w in weights], to(x_val), to(y_val), checksum,
                    note="\n".join(dataset.notes + [f"{dataset.source}: {dataset.task_reason}"]), search_l2=search_l2,
                    weighs_linear=linear)

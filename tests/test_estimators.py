@@ -86,7 +86,8 @@ def test_regressor_predicts_in_the_targets_units_one_or_several_outputs():
 
 def test_bad_parameters_name_themselves_when_fit():
     x, y = blobs(30)
-    for params, message in [({"hidden_layer_sizes": (0,)}, r"hidden_layer_sizes: expected positive integers"),
+    for params, message in [({"hidden_layer_sizes": (0,)}, r"hidden_layer_sizes: expected 'auto' or positive integers"),
+                            ({"hidden_layer_sizes": "Auto"}, r"hidden_layer_sizes: expected 'auto' or .* got 'Auto'"),
                             ({"learning_rate_init": -1}, r"learning_rate_init: expected a positive finite number"),
                             ({"solver": "lbfgs"}, r"solver: expected one of 'sgd', 'momentum', 'adam', got 'lbfgs'"),
                             ({"validation_fraction": 1.0}, r"validation_fraction: expected a number in \[0, 1\)"),

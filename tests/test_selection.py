@@ -235,9 +235,10 @@ def test_the_search_takes_no_hidden_layer_for_a_noisy_line_and_hidden_layers_for
     linear, linear_biases = _linear_start(4, 1)
     chosen, decay, record = selection.choose_network(x, y, weights, linear, biases=biases, linear_biases=linear_biases,
                                                      seed=0, loss="sse", **STEP)
-    line = record["linear"]
+    hidden, line = record["candidates"]["hidden"], record["candidates"]["linear"]
     assert chosen and record["network"] == "linear" and decay == pytest.approx(line["chosen"] / 30)
-    assert line["strengths"] == list(LINEAR["strengths"]) and min(line["losses"]) < min(record["losses"])
+    assert record["chosen"] == line["chosen"] and record["strengths"] == list(LINEAR["strengths"])   # the run's C
+    assert hidden["strengths"] == list(CV_STRENGTHS) and min(line["losses"]) < min(hidden["losses"])
     assert "no hidden layer" in selection.note(record, 30)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(150, 2, generator=gen)
@@ -247,7 +248,8 @@ def test_the_search_takes_no_hidden_layer_for_a_noisy_line_and_hidden_layers_for
     chosen, decay, record = selection.choose_network(x, labels, weights, linear, biases=[torch.zeros(64), torch.zeros(2)],
                                                      linear_biases=linear_biases, seed=0, classes=True, loss="ce", **STEP)
     assert not chosen and record["network"] == "hidden" and decay == pytest.approx(record["chosen"] / 150)
-    assert min(record["losses"]) < 0.5 * min(record["linear"]["losses"])
+    assert record["strengths"] == list(CV_STRENGTHS)
+    assert min(record["losses"]) < 0.5 * min(record["candidates"]["linear"]["losses"])
     assert "the hidden layers with L2" in selection.note(record, 150)
 
 
@@ -257,16 +259,20 @@ def test_the_command_line_trains_the_linear_choice_saves_predicts_and_resumes_it
     np.savez(data, x=x.numpy(), y=y.numpy().ravel())
     model, out = tmp_path / "line.pt", tmp_path / "line.json"
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--save", str(model), "--json", str(out))
-    assert code == 0 and "no hidden layer (a linear model" in err and "--hidden and --weight-decay set them" in err
-    config = json.loads(out.read_text())["config"]
+    assert code == 0 and "no hidden layer (a linear model" in err and "--hidden, --lr, --epochs or --weight-decay" in err
+    record = json.loads(out.read_text())
+    config, search = record["config"], record["l2_search"]
     assert config["hidden"] == [] and config["lr"] == LINEAR["lr"] and config["epochs"] == LINEAR["epochs"]
+    assert search["network"] == "linear" and config["weight_decay"] == pytest.approx(search["chosen"] / 30)
     assert manualnn.load(str(model)).sizes == [4, 1]
     code, printed, err = run(capsys, "predict", "--model", str(model), "--data", str(data))
     assert code == 0 and float(printed.split("R2:")[1].split()[0]) > 0.7, printed + err
     code, printed, err = run(capsys, "train", "--resume", str(model), "--epochs", str(LINEAR["epochs"] + 5))
     assert code == 0 and printed.splitlines()[0].startswith(f"Epoch:{LINEAR['epochs']},"), err
-    # the network named, or a rate or a length given: the hidden layers stay, the L2 is still searched
-    for option in (["--hidden", "512"], ["--epochs", "30"], ["--lr", "0.003"]):
+    assert "cross-validation" not in err   # a resumed run keeps its network and L2: no search
+    # the network named, or any of the step's settings given: the hidden layers stay, the L2 is still searched
+    for option in (["--hidden", "512"], ["--epochs", "30"], ["--lr", "0.003"], ["--batch-size", "200"],
+                   ["--optimizer", "adam"], ["--reduction", "mean"]):
         code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out), *option)
         assert code == 0 and "--weight-decay sets it" in err and "no hidden layer" not in err
         assert json.loads(out.read_text())["config"]["hidden"] == [512]
@@ -322,3 +328,27 @@ def test_from_50_rows_the_hidden_layers_keep_the_rules_l2_and_where_they_win_tra
     np.savez(labels, x=x.numpy(), y=(values > 0).long().numpy())
     code, _, err = run(capsys, "train", "--data", str(labels), "--seed", "0", "--json", str(out))
     assert code == 0 and "cross-validation" not in err and json.loads(out.read_text())["l2_search"] is None
+
+
+def test_the_linear_choice_from_50_rows_and_a_second_fit_of_it(tmp_path, capsys):
+    """From CV_ROWS rows the linear network can win against the hidden layers at the rule's L2, with its own C;
+    an estimator warm-started on it (or MLP.fit again) keeps its rate and length and searches its L2 again."""
+    from manualnn import MLPRegressor
+    x, y = _values(90, 1.0)
+    data, out = tmp_path / "line90.npz", tmp_path / "line90.json"
+    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out))
+    record = json.loads(out.read_text())
+    search = record["l2_search"]
+    assert code == 0 and search["network"] == "linear" and "the rule's C" in err, err
+    assert search["candidates"]["hidden"]["strengths"] == [pytest.approx(30.0)]   # values: the rule's 30 / rows
+    assert record["config"]["weight_decay"] == pytest.approx(search["chosen"] / 90)
+    assert search["chosen"] in LINEAR["strengths"]
+    estimator = MLPRegressor(random_state=0, warm_start=True).fit(x.numpy(), y.numpy().ravel())
+    assert estimator.model_.sizes == [4, 1] and estimator.loss_curve_ == pytest.approx(record["losses"], rel=1e-6)
+    first = estimator.model_.l2_search["chosen"]
+    estimator.fit(x.numpy(), y.numpy().ravel())   # warm start: the same linear model, trained on
+    again = estimator.model_.l2_search
+    assert estimator.model_.sizes == [4, 1] and estimator.n_iter_ == LINEAR["epochs"]
+    assert again["strengths"] == list(LINEAR["strengths"]) and again["chosen"] == first
+    assert estimator.model_.epoch == 2 * LINEAR["epochs"]

@@ -141,8 +141,8 @@ def build_parser():
     m.add_argument("--hidden", type=positive_int, nargs="+", metavar="WIDTH",
                    help=f"hidden layer widths, one per hidden layer (seed: 100; data: {' '.join(map(str, STEP_DEFAULTS['hidden']))}, "
                         f"or none for values of up to {LINEAR['rows']} training rows where cross-validation prefers a line, "
-                        f"with --lr and --epochs not given either: it then trains {LINEAR['epochs']} epochs at lr "
-                        f"{LINEAR['lr']:g})")
+                        f"with no validation split and none of --lr, --epochs, --optimizer, --reduction, --batch-size "
+                        f"or --weight-decay given: it then trains {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g})")
     m.add_argument("--bias", action=argparse.BooleanOptionalAction, help="biases on every layer (seed: off; data: on)")
     m.add_argument("--init", choices=INITS,
                    help="randn: the seed's unscaled torch.randn; kaiming: He-normal, std sqrt(2/fan_in) "

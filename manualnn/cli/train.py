@@ -20,10 +20,10 @@ from ..backends import BackendUnavailableError
 from ..data import DataError, init_weights
 from ..files import OutputPathError, check_distinct, check_output_path, describe_os_error
 from ..problem import build_problem
-from ..spec import CV_STRENGTHS, LINEAR
+from ..spec import LINEAR
 from ..training import NonFiniteLossError, Trainer
 from ..training.batches import batch_sizes
-from ..training.selection import choose_network, choose_weight_decay
+from ..training.selection import search as choose_search
 from ..training.selection import note as selection_note
 from .config import STEP_KEYS, UsageError, resolve_device, run_config
 from .limits import check_float32_steps, check_memory
@@ -160,6 +160,10 @@ def check_paths(args, config, rank):
             raise UsageError(f"--plot: {e}") from None
 
 
+# what must be left to the defaults for the search to weigh a network with no hidden layer (spec.LINEAR)
+LINEAR_DEFAULTS_ONLY = ("hidden", "lr", "epochs", "optimizer", "reduction", "batch_size")
+
+
 def prepare_run(args, device=None, rank=0):
     config, checkpoint = run_config(args)
     device = device or resolve_device(args.device)
@@ -181,26 +185,21 @@ def prepare_run(args, device=None, rank=0):
                   threads=args.threads, graph=False if args.no_graph else None)
     search = None
     try:
-        # the network and its L2 chosen by cross-validation: the hidden layers or none where they are left to the
-        # defaults (up to 200 rows), the L2 where it is not given (below 50 rows)
-        linear_ok = problem.weighs_linear and args.hidden is None and args.lr is None and args.epochs is None
+        # the network and its L2 chosen by cross-validation: for values of up to 200 rows the hidden layers or none
+        # where the network and its step are left to the defaults, and below 50 rows the L2 where it is not given
+        linear_ok = problem.weighs_linear and all(getattr(args, key) is None for key in LINEAR_DEFAULTS_ONLY)
         if problem.search_l2 or linear_ok:
             rule = step.pop("weight_decay")
-            found = dict(seed=config["seed"], classes=config["task_used"] == "classify", **common, **step)
-            if linear_ok:
-                linear = init_weights([problem.x.shape[1], problem.weights[-1].shape[1]], config["init"],
-                                      generator=torch.Generator().manual_seed(config["seed"]))
-                linear = [w.to(problem.x.device, problem.x.dtype) for w in linear]
-                chosen, step["weight_decay"], search = choose_network(
-                    problem.x, problem.y, problem.weights, linear,
-                    strengths=CV_STRENGTHS if problem.search_l2 else (rule * problem.x.shape[0],), **found)
-                if chosen:   # (a checkpoint keeps the network, its lr and epochs: a resumed run does not search)
-                    problem.weights, config["hidden"] = linear, []
-                    step["lr"], config["lr"], config["epochs"] = LINEAR["lr"], LINEAR["lr"], LINEAR["epochs"]
-                elif not problem.search_l2:
-                    step["weight_decay"] = rule   # the rule's own number (not rule * rows / rows)
-            else:
-                step["weight_decay"], search = choose_weight_decay(problem.x, problem.y, problem.weights, **found)
+            linear = None if not linear_ok else [   # drawn as build_problem draws the network's
+                w.to(problem.x.device, problem.x.dtype) for w in init_weights(
+                    [problem.x.shape[1], problem.weights[-1].shape[1]], config["init"],
+                    generator=torch.Generator().manual_seed(config["seed"]))]
+            chosen, step["weight_decay"], search = choose_search(
+                problem.x, problem.y, problem.weights, seed=config["seed"], grid=problem.search_l2, rule=rule,
+                linear_weights=linear, classes=config["task_used"] == "classify", **common, **step)
+            if chosen:   # (a checkpoint keeps the network, its lr and epochs: a resumed run does not search)
+                problem.weights, config["hidden"] = linear, []
+                step["lr"], config["lr"], config["epochs"] = LINEAR["lr"], LINEAR["lr"], LINEAR["epochs"]
             config["weight_decay"] = step["weight_decay"]   # (a checkpoint keeps it: a resumed run does not search)
             if rank == 0:
                 print(f"manualnn train: {selection_note(search, problem.x.shape[0])}", file=sys.stderr)

@@ -17,10 +17,10 @@ make) (README, "How the defaults were chosen", for what it costs).
 choose_network: for a regression of up to spec.LINEAR["rows"] training rows (one batch), where the hidden
 layers, lr and epochs are the defaults, the same folds also fit a network with no hidden layer (ridge
 regression) for each C of spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR), and the run
-takes whichever of the two networks had the lower validation loss, with its C.
-From CV_ROWS rows on the hidden layers' L2 is not searched (the rule's C alone: 3 fits, not 12, as fits
-of more rows cost more); the linear fits are cheap at any of these sizes. On small noisy sets (a few dozen rows of a nearly linear law) the linear model is
-the better one, and the folds see it.
+takes whichever of the two networks had the lower validation loss, with its C. From CV_ROWS rows on the
+hidden layers' L2 is not searched (the rule's C alone: 3 fits, not 12, as fits of more rows cost more);
+the linear fits (one output) are cheap at any of these sizes. On a few dozen noisy values of a nearly
+linear law the linear model is the better one, and the folds see it.
 """
 import math
 import time
@@ -40,12 +40,12 @@ def searches(rows, val_split, weight_decay, sklearn=False, patience=None):
     return _no_l2_given(val_split, weight_decay, sklearn, patience) and CV_FOLDS <= int(rows) < CV_ROWS
 
 
-def weighs_linear(rows, task, val_split, weight_decay, sklearn=False, patience=None):
+def weighs_linear(rows, task, val_split, weight_decay, sklearn=False, patience=None, batch_size=None):
     """True when the folds may also weigh a network with no hidden layer (choose_network), where the caller
-    leaves the hidden layers, lr and epochs to the defaults: a regression ("regress"), searches()'
-    conditions, up to LINEAR["rows"] training rows."""
+    leaves the hidden layers and the step (lr, epochs, optimizer, reduction, batch size) to the defaults: a
+    regression ("regress"), searches()' conditions, CV_FOLDS to LINEAR["rows"] training rows, in one batch."""
     return task == "regress" and _no_l2_given(val_split, weight_decay, sklearn, patience) and \
-        CV_FOLDS <= int(rows) <= LINEAR["rows"]
+        CV_FOLDS <= int(rows) <= LINEAR["rows"] and (batch_size is None or int(batch_size) >= int(rows))
 
 
 def _no_l2_given(val_split, weight_decay, sklearn, patience):
@@ -65,6 +65,22 @@ def folds(n, k, seed, labels=None):
     return [order[i::k] for i in range(k)]
 
 
+def search(x, y, weights, *, seed, grid, rule, linear_weights=None, biases=None, classes=False, **options):
+    """What a run searches for before it trains, one call for the command line and MLP.fit: (linear, weight
+    decay, record). ``grid``: searches() is true (the network's L2 over CV_STRENGTHS), else the network keeps
+    ``rule``, the rule's L2; ``linear_weights``: the network with no hidden layer to weigh as well, drawn as
+    the caller draws its networks (None: not weighed; weighs_linear() says where it is). ``linear``: the run
+    is to train ``linear_weights`` (zero biases where ``biases`` is not None) for LINEAR["epochs"] epochs at
+    LINEAR["lr"]. Where the network wins without a grid, the weight decay is ``rule`` itself."""
+    found = dict(seed=seed, classes=classes, biases=biases, **options)
+    if linear_weights is None:
+        return (False,) + choose_weight_decay(x, y, weights, **found)
+    linear_biases = None if biases is None else [biases[-1].new_zeros(linear_weights[-1].shape[1])]
+    linear, decay, record = choose_network(x, y, weights, linear_weights, linear_biases=linear_biases,
+                                           strengths=CV_STRENGTHS if grid else (rule * x.shape[0],), **found)
+    return linear, decay if linear or grid else rule, record
+
+
 def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_biases=None, classes=False,
                    strengths=CV_STRENGTHS, **options):
     """(linear, weight decay, record): whether the run is to train ``linear_weights`` (a network with no
@@ -72,19 +88,19 @@ def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_b
     validation losses over the same folds (ties: the hidden layers). The network's fits are
     choose_weight_decay's over ``strengths`` (from CV_ROWS rows on, the rule's C alone: its L2 is not
     searched there); the linear one's train LINEAR["epochs"] epochs at LINEAR["lr"] for each C of
-    LINEAR["strengths"]. ``record``: the network's choose_weight_decay record, plus "linear" (the linear
-    network's) and "network" ("linear" or "hidden": the one chosen)."""
+    LINEAR["strengths"]. ``record``: the chosen network's choose_weight_decay record (its "chosen" is the
+    run's C), plus "network" ("linear" or "hidden": which it is), "candidates" (both records, by those
+    names) and "seconds" (both searches')."""
     started = time.perf_counter()
-    decay, record = choose_weight_decay(x, y, weights, seed=seed, biases=biases, classes=classes,
+    decay, hidden = choose_weight_decay(x, y, weights, seed=seed, biases=biases, classes=classes,
                                         strengths=strengths, **options)
-    linear_options = dict(options, lr=LINEAR["lr"])
-    linear_decay, linear_record = choose_weight_decay(
+    linear_decay, linear = choose_weight_decay(
         x, y, linear_weights, seed=seed, biases=linear_biases, classes=classes, strengths=LINEAR["strengths"],
-        epochs=LINEAR["epochs"], **linear_options)
-    linear = _best(linear_record) < _best(record)
-    record = dict(record, linear=linear_record, network="linear" if linear else "hidden",
-                  seconds=time.perf_counter() - started)
-    return linear, linear_decay if linear else decay, record
+        epochs=LINEAR["epochs"], **dict(options, lr=LINEAR["lr"]))
+    chosen = "linear" if _best(linear) < _best(hidden) else "hidden"
+    record = dict(linear if chosen == "linear" else hidden, network=chosen,
+                  candidates={"hidden": hidden, "linear": linear}, seconds=time.perf_counter() - started)
+    return chosen == "linear", linear_decay if chosen == "linear" else decay, record
 
 
 def _best(record):
@@ -125,21 +141,19 @@ def note(record, rows):
         return ", ".join(f"{c:g}: {'diverged' if loss is None else f'{loss:.4g}'}"
                          for c, loss in zip(r["strengths"], r["losses"]))
 
-    def grid(r):
-        return ", ".join(f"{c:g}" for c in r["strengths"])
-
-    if "linear" not in record:
+    if "network" not in record:
         where = f"{record['folds']}-fold cross-validation (fewer than {CV_ROWS} training rows"
         return (f"L2 {record['chosen']:g}/{rows} chosen by {where}; validation loss over C/{rows} for C in "
-                f"{grid(record)}: {losses(record)}; {record['seconds']:.2f} s); --weight-decay sets it")
-    where = f"{record['folds']}-fold cross-validation ({LINEAR['rows']} training rows or fewer"
-    linear = record["linear"]
-    what = (f"no hidden layer (a linear model, trained {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g}) with L2 "
-            f"{linear['chosen']:g}/{rows}" if record["network"] == "linear" else
-            f"the hidden layers with L2 {record['chosen']:g}/{rows}")
-    return (f"{what} chosen by {where}; validation loss over C/{rows}: hidden layers, C in {grid(record)}: "
-            f"{losses(record)}; no hidden layer, C in {grid(linear)}: {losses(linear)}; {record['seconds']:.2f} s); "
-            f"--hidden and --weight-decay set them")
+                f"{', '.join(f'{c:g}' for c in record['strengths'])}: {losses(record)}; {record['seconds']:.2f} s); "
+                f"--weight-decay sets it")
+    hidden, linear = record["candidates"]["hidden"], record["candidates"]["linear"]
+    what = (f"no hidden layer (a linear model, trained {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g})"
+            if record["network"] == "linear" else "the hidden layers")
+    tried = "C" if len(hidden["strengths"]) > 1 else "the rule's C"
+    return (f"{what} with L2 {record['chosen']:g}/{rows} chosen by {record['folds']}-fold cross-validation "
+            f"(values, {LINEAR['rows']} training rows or fewer; validation loss over C/{rows}: hidden layers, "
+            f"{tried} {losses(hidden)}; no hidden layer, C {losses(linear)}; {record['seconds']:.2f} s); "
+            f"--hidden, --lr, --epochs or --weight-decay turn the search of a network off")
 
 
 def _fit_loss(x, y, weights, biases, strength, epochs, rows, held, options):
