@@ -5,8 +5,9 @@ same run as ``manualnn train --data FILE --seed S``: ``nn.Linear`` + ``nn.ReLU``
 It trains on exactly manualnn's inputs (``manualnn.problem.build_problem``: the same split,
 standardization, initial weights and biases, and the same seeded batch order), so its per-epoch
 losses must equal manualnn's to float32 rounding: the record says how far they are apart. Where
-manualnn chose its L2 by cross-validation (fewer than 50 training rows), it trains with the L2 that
-manualnn's run chose (from its record), and its time leaves that search out.
+manualnn chose its L2 by cross-validation (fewer than 50 training rows), or its network (a regression
+of up to 200 rows: no hidden layer, trained at its own lr and epochs), it trains what manualnn's run
+chose (from its record), and its time leaves that search out.
 """
 import math
 import time
@@ -87,9 +88,12 @@ def run_autograd(entry, extra, manualnn_record=None):
     torch.set_num_threads(1)
     started = time.perf_counter()
     config = config_for(entry, list(extra))
+    chosen = manualnn_record or {}
+    if chosen.get("hidden") == []:   # manualnn's search chose no hidden layer: that network, its rate and length
+        config.update(hidden=[], lr=chosen["lr"], epochs=chosen["epochs"])   # (drawn by build_problem as the CLI does)
     problem = build_problem(config, torch.device("cpu"))
-    if problem.search_l2 and (manualnn_record or {}).get("weight_decay") is not None:
-        config["weight_decay"] = manualnn_record["weight_decay"]   # the L2 manualnn's search chose (not timed here)
+    if (problem.search_l2 or problem.weighs_linear) and chosen.get("weight_decay") is not None:
+        config["weight_decay"] = chosen["weight_decay"]   # the L2 manualnn's search chose (not timed here)
     model, losses, loop_s = train_autograd(config, problem)
     test = load_data(entry.test, task=config["task_used"], class_names=config.get("class_names"))
     with torch.no_grad():

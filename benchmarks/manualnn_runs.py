@@ -175,6 +175,8 @@ def run_one(entry, extra=(), mode="cli", timeout=900):
             record["losses"] = losses
             record["task_used"] = (run.get("config") or {}).get("task_used")
             record["weight_decay"] = (run.get("config") or {}).get("weight_decay")   # the L2 the run trained with
+            for key in ("hidden", "lr", "epochs"):   # the network and step its search chose (spec.LINEAR)
+                record[key] = (run.get("config") or {}).get(key)
             record["l2_search_s"] = (run.get("timing") or {}).get("l2_search_seconds")
             record["diverged"] = record["diverged"] or run.get("status") == "diverged" or \
                 any(not math.isfinite(v) for v in losses if isinstance(v, (int, float)))
