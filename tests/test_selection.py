@@ -259,7 +259,7 @@ def test_the_command_line_trains_the_linear_choice_saves_predicts_and_resumes_it
     np.savez(data, x=x.numpy(), y=y.numpy().ravel())
     model, out = tmp_path / "line.pt", tmp_path / "line.json"
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--save", str(model), "--json", str(out))
-    assert code == 0 and "no hidden layer (a linear model" in err and "--hidden, --lr, --epochs or --weight-decay" in err
+    assert code == 0 and "no hidden layer (a linear model" in err and "--hidden, --weight-decay or an option of the step" in err
     record = json.loads(out.read_text())
     config, search = record["config"], record["l2_search"]
     assert config["hidden"] == [] and config["lr"] == LINEAR["lr"] and config["epochs"] == LINEAR["epochs"]

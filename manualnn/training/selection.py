@@ -15,7 +15,7 @@ the run's threads, each fit on one (the same numbers as a train() call per fit, 
 make) (README, "How the defaults were chosen", for what it costs).
 
 choose_network: for a regression of up to spec.LINEAR["rows"] training rows (one batch), where the hidden
-layers, lr and epochs are the defaults, the same folds also fit a network with no hidden layer (ridge
+layers and the step (lr, epochs, optimizer, reduction, batch size) are the defaults, the same folds also fit a network with no hidden layer (ridge
 regression) for each C of spec.LINEAR["strengths"], at its own rate and length (spec.LINEAR), and the run
 takes whichever of the two networks had the lower validation loss, with its C. From CV_ROWS rows on the
 hidden layers' L2 is not searched (the rule's C alone: 3 fits, not 12, as fits of more rows cost more);
@@ -153,7 +153,7 @@ def note(record, rows):
     return (f"{what} with L2 {record['chosen']:g}/{rows} chosen by {record['folds']}-fold cross-validation "
             f"(values, {LINEAR['rows']} training rows or fewer; validation loss over C/{rows}: hidden layers, "
             f"{tried} {losses(hidden)}; no hidden layer, C {losses(linear)}; {record['seconds']:.2f} s); "
-            f"--hidden, --lr, --epochs or --weight-decay turn the search of a network off")
+            f"--hidden, --weight-decay or an option of the step (--lr, --epochs, ...) keeps the hidden layers")
 
 
 def _fit_loss(x, y, weights, biases, strength, epochs, rows, held, options):
