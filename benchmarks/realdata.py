@@ -6,9 +6,10 @@
     python -m benchmarks.realdata sklearn                  # only scikit-learn: fill its cache, write its table
 
 The suite (benchmarks/suite.py) is classification and regression sets saved as a user saves them:
-raw features, one .npz train file and one test file per (data set, split), in four parts: the sets
-the defaults were tuned on, the held-out sets that confirm them, and two parts of fresh sets, each written
-down before it was run to confirm a later change (--datasets tuned / held-out / fresh / fresh-2).
+raw features, one .npz train file and one test file per (data set, split), in five parts: the sets
+the defaults were tuned on, the held-out sets that confirm them, and three parts of fresh sets, each
+written down before it was run to confirm a later change (--datasets tuned / held-out / fresh / fresh-2 /
+fresh-3).
 Every split is trained with every seed. scikit-learn's side (benchmarks/sklearn_mlp.py: its MLP per
 split and seed, a linear model per split) is cached in --sklearn-cache, keyed by data set, split,
 seed and scikit-learn version; manualnn's side (benchmarks/manualnn_runs.py) runs the two CLI
@@ -244,7 +245,7 @@ def build_parser(command):
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.realdata{'' if command == 'report' else ' ' + command}",
                                 description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="all",
-                   help="comma-separated names, tuned, held-out, fresh, fresh-2, or all (default)")
+                   help="comma-separated names, tuned, held-out, fresh, fresh-2, fresh-3, or all (default)")
     p.add_argument("--seeds", default="0-9", help="e.g. 0-9 (default), 0,3,5 or 0-2,7")
     p.add_argument("--splits", default="0-2", help="train/test splits (their random_state) per data set, e.g. "
                                                    "0-2 (default); 'seed': one split per seed, the old protocol")

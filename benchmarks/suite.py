@@ -6,7 +6,7 @@ float64, no scaling) and ``y`` (int64 class labels 0..K-1, or float64 regression
 is ``train_test_split(test_size=0.25, random_state=K)``, stratified for classification; a generated
 set is drawn anew per split with ``random_state=K``. Every split is trained with seeds 0-9.
 
-The sets are in four parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
+The sets are in five parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
 were chosen on; ``held-out``, sets that were not run while tuning and only confirm the choice; ``fresh``,
 sets written down before any run to confirm a later change once the held-out sets had been seen; and
 ``fresh-2``, written down likewise once ``fresh`` had been seen, to confirm even batches; and ``fresh-3``,
