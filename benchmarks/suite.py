@@ -8,7 +8,7 @@ set is drawn anew per split with ``random_state=K``. Every split is trained with
 
 The sets are in five parts (README, "How the defaults were chosen"): ``tuned``, the sets the defaults
 were chosen on; ``held-out``, sets that were not run while tuning and only confirm the choice; ``fresh``,
-sets written down before any run to confirm a later change once the held-out sets had been seen; and
+sets written down before any run to confirm a later change once the held-out sets had been seen;
 ``fresh-2``, written down likewise once ``fresh`` had been seen, to confirm even batches; and ``fresh-3``,
 small sets written down before any run once ``fresh-2`` had been seen, to confirm the small-set search's
 choice between the hidden layers and none (manualnn/training/selection.py).
