@@ -16,7 +16,7 @@ from .data import init_weights
 from .spec import DATA_DEFAULTS, LINEAR, LOSSES, REDUCTIONS, check_choice, data_settings, patience_for
 from .training import evaluate as evaluate_weights
 from .training import train
-from .training.selection import choose_weight_decay, search, searches, weighs_linear
+from .training.selection import choose_linear_weight_decay, search, searches, weighs_linear
 
 
 class MLP(nn.Module):
@@ -227,10 +227,9 @@ class MLP(nn.Module):
                          biases=None if biases is None else [b.detach() for b in biases])
             weights = [w.detach() for w in weights]
             if linear_ok and len(self.sizes) == 2:   # the search's linear model, fit again: its own L2 search,
-                step["lr"] = options["lr"] = LINEAR["lr"]   # rate and length
-                epochs = LINEAR["epochs"]
-                options["weight_decay"], self.l2_search = choose_weight_decay(
-                    x, y_fit, weights, strengths=LINEAR["strengths"], epochs=epochs, **found, **step)
+                options["weight_decay"], self.l2_search = choose_linear_weight_decay(   # rate and length
+                    x, y_fit, weights, **found, **step)
+                options["lr"], epochs = LINEAR["lr"], LINEAR["epochs"]
             elif grid or (linear_ok and self.epoch == 0):
                 linear = None if not linear_ok or self.epoch else [   # drawn as __init__ draws (seed: the run's)
                     w.to(weights[0].device) for w in init_weights(

@@ -55,6 +55,13 @@ def _values(rows, noise, seed=0):
     return x, (y - y.mean()) / y.std()
 
 
+def _values_file(path, rows, noise, seed=0):
+    """_values(rows, noise, seed) saved as a data file at ``path``; returns (x, y, path)."""
+    x, y = _values(rows, noise, seed)
+    np.savez(path, x=x.numpy(), y=y.numpy().ravel())
+    return x, y, path
+
+
 @pytest.mark.parametrize("noise,chosen", [(0.0, CV_STRENGTHS[0]), (3.0, CV_STRENGTHS[-1])])
 def test_an_exact_law_gets_the_least_l2_and_noise_the_most(noise, chosen):
     x, y = _values(30, noise)
@@ -79,9 +86,7 @@ def test_a_diverging_search_is_recorded_as_json_can_hold_it():
 
 
 def test_the_command_line_searches_says_so_and_a_given_l2_or_a_resume_does_not(tmp_path, capsys):
-    x, y = _values(24, 0.0)
-    data = tmp_path / "tiny.npz"
-    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    x, y, data = _values_file(tmp_path / "tiny.npz", 24, 0.0)
     out, model = tmp_path / "run.json", tmp_path / "run.pt"
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "1", "--epochs", "40", "--backend", "torch",
                        "--json", str(out), "--save", str(model))
@@ -254,9 +259,7 @@ def test_the_search_takes_no_hidden_layer_for_a_noisy_line_and_hidden_layers_for
 
 
 def test_the_command_line_trains_the_linear_choice_saves_predicts_and_resumes_it(tmp_path, capsys):
-    x, y = _values(30, 0.5)
-    data = tmp_path / "line.npz"
-    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    x, y, data = _values_file(tmp_path / "line.npz", 30, 0.5)
     model, out = tmp_path / "line.pt", tmp_path / "line.json"
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--save", str(model), "--json", str(out))
     assert code == 0 and "no hidden layer (a linear model" in err and "--hidden, --weight-decay or an option of the step" in err
@@ -280,9 +283,7 @@ def test_the_command_line_trains_the_linear_choice_saves_predicts_and_resumes_it
 
 def test_mlp_fit_and_the_estimator_make_the_command_lines_choice(tmp_path, capsys):
     from manualnn import MLPRegressor
-    x, y = _values(30, 0.5)
-    data = tmp_path / "line.npz"
-    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    x, y, data = _values_file(tmp_path / "line.npz", 30, 0.5)
     out = tmp_path / "line.json"
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "3", "--json", str(out))
     assert code == 0, err
@@ -334,9 +335,8 @@ def test_the_linear_choice_from_50_rows_and_a_second_fit_of_it(tmp_path, capsys)
     """From CV_ROWS rows the linear network can win against the hidden layers at the rule's L2, with its own C;
     an estimator warm-started on it (or MLP.fit again) keeps its rate and length and searches its L2 again."""
     from manualnn import MLPRegressor
-    x, y = _values(90, 1.0)
-    data, out = tmp_path / "line90.npz", tmp_path / "line90.json"
-    np.savez(data, x=x.numpy(), y=y.numpy().ravel())
+    out = tmp_path / "line90.json"
+    x, y, data = _values_file(tmp_path / "line90.npz", 90, 1.0)
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out))
     record = json.loads(out.read_text())
     search = record["l2_search"]

@@ -94,13 +94,19 @@ def choose_network(x, y, weights, linear_weights, *, seed, biases=None, linear_b
     started = time.perf_counter()
     decay, hidden = choose_weight_decay(x, y, weights, seed=seed, biases=biases, classes=classes,
                                         strengths=strengths, **options)
-    linear_decay, linear = choose_weight_decay(
-        x, y, linear_weights, seed=seed, biases=linear_biases, classes=classes, strengths=LINEAR["strengths"],
-        epochs=LINEAR["epochs"], **dict(options, lr=LINEAR["lr"]))
+    linear_decay, linear = choose_linear_weight_decay(x, y, linear_weights, seed=seed, biases=linear_biases,
+                                                      classes=classes, **options)
     chosen = "linear" if _best(linear) < _best(hidden) else "hidden"
     record = dict(linear if chosen == "linear" else hidden, network=chosen,
                   candidates={"hidden": hidden, "linear": linear}, seconds=time.perf_counter() - started)
     return chosen == "linear", linear_decay if chosen == "linear" else decay, record
+
+
+def choose_linear_weight_decay(x, y, weights, **options):
+    """choose_weight_decay for a network with no hidden layer: its fits at LINEAR["lr"] for LINEAR["epochs"]
+    epochs, over C of LINEAR["strengths"] (``options``' own lr is replaced)."""
+    return choose_weight_decay(x, y, weights, strengths=LINEAR["strengths"], epochs=LINEAR["epochs"],
+                               **dict(options, lr=LINEAR["lr"]))
 
 
 def _best(record):
