@@ -291,6 +291,26 @@ def test_ctrl_c_while_training_says_interrupted_and_exits_130(tmp_path):
     assert re.fullmatch(r"manualnn train: interrupted \(Ctrl-C\) after \d+ epochs\n", err.decode())   # no --save
 
 
+def test_ctrl_c_during_the_search_says_nothing_was_trained(tmp_path):
+    # 180 rows of 1,500 features: the search (3-fold fits of the hidden layers and of no hidden layer) takes
+    # about 1.5 s on 2 cores; the data's note comes just before it
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=(180, 1500)).astype(np.float32)
+    np.savez(tmp_path / "wide.npz", x=x, y=(x[:, :5].sum(1) + gen.normal(size=180)).astype(np.float32))
+    save = tmp_path / "h.pt"
+    proc = subprocess.Popen([script(), "train", "--data", "wide.npz", "--seed", "0", "--save", str(save)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), cwd=tmp_path,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    note = proc.stderr.readline().decode()
+    assert "values" in note, note
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and out == b"", (out, err)
+    assert err.decode() == ("manualnn train: interrupted before the first epoch (while reading the data or choosing "
+                            "the network and its L2); nothing was trained and no file was written\n")
+    assert not save.exists()
+
+
 @pytest.mark.parametrize("delay", [0.2, 0.5])
 def test_ctrl_c_during_start_up_has_no_traceback(tmp_path, delay):
     proc = subprocess.Popen([script(), "train"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(),

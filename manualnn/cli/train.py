@@ -71,6 +71,10 @@ def train_command(args):
             if not multi:
                 raise
             error = str(e)
+        except KeyboardInterrupt:   # reading the data or the search: no epoch had begun, nothing to save
+            say("interrupted before the first epoch (while reading the data or choosing the network and its L2); "
+                "nothing was trained and no file was written")
+            return 130
         if multi:   # every rank checks every other's settings and data before any step
             try:
                 distributed.agree(run.fingerprint() if run else {}, error)
