@@ -179,3 +179,12 @@ def test_each_command_states_its_own_exit_statuses(capsys):
         out = " ".join(capsys.readouterr().out.split())   # as one line, however argparse wrapped it
         assert info.value.code == 0 and present in out
         assert absent is None or absent not in out
+
+
+@pytest.mark.parametrize("argv,prog", [(["train", "--bogus", "x"], "manualnn train"),
+                                       (["predict", "--model", "m.pt", "--data", "d.csv", "--zzz"], "manualnn predict"),
+                                       (["--zzz"], "manualnn")])
+def test_an_unknown_option_is_the_commands_one_line_error(capsys, argv, prog):
+    code, out, err = run(capsys, *argv)
+    extra = " ".join(argv[argv.index(next(a for a in argv if a in ("--bogus", "--zzz"))):])
+    assert code == 2 and out == "" and err == f"{prog}: error: unrecognized arguments: {extra} (see {prog} --help)\n"

@@ -479,6 +479,20 @@ def test_columns_by_name_and_an_id_carried_to_predictions_on_stdout(capsys, tmp_
     assert code == 0 and out.splitlines()[0].startswith("id,class,") and re.search(r"Loss:\d+\.\d{4}, Accuracy:", err)
 
 
+def test_predictions_into_a_closed_pipe_stop_quietly_with_141(capsys, tmp_path):
+    data = people_csv(tmp_path / "train.csv")
+    model = tmp_path / "m.pt"
+    assert run(capsys, "train", "--data", str(data), "--ignore", "id,note", "--epochs", "2", "--seed", "0",
+               "--save", str(model), "--device", "cpu")[0] == 0
+    reader, writer = os.pipe()
+    os.close(reader)   # '| true': the reader is gone before the first line
+    proc = subprocess.run([script(), "predict", "--model", str(model), "--data", str(data), "--output", "-"],
+                          stdout=writer, stderr=subprocess.PIPE, env=cli_env(), cwd=tmp_path, timeout=120)
+    os.close(writer)
+    assert proc.returncode == 141, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"cannot write" not in proc.stderr, proc.stderr
+
+
 def test_a_test_file_without_a_feature_column_names_it(capsys, tmp_path):
     data = people_csv(tmp_path / "train.csv")
     model = tmp_path / "m.pt"
@@ -560,3 +574,19 @@ def test_resuming_elsewhere_a_run_on_a_relative_path_suggests_data(capsys, tmp_p
     code, _, err = run(capsys, "train", "--resume", "run/r.pt", "--data", "run/d.csv", "--epochs", "3",
                        "--device", "cpu")
     assert code == 0, err
+
+
+def test_predict_with_the_seed_runs_checkpoint_reads_its_10_targets_from_a_csv(capsys, tmp_path):
+    model = tmp_path / "run.pt"
+    assert run(capsys, "train", "--save", str(model), "--device", "cpu")[0] == 0
+    gen = np.random.default_rng(0)
+    x, y = gen.normal(size=(5, 1000)), gen.normal(size=(5, 10))
+    np.savetxt(tmp_path / "both.csv", np.hstack([x, y]), delimiter=",")
+    np.savetxt(tmp_path / "x.csv", x, delimiter=",")
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(tmp_path / "both.csv"))
+    assert code == 0 and re.fullmatch(r"Loss:[\d.]+, RMSE:[\d.]+, R2:-?[\d.]+ \(5 samples\)\n", out), (out, err)
+    code, out, err = run(capsys, "predict", "--model", str(model), "--data", str(tmp_path / "x.csv"), "--output", "-")
+    assert code == 0 and out.splitlines()[0] == ",".join(f"output_{j}" for j in range(10)), err
+    expected = manualnn.load(model).predict(torch.tensor(x, dtype=torch.float32))
+    assert np.allclose([[float(v) for v in line.split(",")] for line in out.splitlines()[1:]], expected.numpy(),
+                       rtol=1e-5, atol=1e-3)

@@ -105,7 +105,8 @@ def test_labels_one_to_three_become_classes_zero_to_two(tmp_path):
     ("a,b,y\n1,2,0\n3,-inf,1\n", r"bad.csv': row 3, column 2 \('b'\) holds -inf: infinite values are not allowed"),
     ("1,2,0\n3,4,1e39\n", r"bad.csv': value 1e\+39 in row 2, column 3 is too large for float32"),
     ("a,b,y\n1,2,0\n3,x,1\n", r"bad.csv': row 3, column 2 \('b'\): expected a number, got 'x' \(text is allowed "
-                              r"only in the target column"),
+                              r"only in the target column, the last: --target 2 makes this column the target; --id "
+                              r"or --ignore takes a column of text\)"),
     ("a;b;y\n1,5;2;0\n", r"bad.csv': row 2, column 1 \('a'\): expected a number, got '1,5' \(decimal commas"),
     ("a,b,y\n1,2,\n", r"bad.csv': 1 row with a missing cell \(empty, NA or NaN\): row 2, column 3 \('y'\)"),
     ("a,b\n", r"bad.csv': has a header but no data rows"),

@@ -316,7 +316,7 @@ def test_from_50_rows_the_hidden_layers_keep_the_rules_l2_and_where_they_win_tra
     data, out = tmp_path / "saddle.npz", tmp_path / "saddle.json"
     np.savez(data, x=x.numpy(), y=values.numpy())
     code, _, err = run(capsys, "train", "--data", str(data), "--seed", "0", "--json", str(out))
-    assert code == 0 and "the hidden layers with L2" in err, err
+    assert code == 0 and "the hidden layers (512 units) with L2 30/90, chosen over no hidden layer" in err, err
     searched = json.loads(out.read_text())
     rule = manualnn.spec.default_weight_decay(90, "regress")
     assert searched["l2_search"]["network"] == "hidden" and searched["l2_search"]["strengths"] == [pytest.approx(rule * 90)]

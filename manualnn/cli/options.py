@@ -38,7 +38,8 @@ TRAIN_EXITS = ("exit status: 0 done; 1 the loss became NaN/Inf (the last finite 
                "--save could not be written (the run was saved elsewhere, the message says where); 130 interrupted "
                "by Ctrl-C, 143 by SIGTERM, 129 by SIGHUP, 141 stdout closed early (e.g. piped into head): with "
                "--save, the last finished epoch is saved first")
-PREDICT_EXITS = "exit status: 0 done; 2 bad options, model or data; 4 --output could not be written; 130 interrupted"
+PREDICT_EXITS = ("exit status: 0 done; 2 bad options, model or data; 4 --output could not be written; 130 interrupted; "
+                 "141 stdout closed early (--output - | head)")
 
 
 def positive_int(text):
@@ -95,11 +96,21 @@ class Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an option the command does not know is that command's error (``manualnn train:
+        error: unrecognized arguments: --bogus (see manualnn train --help)``), not the top level's."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            commands = getattr(self, "commands", {})
+            (commands.get(getattr(parsed, "command", None)) or self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
 
 def build_parser():
     parser = Parser(prog="manualnn", description="Train small ReLU networks with hand-written gradients.")
     parser.add_argument("--version", action="version", version=f"manualnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    parser.commands = sub.choices   # (command name -> its parser: Parser.parse_args names the command)
     t = sub.add_parser(
         "train", help="train the seed's network (the default job), or a network on your data (--data)",
         description="Train x[N, features] -> hidden (ReLU) ... -> out with hand-written gradients, printing "
@@ -189,8 +200,9 @@ def build_parser():
                         "recorded in --json and --save)")
     d = t.add_argument_group("running")
     d.add_argument("--backend", choices=BACKENDS,
-                   help="auto (default): triton on CUDA when available, else torch; native: the compiled CPU "
-                        "runner (built once, see manualnn build-native)")
+                   help="auto (default): on the CPU the native runner (the compiled CPU runner, built once on "
+                        "first use, see manualnn build-native) where it can be built, else torch; on CUDA triton "
+                        "for float32 where Triton is installed, else torch")
     d.add_argument("--device", default="auto", help="auto (default: cuda if available, else cpu), cpu, cuda, cuda:N")
     d.add_argument("--dtype", choices=DTYPES, help="tensor dtype (default float32)")
     d.add_argument("--precision", choices=PRECISIONS,

@@ -57,6 +57,8 @@ def predict_command(args):
             write_predictions(args.output, values, classify=classify, class_names=names, ids=dataset.ids,
                               id_name=dataset.id_name, probabilities=config.get("loss") == "ce",
                               target_names=config.get("target_names"))
+        except BrokenPipeError:   # '--output - | head': the reader went away; stop quietly (the command line: 141)
+            raise
         except OSError as e:
             print(f"manualnn predict: --output: cannot write {args.output!r}: {describe_os_error(e)}", file=sys.stderr)
             return 4
@@ -75,7 +77,7 @@ def read_data(args, config, model, task, class_names):
         raise UsageError("--missing: mean fills with the training rows' means, and this model was not trained with "
                          "--missing mean; give --missing drop, or fill the cells")
     try:
-        dataset = load_data(args.data, target_cols=args.target_cols or config.get("target_cols", 1), task=task,
+        dataset = load_data(args.data, target_cols=args.target_cols or target_cols(config, model, task), task=task,
                             need_y=False, features=model.sizes[0], columns=columns, missing=missing,
                             fill=config.get("fill_values"),
                             class_names=class_names if task == "classify" else None)
@@ -84,6 +86,16 @@ def read_data(args, config, model, task, class_names):
     for note in dataset.notes:
         print(f"manualnn predict: {note}", file=sys.stderr)
     return dataset
+
+
+def target_cols(config, model, task):
+    """A file's target columns where --target-cols does not say: the training file's count, as the checkpoint
+    keeps it; for a checkpoint without one (the seed problem's run, a model saved from Python) one for classes,
+    else one per output."""
+    if config.get("target_cols"):
+        return config["target_cols"]
+    classes = "classify" in (task, model.task) or config.get("loss") == "ce" or bool(config.get("class_names"))
+    return 1 if classes else model.sizes[-1]
 
 
 def score_line(model, dataset):

@@ -194,6 +194,7 @@ def prepare_run(args, device=None, rank=0):
         linear_ok = problem.weighs_linear and all(getattr(args, key) is None for key in LINEAR_DEFAULTS_ONLY)
         if problem.search_l2 or linear_ok:
             rule = step.pop("weight_decay")
+            hidden = [w.shape[1] for w in problem.weights[:-1]]   # (named in the note, whichever wins)
             linear = None if not linear_ok else [   # drawn as build_problem draws the network's
                 w.to(problem.x.device, problem.x.dtype) for w in init_weights(
                     [problem.x.shape[1], problem.weights[-1].shape[1]], config["init"],
@@ -206,7 +207,7 @@ def prepare_run(args, device=None, rank=0):
                 step["lr"], config["lr"], config["epochs"] = LINEAR["lr"], LINEAR["lr"], LINEAR["epochs"]
             config["weight_decay"] = step["weight_decay"]   # (a checkpoint keeps it: a resumed run does not search)
             if rank == 0:
-                print(f"manualnn train: {selection_note(search, problem.x.shape[0])}", file=sys.stderr)
+                print(f"manualnn train: {selection_note(search, problem.x.shape[0], hidden)}", file=sys.stderr)
         trainer = Trainer(problem.x, problem.y, problem.weights, patience=config["patience"],
                           val_data=None if problem.x_val is None else (problem.x_val, problem.y_val),
                           target_scale=config.get("y_std"), distributed=distributed.active(), **common, **step)

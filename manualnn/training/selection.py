@@ -141,8 +141,8 @@ def choose_weight_decay(x, y, weights, *, seed, biases=None, classes=False, stre
     return chosen / n, record
 
 
-def note(record, rows):
-    """One line for stderr: what the search chose and why."""
+def note(record, rows, hidden=None):
+    """One line for stderr: what the search chose and why (``hidden``: the hidden layers' widths, to name them)."""
     def losses(r):
         return ", ".join(f"{c:g}: {'diverged' if loss is None else f'{loss:.4g}'}"
                          for c, loss in zip(r["strengths"], r["losses"]))
@@ -152,14 +152,17 @@ def note(record, rows):
         return (f"L2 {record['chosen']:g}/{rows} chosen by {where}; validation loss over C/{rows} for C in "
                 f"{', '.join(f'{c:g}' for c in record['strengths'])}: {losses(record)}; {record['seconds']:.2f} s); "
                 f"--weight-decay sets it")
-    hidden, linear = record["candidates"]["hidden"], record["candidates"]["linear"]
-    what = (f"no hidden layer (a linear model, trained {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g})"
-            if record["network"] == "linear" else "the hidden layers")
-    tried = "C" if len(hidden["strengths"]) > 1 else "the rule's C"
-    return (f"{what} with L2 {record['chosen']:g}/{rows} chosen by {record['folds']}-fold cross-validation "
-            f"(values, {LINEAR['rows']} training rows or fewer; validation loss over C/{rows}: hidden layers, "
-            f"{tried} {losses(hidden)}; no hidden layer, C {losses(linear)}; {record['seconds']:.2f} s); "
-            f"--hidden, --weight-decay or an option of the step (--lr, --epochs, ...) keeps the hidden layers")
+    layers = "the hidden layers" + (f" ({', '.join(map(str, hidden))} units)" if hidden else "")
+    line = "no hidden layer (a linear model"
+    won, lost = ((f"{line}, trained {LINEAR['epochs']} epochs at lr {LINEAR['lr']:g})", layers)
+                 if record["network"] == "linear" else (layers, f"{line})"))
+    hidden_record, linear = record["candidates"]["hidden"], record["candidates"]["linear"]
+    tried = "C" if len(hidden_record["strengths"]) > 1 else "the rule's C"
+    return (f"{won} with L2 {record['chosen']:g}/{rows}, chosen over {lost} by {record['folds']}-fold "
+            f"cross-validation (values, {LINEAR['rows']} training rows or fewer; validation loss with L2 C/{rows}: "
+            f"hidden layers, {tried} {losses(hidden_record)}; no hidden layer, C {losses(linear)}; "
+            f"{record['seconds']:.2f} s); --hidden, --weight-decay or an option of the step (--lr, --epochs, ...) "
+            f"skips this choice and keeps the hidden layers")
 
 
 def _fit_loss(x, y, weights, biases, strength, epochs, rows, held, options):
