@@ -6,7 +6,8 @@ with this environment's console script, then its Python blocks (each in a fresh 
 example may read what the file's shell lines wrote. Each line must exit 0, each ``manualnn train`` line
 must train, and every TrainResult a Python block leaves behind must show its loss falling at least 10x
 (2x on a real data set, whose noise stays in the loss; a digits run keeps weights of >= 98% validation
-accuracy, as the README states). The two contract commands (between the run-command and
+accuracy, as the README states), and a ``text`` block right after a shell block is what that block's last
+command prints on stdout (numbers within 1e-3: another CPU may round a trained weight differently). The two contract commands (between the run-command and
 test-command markers) are CI's own job and are skipped here, as is a block right after a
 ``<!-- no-test: why -->`` line.
 """
@@ -49,6 +50,47 @@ def shell_lines(docs=DOCS):
                 if cmd and not cmd.startswith("#"):
                     lines.append((doc, cmd, line + 1 + i))
     return lines
+
+
+def shown_outputs(docs=DOCS):
+    """{(doc, line of a shell block's last command): the ``text`` block right after that shell block}."""
+    shown = {}
+    for doc in docs:
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        found = list(BLOCK.finditer(text))
+        for block, after in zip(found, found[1:]):
+            if block.group(1) in ("bash", "sh", "") and after.group(1) == "text" and \
+                    not text[block.end():after.start()].strip():
+                lines = block.group(2).splitlines()
+                last = max(i for i, cmd in enumerate(lines) if cmd.strip() and not cmd.strip().startswith("#"))
+                shown[(doc, text[:block.start()].count("\n") + 2 + last)] = after.group(2)
+    return shown
+
+
+SHOWN = shown_outputs()
+
+
+def assert_shows(out, shown, where):
+    """``out`` is the README's ``shown`` output: the same lines and cells, numbers within 1e-3."""
+    got, expected = out.splitlines(), shown.splitlines()
+    assert len(got) == len(expected), f"{where}: printed {len(got)} lines, the README shows {len(expected)}\n{out}"
+    for mine, theirs in zip(got, expected):
+        cells, shown_cells = mine.split(","), theirs.split(",")
+        same = len(cells) == len(shown_cells) and all(
+            a == b or (_number(a) is not None and _number(b) is not None and abs(_number(a) - _number(b)) <= 1e-3)
+            for a, b in zip(cells, shown_cells))
+        assert same, f"{where}: printed\n{mine}\nwhere the README shows\n{theirs}"
+
+
+def _number(cell):
+    try:
+        return float(cell)
+    except ValueError:
+        return None
+
+
+def test_the_shown_outputs_are_found():
+    assert any("predict --model flowers.pt" in cmd for doc, cmd, line in shell_lines() if (doc, line) in SHOWN)
 
 
 def python_blocks(docs=DOCS):
@@ -123,7 +165,7 @@ def test_shell_example(doc, cmd, line, scratches, request, monkeypatch, capsys):
             code = main(argv[1:])
         except SystemExit as e:   # --help
             code = e.code
-        err = capsys.readouterr().err
+        out, err = capsys.readouterr()
         assert code == 0, f"{doc} line {line}: {cmd}\n{err[-2000:]}"
     else:
         if argv[0] == "python":
@@ -131,8 +173,10 @@ def test_shell_example(doc, cmd, line, scratches, request, monkeypatch, capsys):
         proc = subprocess.run(["bash", "-c", cmd], cwd=scratch, env=env(native_cache_for(cmd, request)),
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{doc} line {line}: {cmd}\n{proc.stderr[-2000:]}"
-        err = proc.stderr
+        out, err = proc.stdout, proc.stderr
     assert "Traceback" not in err
+    if (doc, line) in SHOWN:
+        assert_shows(out, SHOWN[(doc, line)], f"{doc} line {line}: {cmd}")
     if check:
         record = json.loads((scratch / check).read_text())
         trained(record["losses"], record["val_accuracies"], cmd, record.get("best_epoch"))
