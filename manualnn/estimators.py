@@ -14,6 +14,7 @@ With the same ``random_state`` as ``--seed`` they split, initialize and shuffle 
 does, so they train the same network. Needs scikit-learn (``pip install 'manualnn[sklearn]'``); ``import
 manualnn`` and the rest of manualnn do not.
 """
+import inspect
 import numbers
 
 import numpy as np
@@ -34,8 +35,37 @@ from .model import MLP
 from .spec import BACKENDS, DATA_DEFAULTS, DTYPES, OPTIMIZERS, check_choice, check_number, data_settings
 
 
+# scikit-learn's MLP parameters that these estimators do not take, and what to use instead
+NOT_TAKEN = {
+    "alpha": "the L2 is weight_decay, on the mean loss (scikit-learn scales alpha by the batch); "
+             "weight_decay=None chooses it from the rows",
+    "activation": "the hidden layers are always ReLU, scikit-learn's default",
+    "tol": "there is no tolerance stop: a fit runs max_iter epochs, or stops early on a validation split "
+           "(early_stopping, n_iter_no_change)",
+    "learning_rate": "the step size is constant (scikit-learn's default, 'constant'): learning_rate_init",
+    "power_t": "the step size is constant: learning_rate_init",
+    "nesterovs_momentum": "solver='momentum' is classical momentum, without Nesterov's",
+    "max_fun": f"there is no 'lbfgs' solver: solver is one of {', '.join(OPTIMIZERS)}",
+}
+
+
 class _ManualnnMLP(BaseEstimator):
     """What the classifier and the regressor share: the parameters, their checks and the training."""
+
+    def __new__(cls, *args, **params):
+        """A parameter these estimators do not take is refused naming the class (not this shared base) and,
+        for scikit-learn's own, what to use instead."""
+        taken = cls._get_param_names()
+        for name in params:
+            if name not in taken:
+                hint = NOT_TAKEN.get(name, f"its parameters are {', '.join(taken)}")
+                raise TypeError(f"{cls.__name__}: no parameter {name!r}; {hint}")
+        return super().__new__(cls)
+
+    def __init_subclass__(cls, **kwargs):   # inspect.signature(cls) is __init__'s, not __new__'s catch-all
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = inspect.signature(cls.__init__).replace(
+            parameters=list(inspect.signature(cls.__init__).parameters.values())[1:])
 
     def __init__(self, hidden_layer_sizes="auto", *, learning_rate_init=DATA_DEFAULTS["lr"],
                  batch_size=DATA_DEFAULTS["batch_size"], max_iter=DATA_DEFAULTS["epochs"],

@@ -170,3 +170,15 @@ def test_a_grid_search_on_digits_scores_within_a_point_of_the_command_line(tmp_p
     assert sklearn_grid.main(["--seeds", "0", "--out", str(tmp_path)]) == 0
     (run,) = json.loads((tmp_path / "grid-digits.json").read_text())["runs"]
     assert run["cli_accuracy"] > 0.95 and abs(run["grid_test_accuracy"] - run["cli_accuracy"]) <= 0.01, run
+
+
+@pytest.mark.parametrize("cls", [manualnn.MLPClassifier, manualnn.MLPRegressor])
+def test_a_parameter_not_taken_is_refused_naming_the_estimator_and_the_alternative(cls):
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: no parameter 'alpha'; the L2 is weight_decay"):
+        cls(alpha=1e-4)
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: no parameter 'tol'; there is no tolerance stop"):
+        cls(max_iter=5, tol=1e-4)
+    with pytest.raises(TypeError, match=rf"^{cls.__name__}: no parameter 'bogus'; its parameters are backend, "):
+        cls(bogus=1)
+    model = cls(max_iter=5, weight_decay=1e-3)   # what it takes still builds, clones and pickles
+    assert clone(model).get_params() == pickle.loads(pickle.dumps(model)).get_params() == model.get_params()
