@@ -48,6 +48,7 @@ class Plan:
     id: Optional[int] = None
     index: Optional[int] = None        # an unnamed first column: pandas' index when its values are distinct
     by_name: bool = False              # columns were found by their header names: the first row is a header
+    for_model: bool = False            # the columns a trained model reads (predict): not chosen by --target
     notes: List[str] = field(default_factory=list)
 
     def flexible(self):
@@ -99,7 +100,7 @@ def plan_columns(first, spec, where, exc):
     if not features:
         raise exc(f"{where}: has {width} columns; expected at least one feature column besides "
                   f"{len(targets)} target column(s)" + (", the ID and the ignored ones" if taken - {None} else ""))
-    plan = Plan(width, features, targets, ident, index, by_name=pick.used_names)
+    plan = Plan(width, features, targets, ident, index, by_name=pick.used_names, for_model=spec.width is not None)
     if spec.features is not None and names is not None and not known:
         plan.notes.append(f"{where}: its header names none of the model's features ({_list(spec.features)}); "
                           f"read by position")
@@ -114,7 +115,7 @@ def _by_model_names(first, spec, where, exc):
     targets = [pick.one(n, "a target column") for n in known] if len(known) == len(spec.targets or []) else []
     ident = pick.one(spec.id, "the ID column") if spec.id is not None else \
         first.index(spec.model_id) if spec.model_id in first and first.count(spec.model_id) == 1 else None
-    plan = Plan(len(first), features, targets, ident, by_name=True)
+    plan = Plan(len(first), features, targets, ident, by_name=True, for_model=True)
     if features != sorted(features):
         plan.notes.append(f"{where}: its columns are in another order than the training file's; read by name")
     unused = [c for c in range(len(first))

@@ -245,8 +245,8 @@ def _number(where, exc, first, plan, line, column, cell):
         hint = " (digit separators are not read: write 1000, not 1_000)"
     elif plan.targets:
         last = ", the last" if plan.targets == [plan.width - 1] else ""
-        hint = (f" (text is allowed only in the target column{last}: --target {column + 1} makes this column the "
-                f"target; --id or --ignore takes a column of text)")
+        choose = "" if plan.for_model else f": --target {column + 1} makes this column the target"
+        hint = f" (text is allowed only in the target column{last}{choose}; --id or --ignore takes a column of text)"
     raise exc(f"{where}: row {line}, column {column + 1}{_name(first, column)}: expected a number, got {cell!r}{hint}")
 
 

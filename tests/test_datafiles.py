@@ -117,6 +117,14 @@ def test_bad_csv_names_row_and_column(tmp_path, content, pattern):
         load_data(write(tmp_path, "bad.csv", content))
 
 
+def test_a_text_feature_in_a_file_for_a_trained_model_is_not_offered_target(tmp_path):
+    # predict reads the columns the model takes: --target (a train option) is not the way out there
+    path = write(tmp_path, "bad.csv", "a,b,y\n1,2,0\n3,x,1\n")
+    with pytest.raises(DataError, match=r"row 3, column 2 \('b'\): expected a number, got 'x' \(text is allowed only "
+                                        r"in the target column, the last; --id or --ignore takes a column of text\)"):
+        load_data(path, need_y=False, features=2)
+
+
 def test_text_targets_need_one_target_column(tmp_path):
     path = write(tmp_path, "d.csv", "1,2,a,b\n3,4,c,d\n")
     with pytest.raises(DataError, match=r"row 2, column 3 \('a'\): expected a number, got 'c' \(text labels need a "
