@@ -54,12 +54,15 @@ class _ManualnnMLP(BaseEstimator):
 
     def __new__(cls, *args, **params):
         """A parameter these estimators do not take is refused naming the class (not this shared base) and,
-        for scikit-learn's own, what to use instead."""
-        taken = cls._get_param_names()
-        for name in params:
-            if name not in taken:
-                hint = NOT_TAKEN.get(name, f"its parameters are {', '.join(taken)}")
-                raise TypeError(f"{cls.__name__}: no parameter {name!r}; {hint}")
+        for scikit-learn's own, what to use instead. (A subclass whose __init__ takes **kwargs or *args
+        checks its own.)"""
+        init = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        if not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in init):
+            taken = sorted(p.name for p in init)
+            for name in params:
+                if name not in taken:
+                    hint = NOT_TAKEN.get(name, f"its parameters are {', '.join(taken)}")
+                    raise TypeError(f"{cls.__name__}: no parameter {name!r}; {hint}")
         return super().__new__(cls)
 
     def __init_subclass__(cls, **kwargs):   # inspect.signature(cls) is __init__'s, not __new__'s catch-all

@@ -182,3 +182,19 @@ def test_a_parameter_not_taken_is_refused_naming_the_estimator_and_the_alternati
         cls(bogus=1)
     model = cls(max_iter=5, weight_decay=1e-3)   # what it takes still builds, clones and pickles
     assert clone(model).get_params() == pickle.loads(pickle.dumps(model)).get_params() == model.get_params()
+
+    class Scaled(cls):   # a user's subclass that passes the rest on: its parameters are its own business
+        def __init__(self, scale=1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.scale = scale
+
+    assert Scaled(scale=2.0, max_iter=3).max_iter == 3
+
+    class Extra(cls):    # one that names them all: refused as the estimators refuse
+        def __init__(self, hidden_layer_sizes="auto", *, scale=1.0, max_iter=200):
+            super().__init__(hidden_layer_sizes, max_iter=max_iter)
+            self.scale = scale
+
+    assert clone(Extra(scale=3.0, max_iter=4)).get_params()["scale"] == 3.0
+    with pytest.raises(TypeError, match=r"^Extra: no parameter 'alpha'; the L2 is weight_decay"):
+        Extra(alpha=1.0)
