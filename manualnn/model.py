@@ -78,6 +78,20 @@ class MLP(nn.Module):
         return {"task": self.task, "class_names": self.class_names, "feature_names": self.feature_names,
                 "loss": self.loss, "reduction": self.reduction, "scaled": dict(self.scaled)}
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """load_state_dict's per-module step: the feature and target statistics are checked first (as a
+        checkpoint's are), so a zero or NaN spread cannot turn every prediction into NaN or Inf."""
+        for key, width in (("x_mean", self.sizes[0]), ("x_std", self.sizes[0]),
+                           ("y_mean", self.sizes[-1]), ("y_std", self.sizes[-1])):
+            value = state_dict.get(prefix + key)
+            if isinstance(value, torch.Tensor) and tuple(value.shape) == (width,):   # (other shapes: torch's error)
+                if not bool(torch.isfinite(value).all()):
+                    raise ValueError(f"state_dict: {key}: expected finite numbers, got NaN or Inf")
+                if key.endswith("std") and not bool((value > 0).all()):
+                    raise ValueError(f"state_dict: {key}: expected positive numbers (each column's spread), got "
+                                     f"{float(value.min()):g} among them")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def set_extra_state(self, state):
         fields = prep.read_config({"task_used": state.get("task"), "class_names": state.get("class_names"),
                                    "feature_names": state.get("feature_names")}, self.sizes[0], self.sizes[-1],
@@ -106,8 +120,16 @@ class MLP(nn.Module):
         return list(self.weights), list(self.biases) if self.biases is not None else None
 
     def forward(self, x):
-        """The network on raw rows, differentiable: a classifier's logits, a regressor's values in its units."""
-        if isinstance(x, torch.Tensor) and x.dtype == self.weights[0].dtype and not self.scaled["x"]:
+        """The network on raw rows, differentiable: a classifier's logits, a regressor's values in its units.
+        A tensor passes as torch layers take one (no copy, no check of its values: autograd reaches it); any
+        other array (numpy, pandas, lists) is read and checked as ``predict`` reads it."""
+        if not isinstance(x, torch.Tensor):
+            return self._units(_network(self.inputs(x), *self._layers()))
+        if x.dim() != 2 or x.shape[1] != self.sizes[0]:
+            raise ValueError(f"x: expected a 2-D tensor with {self.sizes[0]} columns (the model's input width), got "
+                             f"shape {tuple(x.shape)}" + (" (one sample? pass it as one row: x[None])" if x.dim() == 1
+                                                          else ""))
+        if x.dtype == self.weights[0].dtype and not self.scaled["x"]:
             h = x   # nothing to standardize: autograd reaches the caller's tensor
         else:
             h = prep.standardize(x, self.x_mean, self.x_std).to(self.weights[0].dtype)
@@ -293,10 +315,12 @@ class MLP(nn.Module):
 
     def _fit_values(self, y, rows):
         y = prep.as_tensor("y", y, rows=rows).to(self.weights[0].device)
+        given, out = tuple(y.shape), self.sizes[-1]
         y = y.reshape(-1, 1) if y.dim() == 1 else y
-        if y.dim() != 2 or y.shape[1] != self.sizes[-1]:
-            raise ValueError(f"y: expected {rows} targets of {self.sizes[-1]} values (shape [{rows}] or "
-                             f"[{rows}, {self.sizes[-1]}]), got shape {tuple(y.shape)}")
+        if y.dim() != 2 or y.shape[1] != out:
+            shapes = f"[{rows}] or [{rows}, 1]" if out == 1 else f"[{rows}, {out}]"
+            raise ValueError(f"y: expected {rows} targets of {out} value{'s' if out > 1 else ''} (shape {shapes}), got "
+                             f"shape {given}")
         return y
 
     def _learn(self, x, y=None):

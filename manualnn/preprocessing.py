@@ -213,7 +213,9 @@ def read_config(config, features, outputs, fail):
             found[key] = None
             continue
         if not (isinstance(value, list) and len(value) == width and all(_finite(v) for v in value)):
-            fail(key, f"expected {width} finite numbers (one per {of}), got {_describe(value)}")
+            some = isinstance(value, list) and len(value) == width   # the count is right: a value is not
+            fail(key, f"expected {width} finite numbers (one per {of}), got {_describe(value)}"
+                      + (", not all of them finite numbers" if some else ""))
         if key.endswith("std") and not all(v > 0 for v in value):
             fail(key, "expected positive numbers")
         found[key] = [float(v) for v in value]

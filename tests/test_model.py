@@ -88,8 +88,10 @@ def test_bad_labels_and_inputs_name_the_argument():
         model.fit(x, np.r_[labels[:-1] + 1, 7], epochs=1)
     with pytest.raises(ValueError, match=r"y: expected 30 labels \(the rows of x\), got 29"):
         model.fit(x, labels[:-1], epochs=1)
-    with pytest.raises(ValueError, match=r"y: expected 30 targets of 3 values"):
+    with pytest.raises(ValueError, match=r"y: expected 30 targets of 3 values \(shape \[30, 3\]\), got shape \(30, 2\)$"):
         model.fit(x, np.zeros((30, 2)), epochs=1)
+    with pytest.raises(ValueError, match=r"y: expected 30 targets of 3 values \(shape \[30, 3\]\), got shape \(30,\)$"):
+        model.fit(x, np.zeros(30), epochs=1)   # (the shape as given, not as read)
     with pytest.raises(ValueError, match=r"predict_proba: the model is not a classifier \(task None\)"):
         model.predict_proba(x)
     with pytest.raises(ValueError, match=r"x: expected finite values, got NaN or Inf"):
@@ -184,6 +186,47 @@ def test_forward_stays_differentiable_through_the_preprocessing():
     xt = torch.tensor(x[:5], requires_grad=True)   # float64 rows: standardized in float64, then float32
     model(xt).sum().backward()
     assert xt.grad is not None and xt.grad.shape == (5, 4) and bool(xt.grad.abs().sum() > 0)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("x_std", torch.zeros(4, dtype=torch.float64), r"^state_dict: x_std: expected positive numbers \(each column's "
+                                                    r"spread\), got 0 among them$"),
+    ("x_mean", torch.tensor([0.0, float("nan"), 0.0, 0.0], dtype=torch.float64),
+     r"^state_dict: x_mean: expected finite numbers, got NaN or Inf$"),
+])
+def test_load_state_dict_checks_the_statistics_before_it_loads(key, value, message):
+    model, x, _ = fitted_classifier(epochs=2)
+    state = dict(model.state_dict(), **{key: value})
+    other = manualnn.MLP([4, 32, 3], seed=1)
+    before = [p.clone() for p in other.parameters()]
+    with pytest.raises(ValueError, match=message):
+        other.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(before, other.parameters()))   # refused before any copy
+    other.load_state_dict(model.state_dict())
+    assert torch.equal(other.predict(x), model.predict(x))
+
+
+def test_a_statistic_of_the_right_count_but_not_finite_says_so():
+    def fail(key, problem):
+        raise ValueError(f"{key}: {problem}")
+
+    with pytest.raises(ValueError, match=r"x_mean: expected 2 finite numbers \(one per feature\), got 2 values, not "
+                                         r"all of them finite numbers"):
+        manualnn.preprocessing.read_config({"x_mean": [0.0, float("nan")], "x_std": [1.0, 1.0]}, 2, 1, fail)
+
+
+def test_forward_takes_numpy_and_lists_as_predict_does_and_names_a_wrong_width():
+    model, x, _ = fitted_classifier(epochs=2)
+    expected = model.outputs(x[:3])
+    for rows in (x[:3], x[:3].astype(np.float32), x[:3].tolist()):   # read as predict reads them
+        assert torch.allclose(model(rows).detach(), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"^x: expected a 2-D tensor with 4 columns \(the model's input width\), got "
+                                         r"shape \(3, 5\)$"):
+        model(torch.randn(3, 5, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"got shape \(4,\) \(one sample\? pass it as one row: x\[None\]\)"):
+        model(torch.tensor(x[0]))
+    with pytest.raises(ValueError, match=r"^x: expected a 2-D array with 4 columns"):
+        model(np.ones((3, 5)))
 
 
 def test_a_later_fit_keeps_the_statistics_and_the_columns():
