@@ -33,6 +33,8 @@ def test_a_validation_split_only_where_it_makes_enough_rows():
     rows = int(VAL_ROWS_MIN / VAL_SPLIT)   # 1000: exactly VAL_ROWS_MIN validation rows
     assert data_settings(rows, "classify")["val_split"] == VAL_SPLIT
     assert data_settings(rows - 10, "classify")["val_split"] == 0.0
+    # the edge the README states: 20% of 998 rows rounds to 200 validation rows, of 997 to 199
+    assert data_settings(998, "classify")["val_split"] == VAL_SPLIT and data_settings(997, "regress")["val_split"] == 0.0
     s = data_settings(rows, "classify")
     assert s["weight_decay"] == 0.0   # early stopping holds overfitting back there
 
