@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 
+from benchmarks import run_main
 from benchmarks.cpu import busy
 
 MODES = ["one thread", "two, fixed halves (a barrier, as OpenMP's loop)", "two, each takes the next untaken block",
@@ -71,4 +72,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

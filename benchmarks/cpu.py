@@ -4,7 +4,7 @@
     python -m benchmarks.cpu --quick          # a smoke run: tiny repeats, not a measurement
     python -m benchmarks.cpu --only steps,default,realdata,csv
 
-Four parts, each measured with 0, 1 and 2 other busy processes (``python -c "while True: pass"``,
+Five parts, the first two measured with 0, 1 and 2 other busy processes (``python -c "while True: pass"``,
 started by the benchmark) unless said otherwise; ratios come from one run, contenders timed
 round-robin so that drift and load hit all alike:
 
@@ -16,7 +16,7 @@ round-robin so that drift and load hit all alike:
   float64 reference run (3 epochs); a wrong one is reported, not timed.
 - default: ``manualnn train --data digits --seed 0`` whole (in this process), its training seconds from
   --json: threads chosen (the default), --threads 1 and --threads <all>.
-- realdata: every data set of the real-data suite (benchmarks/suite.py, tuned and held-out), split 0, seeds
+- realdata: every data set of the real-data suite (benchmarks/suite.py, all five parts), split 0, seeds
   0-2: manualnn's training seconds (--json) beside scikit-learn's fit (1 thread and default threads), idle
   only.
 - csv: reading a 96 MB CSV (200,000 rows x 51 columns) beside pandas.read_csv (benchmarks/csv_read.py),
@@ -40,6 +40,7 @@ import time
 import manualnn  # noqa: F401  (before torch, as the manualnn command imports it: its OpenMP setting, see there)
 import torch
 
+from . import run_main
 from . import cpu_contenders as cc
 from .provenance import git_commit, loadavg, machine_name, versions
 
@@ -228,11 +229,27 @@ def main(argv=None):
     p.add_argument("--seconds", type=float, default=0.15, help="seconds per timed run of the default path")
     p.add_argument("--realdata-seeds", type=int, default=3, help="seeds 0..N-1 of the real-data suite")
     p.add_argument("--csv-rows", type=int, default=200_000)
-    p.add_argument("--quick", action="store_true", help="one repeat, short runs: a smoke test")
-    p.add_argument("--out", help="output folder (default benchmarks/results/<machine>/)")
+    p.add_argument("--quick", action="store_true", help="one repeat, short runs: a smoke test (its files go to "
+                                                         "the temporary folder's manualnn-benchmarks-cpu-quick/)")
+    p.add_argument("--out", help="output folder (default benchmarks/results/cpu-<machine>/)")
     args = p.parse_args(argv)
-    args.loads = [int(v) for v in args.loads.split(",")]
-    parts = [part.strip() for part in args.only.split(",")]
+    try:
+        args.loads = [int(v) for v in args.loads.split(",")]
+    except ValueError:
+        p.error(f"--loads: expected counts of busy processes such as 0,1,2, got {args.loads!r}")
+    if any(load < 0 for load in args.loads):
+        p.error(f"--loads: expected counts of 0 or more, got {args.loads}")
+    parts = [part.strip() for part in args.only.split(",") if part.strip()]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        p.error(f"--only: expected parts of {', '.join(PARTS)}, got {args.only!r}")
+    for option in ("repeats", "realdata_seeds", "csv_rows"):
+        if getattr(args, option) < 1:
+            p.error(f"--{option.replace('_', '-')}: expected 1 or more, got {getattr(args, option)}")
+    if args.seconds <= 0:
+        p.error(f"--seconds: expected a positive number, got {args.seconds:g}")
+    if args.quick and args.out is None:   # a smoke run does not replace the committed measurements
+        args.out = os.path.join(tempfile.gettempdir(), "manualnn-benchmarks-cpu-quick")
     if args.quick:
         args.repeats, args.seconds, args.realdata_seeds, args.csv_rows = 1, 0.01, 1, 2000
     most, log = torch.get_num_threads(), sys.stderr
@@ -254,10 +271,11 @@ def main(argv=None):
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    "cpu-" + "".join(c if c.isalnum() else "-" for c in machine_name().lower())[:50])
     os.makedirs(out, exist_ok=True)
-    print(write_cpu_report(record, out))
-    print(f"wrote {out}/cpu.json, cpu.md, cpu.png", file=log)
+    text, written = write_cpu_report(record, out)
+    print(f"wrote {', '.join(os.path.join(out, name) for name in written)}", file=log)
+    print(text)   # (after the files: '| head' keeps them)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from . import run_main
 from .provenance import loadavg, machine_name
 
 
@@ -110,4 +111,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

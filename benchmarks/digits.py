@@ -34,6 +34,7 @@ from manualnn.spec import data_settings
 from manualnn.testing import judge
 from manualnn.training import batch_order, cpu_threads
 
+from . import run_main
 from .run import device_name, git_commit, slug, sync, versions
 
 HIDDEN, BATCH, LR, SEED = DATA_DEFAULTS["hidden"][0], DATA_DEFAULTS["batch_size"], DATA_DEFAULTS["lr"], 0
@@ -188,7 +189,6 @@ def main(argv=None):
         lines.append(f"| {r['contender']} | {r['seconds_per_run'] * 1e3:.1f} | {r['us_per_step']:.0f} | "
                      f"{r['vs_autograd']:.2f} |")
     table = "\n".join(lines)
-    print(table)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    slug(f"{device.type}-{record['meta']['device']}"))
     os.makedirs(out, exist_ok=True)
@@ -197,8 +197,9 @@ def main(argv=None):
     with open(os.path.join(out, f"{args.name}.md"), "w") as f:
         f.write(table + "\n")
     print(f"wrote {out}/{args.name}.json, {args.name}.md", file=sys.stderr)
+    print(table)   # (after the files: '| head' keeps them)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -33,6 +33,8 @@ import time
 
 import torch
 
+from . import run_main
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 1e-7
 
@@ -190,16 +192,16 @@ def main(argv=None):
                      f"{cell('speedup', '.2f')} | {cell('scaling_efficiency', '.2f')} | {cell('of_ceiling', '.2f')} | "
                      f"{row['best_ms']:.1f}, {cell('best_speedup', '.2f')} |")
     text = "\n".join(lines) + "\n"
-    print(text)
     os.makedirs(args.folder, exist_ok=True)
     for name, content in (("distributed.json", json.dumps(record, indent=2) + "\n"), ("distributed.md", text)):
         fd, tmp = tempfile.mkstemp(dir=args.folder, suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             f.write(content)
         os.replace(tmp, os.path.join(args.folder, name))
-    print(f"wrote {os.path.join(args.folder, 'distributed.json')} and distributed.md")
+    print(f"wrote {os.path.join(args.folder, 'distributed.json')} and distributed.md", file=sys.stderr)
+    print(text)   # (after the files: '| head' keeps them)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

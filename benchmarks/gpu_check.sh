@@ -10,7 +10,7 @@
 # compile_sm90.json, seed/results.json, large/results.json and digits/digits.json (6 files: the device
 # tool brings back 8) under
 # $OUT when it is set (the device tool's output folder), else under benchmarks/results/gpu-check/.
-# Exit status: non-zero if any step failed.
+# Exit status: non-zero if any step failed; 2 at once, changing nothing, where there is no CUDA device.
 set -uo pipefail
 mode=${1:-quick}
 cd "$(dirname "$0")/.."
@@ -48,6 +48,11 @@ EOF
 
 step "1. machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv || failed=1
+if ! $py -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+  echo "gpu_check.sh: no CUDA device here (torch.cuda.is_available() is false): this check is for the lent GPU"
+  echo "machine; on a CPU the tests are 'python -m pytest -q' and the CPU benchmark 'python -m benchmarks.cpu'"
+  exit 2   # (before the install of step 2: nothing here is changed)
+fi
 $py -c 'import sys, torch, triton, numpy; print("python", sys.version.split()[0], "| torch", torch.__version__,
 "| triton", triton.__version__, "| numpy", numpy.__version__, "| cuda", torch.version.cuda, "|",
 torch.cuda.get_device_name())' || failed=1

@@ -9,10 +9,12 @@ and the fastest round of each is printed: the machine's pauses only ever add tim
 more is stepped in blocks of rows (docs/internals.md, "Blocks of rows").
 """
 import argparse
+import sys
 import time
 
 import torch
 
+from benchmarks import run_main
 from manualnn.backends import make_step
 from manualnn.spec import Params, StepSpec, with_ones
 from manualnn.training import cpu_threads
@@ -63,4 +65,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

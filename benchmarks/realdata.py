@@ -33,6 +33,7 @@ starting with a dash. Every record names the machine, versions, date and git com
 import argparse
 import itertools
 import json
+import math
 import os
 import platform
 import re
@@ -40,6 +41,7 @@ import shlex
 import sys
 import time
 
+from . import run_main
 from . import realdata_tables as tables
 from .autograd_runs import COMPARED_EPOCHS, run_autograd
 from .manualnn_runs import MODES, describe, run_one
@@ -99,15 +101,37 @@ def lean(runs):
     return [{k: v for k, v in r.items() if k != "losses"} for r in runs]
 
 
+def json_safe(value):
+    """``value`` with every non-finite float as None: strict JSON readers refuse Infinity and NaN (a run that
+    failed has no gap)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_outputs(out, name, record, markdown):
     os.makedirs(out, exist_ok=True)
-    for ext, text in (("json", json.dumps(record, indent=1) + "\n"), ("md", markdown)):
+    for ext, text in (("json", json.dumps(json_safe(record), indent=1, allow_nan=False) + "\n"), ("md", markdown)):
         path = os.path.join(out, f"{name}.{ext}")
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     return [os.path.join(out, f"{name}.{ext}") for ext in ("json", "md")]
+
+
+def check_folder(option, folder):
+    """A folder that can be made and written in, or ValueError naming ``option``."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{option}: cannot make the folder {folder!r}: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: cannot write in {folder!r}")
 
 
 def parse_splits(text):
@@ -136,7 +160,8 @@ def parts_of(datasets):
 
 def per_rows(extra, rows):
     """Options for one data set: a value 'C/n' becomes C / (the training file's rows), e.g. --weight-decay 10/n."""
-    return [f"{float(a[:-2]) / rows:.6g}" if re.fullmatch(r"[0-9.eE+-]+/n", a) else a for a in extra]
+    return [f"{float(a[:-2]) / rows:.6g}" if re.fullmatch(r"[0-9]*\.?[0-9]+([eE][+-]?[0-9]+)?/n", a) else a
+            for a in extra]
 
 
 def run_all(entries, extra, mode, timeout, log=sys.stderr):
@@ -199,16 +224,28 @@ def report(args):
               "sklearn_runs": [sk[(e.dataset, e.split_id, e.seed)] for e in entries],
               "linear_runs": list({(e.dataset, e.split_id): sk[(e.dataset, e.split_id, "linear")]
                                    for e in entries}.values())}
-    print(markdown)
-    paths = write_outputs(args.out, args.name or "realdata", record, markdown)
+    paths = write_outputs(args.out, args.name or "realdata", record, markdown)   # (before stdout: '| head')
     print(f"wrote {', '.join(paths)}", file=sys.stderr)
+    print(markdown)
     return 0
+
+
+def check_train_options(options):
+    """Refuse, before any run, options that ``manualnn train`` would refuse on every run (a misspelled grid
+    option, a value 'x/n'): train's own parser says why, on stderr."""
+    from manualnn.cli.options import build_parser as train_parser
+    try:
+        train_parser().parse_args(["train", "--data", "data.npz", *per_rows(options, 100)])
+    except SystemExit:
+        raise SystemExit(f"the options {' '.join(options)!r}: manualnn train refuses them (above)") from None
 
 
 def sweep(args):
     axes = parse_grid(args.grid)
-    seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
     base = shlex.split(args.extra or "")
+    for combo in itertools.product(*axes):   # every grid point a train command takes, before any run
+        check_train_options(base + combo_argv(combo))
+    seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
     m = meta(args, seeds, datasets, sk, parts_of(datasets))
     m["grid"] = args.grid
     combos, started = [], time.perf_counter()
@@ -223,8 +260,8 @@ def sweep(args):
         markdown = tables.sweep_markdown(m, tasks, combos, sk_summary)
         record = {"meta": m, "sklearn": sk_summary, "combinations": combos}
         paths = write_outputs(args.out, name, record, markdown)
-    print(markdown)
     print(f"wrote {', '.join(paths)}", file=sys.stderr)
+    print(markdown)
     return 0
 
 
@@ -235,9 +272,9 @@ def sklearn_only(args):
     markdown += (f"MLPClassifier/MLPRegressor(random_state=seed), features StandardScaler'd on the training rows, "
                  f"targets raw; test rows 25%. Times from {m['sklearn_timed_on']}, when each result was first "
                  f"fitted.\n\n" + tables.sklearn_markdown(sk_summary, tasks, args.seeds))
-    print(markdown)
     paths = write_outputs(args.out, args.name or "sklearn-baseline", {"meta": m, "summary": sk_summary}, markdown)
     print(f"cached in {args.sklearn_cache}; wrote {', '.join(paths)}", file=sys.stderr)
+    print(markdown)
     return 0
 
 
@@ -284,15 +321,24 @@ def main(argv=None):
         parse_seeds(args.seeds)
         parse_splits(args.splits)
         parse_datasets(args.datasets)
+        for option, folder in (("--out", args.out), ("--cache", args.cache)):   # now, not after every run
+            check_folder(option, folder)
+        if getattr(args, "timeout", 1) <= 0:
+            raise ValueError(f"--timeout: expected a positive number of seconds, got {args.timeout:g}")
     except ValueError as e:
         print(f"python -m benchmarks.realdata: error: {e}", file=sys.stderr)
         return 2
     try:
         return COMMANDS[command](args)
+    except SystemExit as e:   # a refusal found before the runs (check_train_options)
+        if isinstance(e.code, str):
+            print(f"python -m benchmarks.realdata {command}: error: {e.code}", file=sys.stderr)
+            return 2
+        raise
     except KeyboardInterrupt:
         print("python -m benchmarks.realdata: interrupted", file=sys.stderr)
         return 130
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

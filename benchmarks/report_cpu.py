@@ -116,6 +116,8 @@ def _csv_table(csv):
 
 
 def write_cpu_report(record, out):
+    """Write cpu.json, cpu.md and (where there are steps to plot and matplotlib) cpu.png under ``out``:
+    (the markdown, the names of the files written). A cpu.png of an earlier run without steps is removed."""
     meta = record["meta"]
     loads = meta["loads"]
     lines = [f"CPU benchmark: {meta['machine']}, {meta['threads']} threads; torch {meta['versions'].get('torch')}; "
@@ -139,8 +141,12 @@ def write_cpu_report(record, out):
         json.dump(record, f, indent=2)
     with open(os.path.join(out, "cpu.md"), "w") as f:
         f.write(text + "\n")
+    written, plot = ["cpu.json", "cpu.md"], os.path.join(out, "cpu.png")
     try:
-        write_plot(record, os.path.join(out, "cpu.png"))
+        if write_plot(record, plot) is not False:
+            written.append("cpu.png")
     except ImportError:
         pass
-    return text
+    if "cpu.png" not in written and os.path.exists(plot):   # not this run's: it would be read as this run's
+        os.remove(plot)
+    return text, written

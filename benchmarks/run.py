@@ -26,6 +26,7 @@ import time
 import traceback
 
 import torch
+from . import run_main
 from torch.utils import benchmark as tbench
 
 import manualnn
@@ -256,7 +257,7 @@ def build_parser(prog="python -m benchmarks.run"):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--shapes", help=f"comma-separated: {', '.join(SHAPES)} or BxDxHxO[@lr] "
-                                    "(default: seed,medium on CPU; seed,medium,large on CUDA)")
+                                    "(default: seed,small64,small256,medium on CPU; seed,medium,large on CUDA)")
     p.add_argument("--precision", help="comma-separated from fp32, tf32, bf16 (default: fp32 on CPU, all on CUDA)")
     p.add_argument("--epochs", type=int, default=20, help="epochs per timed run (default 20)")
     p.add_argument("--contenders", help="comma-separated subset of contender names (default: all for the device)")
@@ -367,4 +368,4 @@ def main(argv=None, prog="python -m benchmarks.run", default_out=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

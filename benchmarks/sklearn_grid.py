@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from . import run_main
 from .provenance import git_commit, loadavg, machine_name, versions
 from .suite import parse_seeds, write_suite
 
@@ -96,4 +97,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

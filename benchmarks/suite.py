@@ -249,7 +249,10 @@ def parse_datasets(text):
     """'all', a part ('tuned', 'held-out', 'fresh', 'fresh-2', 'fresh-3'), or comma-separated names (parts may be mixed in)."""
     table = _specs()
     names = []
-    for n in [n.strip() for n in (text or "all").split(",") if n.strip()]:
+    given = [n.strip() for n in ("all" if text is None else text).split(",") if n.strip()]
+    if not given:
+        raise ValueError(f"--datasets: expected names, a part or 'all', got {text!r}")
+    for n in given:
         if n in ("all",) + PARTS:
             names += [s.name for s in table.values() if n == "all" or s.part == n]
         else:

@@ -190,3 +190,33 @@ def test_busy_share_benchmark_times_every_mode_idle_and_busy(capsys):
     assert len(rows) == len(busy_share.MODES), rows
     for mode, (row, name) in enumerate(zip(rows, busy_share.MODES)):
         assert re.fullmatch(rf"\| {mode}: {re.escape(name)} \| \d+ \| \d+ \(\d+-\d+\) \| [0-9.]+ \| [0-9.]+ \|", row), row
+
+
+@pytest.mark.parametrize("argv,message", [(["--only", "step"], "--only: expected parts of steps, default"),
+                                          (["--loads", "x"], "--loads: expected counts of busy processes"),
+                                          (["--repeats", "0"], "--repeats: expected 1 or more, got 0")])
+def test_the_cpu_benchmark_refuses_bad_options_before_it_measures(capsys, argv, message):
+    from benchmarks import cpu
+    with pytest.raises(SystemExit) as stop:
+        cpu.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_cpu_report_without_steps_leaves_no_plot_of_an_earlier_run(tmp_path):
+    from benchmarks.report_cpu import write_cpu_report
+    (tmp_path / "cpu.png").write_bytes(b"an earlier run's plot")
+    meta = {"machine": "m", "threads": 2, "versions": {"torch": "t"}, "commit": "c", "date": "d", "quick": True,
+            "loadavg_at_start": [0, 0, 0], "command": ["python", "-m", "benchmarks.cpu"], "loads": [0]}
+    text, written = write_cpu_report({"meta": meta, "setup": [{"call": "x", "ms": 1.0, "x_seed": 1.0}]}, str(tmp_path))
+    assert written == ["cpu.json", "cpu.md"] and not (tmp_path / "cpu.png").exists() and "Setup" in text
+
+
+def test_a_benchmark_whose_stdout_reader_went_away_stops_quietly_with_141():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    reader, writer = os.pipe()
+    os.close(reader)   # '| head' already gone
+    proc = subprocess.run([sys.executable, "-c", "import sys; from benchmarks import run_main; "
+                           "sys.exit(run_main(lambda: print('row') or 0))"],
+                          cwd=root, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(writer)
+    assert proc.returncode == 141 and proc.stderr == "", proc.stderr

@@ -142,3 +142,29 @@ def test_cli_and_inprocess_modes_give_the_same_numbers(paths):
                 "task_used", "failed"):
         assert cli[key] == here[key], (key, cli[key], here[key])
     assert cli["score"] is not None and cli["epochs_run"] == 20
+
+
+def test_a_sweep_refuses_an_option_train_refuses_before_any_run(capsys, tmp_path):
+    for grid, why in (("nosuchopt=1", "unrecognized arguments: --nosuchopt 1"),
+                      ("weight-decay=x/n", "argument --weight-decay: expected a number")):
+        code = realdata.main(["sweep", "--datasets", "iris", "--seeds", "0", "--splits", "0", "--grid", grid,
+                              "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")])
+        err = capsys.readouterr().err
+        assert code == 2 and why in err and "manualnn train refuses them" in err, err
+    assert not (tmp_path / "out" / "sweep.json").exists() and not os.listdir(tmp_path / "cache")   # nothing ran
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--datasets", ","], "--datasets: expected names, a part or 'all', got ','"),
+    (["--out", "/proc/no/such"], "--out: cannot make the folder '/proc/no/such'"),
+    (["--timeout", "-1"], "--timeout: expected a positive number of seconds, got -1"),
+])
+def test_the_report_refuses_bad_options_before_any_run(capsys, argv, message):
+    assert realdata.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_json_outputs_hold_no_infinity_or_nan(tmp_path):
+    realdata.write_outputs(str(tmp_path), "x", {"worst_gap": float("-inf"), "runs": [{"score": float("nan")}]}, "")
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text) == {"worst_gap": None, "runs": [{"score": None}]} and "Infinity" not in text
