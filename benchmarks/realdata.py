@@ -224,7 +224,7 @@ def report(args):
               "sklearn_runs": [sk[(e.dataset, e.split_id, e.seed)] for e in entries],
               "linear_runs": list({(e.dataset, e.split_id): sk[(e.dataset, e.split_id, "linear")]
                                    for e in entries}.values())}
-    paths = write_outputs(args.out, args.name or "realdata", record, markdown)   # (before stdout: '| head')
+    paths = write_outputs(args.out, args.name or report_name(args), record, markdown)   # (before stdout: '| head')
     print(f"wrote {', '.join(paths)}", file=sys.stderr)
     print(markdown)
     return 0
@@ -238,6 +238,17 @@ def check_train_options(options):
         train_parser().parse_args(["train", "--data", "data.npz", *per_rows(options, 100)])
     except SystemExit:
         raise SystemExit(f"the options {' '.join(options)!r}: manualnn train refuses them (above)") from None
+
+
+def report_name(args):
+    """The report's default file stem: realdata for the whole suite (seeds 0-9, splits 0-2), the committed
+    report; realdata-partial for a smaller run, which should not replace it."""
+    whole = (parse_datasets(args.datasets) == parse_datasets("all") and parse_seeds(args.seeds) == list(range(10))
+             and parse_splits(args.splits) == [0, 1, 2])
+    if not whole:
+        print("python -m benchmarks.realdata: a part of the suite: written as realdata-partial (--name names it)",
+              file=sys.stderr)
+    return "realdata" if whole else "realdata-partial"
 
 
 def sweep(args):
@@ -291,7 +302,8 @@ def build_parser(command):
                    help="JSON file of scikit-learn results (default: the committed %(default)s)")
     p.add_argument("--refit-sklearn", action="store_true", help="refit scikit-learn even where the cache has it")
     p.add_argument("--out", default=DEFAULT_OUT, help="output folder (default %(default)s)")
-    p.add_argument("--name", help="output file stem (default: realdata for the report, sweep for a sweep)")
+    p.add_argument("--name", help="output file stem (default: realdata for the report of the whole suite, "
+                                  "realdata-partial for a part of it, sweep for a sweep)")
     if command == "sklearn":
         return p
     p.add_argument("--mode", choices=MODES, default="inprocess" if command == "sweep" else "cli",
