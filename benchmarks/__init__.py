@@ -1,7 +1,19 @@
 """The benchmarks: ``python -m benchmarks.<name>`` (README, "Benchmarks")."""
+import argparse
 import contextlib
 import os
 import sys
+
+
+def at_least_one(text):
+    """An argparse type: a whole number of 1 or more (steps, rounds, repeats, rows)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
 
 
 def run_main(main):

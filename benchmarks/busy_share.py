@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 
-from benchmarks import run_main
+from benchmarks import at_least_one, run_main
 from benchmarks.cpu import busy
 
 MODES = ["one thread", "two, fixed halves (a barrier, as OpenMP's loop)", "two, each takes the next untaken block",
@@ -35,13 +35,6 @@ def build(folder):
         sys.exit(f"python -m benchmarks.busy_share: {cxx} could not compile {source} (it needs C++20: "
                  f"std::atomic::wait):\n{made.stderr.strip()}")
     return binary
-
-
-def at_least_one(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
-    return value
 
 
 def main(argv=None):

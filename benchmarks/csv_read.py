@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from . import run_main
+from . import at_least_one, run_main
 from .provenance import loadavg, machine_name
 
 
@@ -91,9 +91,9 @@ def _versions():
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--rows", type=at_least_one, default=200_000)
     parser.add_argument("--cols", type=int, default=51)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=at_least_one, default=5)
     args = parser.parse_args(argv)
     result = measure(args.rows, args.cols, args.repeats)
     before, after = result["loadavg_before_after"]

@@ -34,7 +34,7 @@ from manualnn.spec import data_settings
 from manualnn.testing import judge
 from manualnn.training import batch_order, cpu_threads
 
-from . import run_main
+from . import at_least_one, run_main
 from .run import device_name, git_commit, slug, sync, versions
 
 HIDDEN, BATCH, LR, SEED = DATA_DEFAULTS["hidden"][0], DATA_DEFAULTS["batch_size"], DATA_DEFAULTS["lr"], 0
@@ -114,8 +114,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.digits", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per timed run (default 5)")
-    p.add_argument("--repeats", type=int, default=9, help="timed rounds (default 9)")
+    p.add_argument("--epochs", type=at_least_one, default=5, help="epochs per timed run (default 5)")
+    p.add_argument("--repeats", type=at_least_one, default=9, help="timed rounds (default 9)")
     p.add_argument("--out", help="output folder (default benchmarks/results/<device-slug>/)")
     p.add_argument("--hidden", type=int, help=f"hidden width (default {HIDDEN}, the --data default)")
     p.add_argument("--batch-size", type=int, help=f"rows per step (default {BATCH}, the --data default)")

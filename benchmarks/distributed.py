@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from . import run_main
+from . import at_least_one, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 1e-7
@@ -133,12 +133,12 @@ def launch(args, mode):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.distributed", description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=4096)
+    parser.add_argument("--rows", type=at_least_one, default=4096)
     parser.add_argument("--features", type=int, default=1024)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--out-features", dest="out", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per contender per round (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
+    parser.add_argument("--steps", type=at_least_one, default=10, help="timed steps per contender per round (default 10)")
+    parser.add_argument("--rounds", type=at_least_one, default=3, help="round-robin rounds (default 3)")
     parser.add_argument("--out", dest="folder", default=os.path.join(ROOT, "benchmarks", "results"),
                         help="folder for distributed.json and distributed.md (default benchmarks/results)")
     parser.add_argument("--worker", choices=["single", "ranks"], help=argparse.SUPPRESS)

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from benchmarks import run_main
+from benchmarks import at_least_one, run_main
 from manualnn.backends import make_step
 from manualnn.spec import Params, StepSpec, with_ones
 from manualnn.training import cpu_threads
@@ -38,13 +38,13 @@ def make(rows, features, hidden, outputs, loss):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.native_step", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=200)
+    p.add_argument("--rows", type=at_least_one, default=200)
     p.add_argument("--features", type=int, default=20)
     p.add_argument("--hidden", type=int, nargs="+", default=[512])
     p.add_argument("--outputs", type=int, default=1)
     p.add_argument("--loss", choices=("sse", "ce"), default="sse")
-    p.add_argument("--steps", type=int, default=2000, help="steps a round (default 2000)")
-    p.add_argument("--rounds", type=int, default=5, help="rounds per thread count (default 5)")
+    p.add_argument("--steps", type=at_least_one, default=2000, help="steps a round (default 2000)")
+    p.add_argument("--rounds", type=at_least_one, default=5, help="rounds per thread count (default 5)")
     args = p.parse_args(argv)
     step = make(args.rows, args.features, args.hidden, args.outputs, args.loss)
     loss = torch.zeros(())

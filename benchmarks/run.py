@@ -26,7 +26,7 @@ import time
 import traceback
 
 import torch
-from . import run_main
+from . import at_least_one, run_main
 from torch.utils import benchmark as tbench
 
 import manualnn
@@ -259,7 +259,7 @@ def build_parser(prog="python -m benchmarks.run"):
     p.add_argument("--shapes", help=f"comma-separated: {', '.join(SHAPES)} or BxDxHxO[@lr] "
                                     "(default: seed,small64,small256,medium on CPU; seed,medium,large on CUDA)")
     p.add_argument("--precision", help="comma-separated from fp32, tf32, bf16 (default: fp32 on CPU, all on CUDA)")
-    p.add_argument("--epochs", type=int, default=20, help="epochs per timed run (default 20)")
+    p.add_argument("--epochs", type=at_least_one, default=20, help="epochs per timed run (default 20)")
     p.add_argument("--contenders", help="comma-separated subset of contender names (default: all for the device)")
     p.add_argument("--quick", action="store_true", help="smoke run: about one timed repeat per contender")
     p.add_argument("--min-time", type=float, default=None,
