@@ -177,11 +177,13 @@ def main(argv=None):
                        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "threads": torch.get_num_threads(),
                        "workload": f"digits 1438 rows, 64 -> {HIDDEN} -> 10 with biases, batch {BATCH}, "
                                    f"cross-entropy ({STEP['reduction']}), {STEP['optimizer']} lr {LR}",
-                       "epochs_per_run": args.epochs, "steps_per_run": steps, "repeats": args.repeats},
+                       "epochs_per_run": args.epochs, "steps_per_run": steps, "repeats": args.repeats,
+                       "command": ["python", "-m", "benchmarks.digits", *sys.argv[1:]]},
               "rows": rows}
     lines = [f"digits workload on {record['meta']['device']}: {record['meta']['workload']}, "
-             f"{args.epochs} epochs ({steps} steps) per run, median of {args.repeats} round-robin runs",
-             "", "| contender | ms/run | µs/step | × autograd |", "|---|---|---|---|"]
+             f"{args.epochs} epochs ({steps} steps) per run, median of {args.repeats} round-robin runs; "
+             f"commit {record['meta']['commit']}; {record['meta']['date']}",
+             f"`{' '.join(record['meta']['command'])}`", "", "| contender | ms/run | µs/step | × autograd |", "|---|---|---|---|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['contender']} | wrong: not timed | | |")

@@ -34,6 +34,7 @@ import time
 import torch
 
 from . import at_least_one, run_main
+from .provenance import git_commit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR = 1e-7
@@ -177,10 +178,11 @@ def main(argv=None):
         "bytes_allreduced_per_step": bytes_per_step, "flop_per_step": flop, "rows": rows,
         "machine": f"{cpu_name()}, {os.cpu_count()} CPUs", "torch": torch.__version__,
         "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": git_commit(), "command": ["python", "-m", "benchmarks.distributed", *sys.argv[1:]],
     }
     title = (f"{args.rows} x {args.features} -> {args.hidden} -> {args.out}, full batch, one thread per rank; "
-             f"{record['machine']}; torch {torch.__version__}; {record['date']}")
-    lines = [f"Data parallel on the CPU: {title}", "",
+             f"{record['machine']}; torch {torch.__version__}; {record['date']}; commit {record['commit']}")
+    lines = [f"Data parallel on the CPU: {title}", "", f"`{' '.join(record['command'])}`", "",
              f"gradient bytes all-reduced per step: {bytes_per_step:,} ({bytes_per_step / 2**20:.2f} MiB); "
              f"median of {args.rounds} rounds x {args.steps} steps", "",
              "| contender | ms/step | GFLOP/s | speedup | scaling efficiency | of the ceiling "

@@ -261,13 +261,15 @@ def sweep(args):
     m["grid"] = args.grid
     combos, started = [], time.perf_counter()
     name = args.name or "sweep"
-    for combo in itertools.product(*axes):
+    points = list(itertools.product(*axes))
+    for combo in points:
         options = combo_argv(combo)
         print(f"sweep: {' '.join(options) or '(no options)'}", file=sys.stderr, flush=True)
         runs = run_all(entries, base + options, args.mode, args.timeout)
         combos.append({"options": options, "options_text": " ".join(options), "grid_point": dict(combo),
                        "summary": by_dataset(runs, sk, tasks), "runs": lean(runs)})
         m["seconds"] = round(time.perf_counter() - started, 1)
+        m["grid_points_done"] = [len(combos), len(points)]   # (an interrupted sweep's files say so)
         markdown = tables.sweep_markdown(m, tasks, combos, sk_summary)
         record = {"meta": m, "sklearn": sk_summary, "combinations": combos}
         paths = write_outputs(args.out, name, record, markdown)

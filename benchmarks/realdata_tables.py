@@ -119,7 +119,8 @@ def header_lines(meta, title):
     return [f"## {title}", "",
             f"{meta['machine']}; load average {meta['loadavg']}; Python {v['python']}, torch {v['torch']}, "
             f"manualnn {v['manualnn']}, scikit-learn {v['sklearn']}, numpy {v['numpy']}; {meta['date']}; "
-            f"commit {meta['git_commit']}.", ""]
+            f"commit {meta['git_commit']}.", ""] + (
+        [f"`{' '.join(meta['command'])}`", ""] if meta.get("command") else [])
 
 
 def failure_lines(per_dataset, name):
@@ -137,7 +138,9 @@ def report_markdown(meta, tasks, sk_summary, contenders, notes=()):
     lines = header_lines(meta, "manualnn train --data FILE (defaults) beside scikit-learn's MLP (defaults)")
     seeds = meta["seeds_text"]
     extra = " ".join(meta["extra"]) or "none"
-    lines += [f"Seeds {seeds} per data set; test rows = 25% (stratified for classes). Scores on the test rows: "
+    splits = meta.get("splits_text") or "0-2"
+    splits = "one per seed (its random_state the seed)" if splits == "seed" else splits
+    lines += [f"Seeds {seeds} per data set and split, splits {splits}; test rows = 25% (stratified for classes). Scores on the test rows: "
               f"accuracy in %, R² for regression. manualnn: `{meta['mode']}` mode, extra options: {extra}. "
               f"sklearn: MLPClassifier/MLPRegressor defaults on StandardScaler'd features (fitted on the training "
               f"rows), times from {meta['sklearn_timed_on']}. Gap = manualnn − sklearn on the same seed (accuracy in "
@@ -232,7 +235,10 @@ def sweep_markdown(meta, tasks, combos, sk_summary):
     first."""
     lines = header_lines(meta, "Sweep of manualnn train options on the real-data suite")
     extra = " ".join(meta["extra"]) or "none"
-    lines += [f"Grid `{meta['grid']}`; splits {meta.get('splits_text', 'as seeds')}, seeds {meta['seeds_text']}; "
+    done = meta.get("grid_points_done")   # [measured, in the grid]: an interrupted sweep's files say so
+    unfinished = (f" ({done[0]} of its {done[1]} points measured so far: the sweep is not finished)"
+                  if done and done[0] < done[1] else "")
+    lines += [f"Grid `{meta['grid']}`{unfinished}; splits {meta.get('splits_text', 'as seeds')}, seeds {meta['seeds_text']}; "
               f"`{meta['mode']}` mode; options on every run: {extra}. Gap = manualnn − sklearn's MLP on the same "
               f"split and seed (accuracy in points, R² as is); the bound: the better of the MLP and the linear model "
               f"minus {BOUND['classify']:g} points (R²: {BOUND['regress']:g}); s/train: the train command's mean time "

@@ -14,7 +14,9 @@ def write_markdown(record, path):
     v = meta["versions"]
     lines = [f"Device: **{meta['device_name']}**; torch {v['torch']}, triton {v['triton']}, python {v['python']}; "
              f"commit {meta['git_commit']}; {meta['date']}; {meta['epochs']} epochs per run"
-             + (" (quick smoke run: one repeat, not a measurement)" if meta["quick"] else ""), ""]
+             + (" (quick smoke run: one repeat, not a measurement)" if meta["quick"] else ""), ""] + (
+        [f"`{meta.get('prog', 'python -m benchmarks.run')} {' '.join(meta['argv'])}`", ""]
+        if meta.get("argv") is not None else [])
     lines += ["Time per run: median [IQR] of warm runs. × seed: time over the verbatim seed loop's (no print); "
               "× floor: time over the bare matmuls'. Cold: first epoch, compilation included.", ""]
     header = ("| shape | precision | contender | status | ms/run [IQR] | µs/step | TFLOP/s | cold s | "

@@ -344,7 +344,7 @@ def main(argv=None, prog="python -m benchmarks.run", default_out=None):
     add_ratios(rows)
     record = {
         "meta": {"device": device.type, "device_name": name, "versions": versions(), "git_commit": git_commit(),
-                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:] if argv is None else argv,
+                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv[1:] if argv is None else argv, "prog": prog,
                  "quick": args.quick, "epochs": args.epochs, "threads": torch.get_num_threads(),
                  "seconds": time.perf_counter() - started,
                  "flops_per_step": "sum over layers of 4*B*in*out (first layer) or 6*B*in*out (the others)",

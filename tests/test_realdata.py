@@ -168,3 +168,13 @@ def test_the_json_outputs_hold_no_infinity_or_nan(tmp_path):
     realdata.write_outputs(str(tmp_path), "x", {"worst_gap": float("-inf"), "runs": [{"score": float("nan")}]}, "")
     text = (tmp_path / "x.json").read_text()
     assert json.loads(text) == {"worst_gap": None, "runs": [{"score": None}]} and "Infinity" not in text
+
+
+def test_an_unfinished_sweeps_files_say_so(tmp_path):
+    assert realdata.main(["sweep", "--datasets", "iris", "--seeds", "0", "--splits", "0", "--grid", "lr=1e-3,3e-3",
+                          "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["meta"]["grid_points_done"] == [2, 2] and "not finished" not in (tmp_path / "sweep.md").read_text()
+    meta = dict(record["meta"], grid_points_done=[1, 2])   # as the files stand after the first point
+    text = realdata.tables.sweep_markdown(meta, {"iris": "classify"}, record["combinations"][:1], record["sklearn"])
+    assert "Grid `lr=1e-3,3e-3` (1 of its 2 points measured so far: the sweep is not finished); splits 0" in text
