@@ -1,19 +1,10 @@
 """The benchmarks: ``python -m benchmarks.<name>`` (README, "Benchmarks")."""
-import argparse
 import contextlib
 import os
 import sys
 
-
-def at_least_one(text):
-    """An argparse type: a whole number of 1 or more (steps, rounds, repeats, rows)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
-    return value
+# an argparse type for counts of steps, rounds, repeats and rows: a whole number of 1 or more (the CLI's own)
+from manualnn.cli.options import positive_int as at_least_one  # noqa: E402,F401
 
 
 def run_main(main):
