@@ -252,16 +252,15 @@ def report_name(args):
 
 
 def sweep(args):
-    axes = parse_grid(args.grid)
+    points = list(itertools.product(*parse_grid(args.grid)))
     base = shlex.split(args.extra or "")
-    for combo in itertools.product(*axes):   # every grid point a train command takes, before any run
+    for combo in points:   # every grid point a train command takes, before any run
         check_train_options(base + combo_argv(combo))
     seeds, datasets, entries, sk, tasks, sk_summary = prepare(args)
     m = meta(args, seeds, datasets, sk, parts_of(datasets))
     m["grid"] = args.grid
     combos, started = [], time.perf_counter()
     name = args.name or "sweep"
-    points = list(itertools.product(*axes))
     for combo in points:
         options = combo_argv(combo)
         print(f"sweep: {' '.join(options) or '(no options)'}", file=sys.stderr, flush=True)
