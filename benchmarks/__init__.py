@@ -1,10 +1,7 @@
 """The benchmarks: ``python -m benchmarks.<name>`` (README, "Benchmarks")."""
-import contextlib
-import os
-import sys
-
 # an argparse type for counts of steps, rounds, repeats and rows: a whole number of 1 or more (the CLI's own)
-from manualnn.cli.options import positive_int as at_least_one  # noqa: E402,F401
+from manualnn.cli.options import positive_int as at_least_one  # noqa: F401
+from manualnn.cli.signals import silence_stdout
 
 
 def run_main(main):
@@ -14,6 +11,5 @@ def run_main(main):
     try:
         return main()
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        silence_stdout()
         return 141

@@ -5,7 +5,6 @@ printing ``Epoch:{i}, Loss:{loss:.4f}`` once per epoch on stdout and nothing els
 ``--data`` it trains on a file or on scikit-learn's digits. Errors, progress and messages go to
 stderr, each a single line; a mistake of the user's never shows a traceback.
 """
-import os
 import sys
 import warnings
 
@@ -50,11 +49,9 @@ def _main(argv):
         return 2
     except BrokenPipeError:
         # the reader went away (e.g. '| head'): stop quietly, as Unix tools do
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return 141
+        from .signals import STDOUT_CLOSED, silence_stdout
+        silence_stdout()
+        return STDOUT_CLOSED
     except KeyboardInterrupt:
         print(f"manualnn {args.command}: interrupted", file=sys.stderr)
         return 130
