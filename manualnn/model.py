@@ -125,10 +125,7 @@ class MLP(nn.Module):
         other array (numpy, pandas, lists) is read and checked as ``predict`` reads it."""
         if not isinstance(x, torch.Tensor):
             return self._units(_network(self.inputs(x), *self._layers()))
-        if x.dim() != 2 or x.shape[1] != self.sizes[0]:
-            raise ValueError(f"x: expected a 2-D tensor with {self.sizes[0]} columns (the model's input width), got "
-                             f"shape {tuple(x.shape)}" + (" (one sample? pass it as one row: x[None])" if x.dim() == 1
-                                                          else ""))
+        prep.check_width("x", x, self.sizes[0], kind="tensor")
         if x.dtype == self.weights[0].dtype and not self.scaled["x"]:
             h = x   # nothing to standardize: autograd reaches the caller's tensor
         else:

@@ -98,12 +98,17 @@ def column_names(x):
     return [str(c) for c in columns]
 
 
+def check_width(name, t, width, kind="array"):
+    """ValueError unless the tensor ``t`` is 2-D with ``width`` columns (rows of the model's input)."""
+    if t.dim() != 2 or t.shape[1] != width:
+        raise ValueError(f"{name}: expected a 2-D {kind} with {width} columns (the model's input width), got shape "
+                         f"{tuple(t.shape)}" + (" (one sample? pass it as one row: x[None])" if t.dim() == 1 else ""))
+
+
 def as_features(name, x, width):
     """x as a 2-D float tensor of ``width`` columns (a single row of ``width`` values is refused: say x[None])."""
     t = as_tensor(name, x)
-    if t.dim() != 2 or t.shape[1] != width:
-        raise ValueError(f"{name}: expected a 2-D array with {width} columns (the model's input width), got shape "
-                         f"{tuple(t.shape)}" + (" (one sample? pass it as one row: x[None])" if t.dim() == 1 else ""))
+    check_width(name, t, width)
     if t.shape[0] == 0:
         raise ValueError(f"{name}: expected at least one row, got shape {tuple(t.shape)}")
     if not all_finite(t):
