@@ -56,7 +56,7 @@ class _ManualnnMLP(BaseEstimator):
         """A parameter these estimators do not take is refused naming the class (not this shared base) and,
         for scikit-learn's own, what to use instead. (A subclass whose __init__ takes **kwargs or *args
         checks its own.)"""
-        init = list(inspect.signature(cls.__init__).parameters.values())[1:]
+        init = list(cls.__signature__.parameters.values())   # (__init__'s, without self: __init_subclass__)
         if not any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in init):
             taken = sorted(p.name for p in init)
             for name in params:
@@ -67,8 +67,7 @@ class _ManualnnMLP(BaseEstimator):
 
     def __init_subclass__(cls, **kwargs):   # inspect.signature(cls) is __init__'s, not __new__'s catch-all
         super().__init_subclass__(**kwargs)
-        cls.__signature__ = inspect.signature(cls.__init__).replace(
-            parameters=list(inspect.signature(cls.__init__).parameters.values())[1:])
+        cls.__signature__ = inspect.Signature(list(inspect.signature(cls.__init__).parameters.values())[1:])
 
     def __init__(self, hidden_layer_sizes="auto", *, learning_rate_init=DATA_DEFAULTS["lr"],
                  batch_size=DATA_DEFAULTS["batch_size"], max_iter=DATA_DEFAULTS["epochs"],
